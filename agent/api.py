@@ -26,7 +26,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,47 +33,22 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.types import Command, Durability
 
 from agent._recorder import RunRecorder
-from agent.errors import AgentError, ConfigError
-from agent.events import (
-    ApprovalRequest,
-    Event,
-    Final,
-    RunError,
-    RunStarted,
-)
-from agent.llm.base import Backend, Sampling
+from agent.config import ApprovalRule, Limits, Sampling
+from agent.errors import AgentError, ConfigError, error_kind
+from agent.events import ApprovalRequest, Event, Final, RunError, RunStarted
+from agent.llm.base import Backend
 from agent.persistence import StoreLocation, store_location
-from agent.task import Limits, Task, load_task
+from agent.task import Task, load_task
+from agent.types import RunResult, ToolCall
 from graphs.state import recursion_limit
 from tools.policy import ToolPolicies
 
-__all__ = ["Agent", "Approver", "RunResult"]
+__all__ = ["Agent", "Approver"]
 
 _log = logging.getLogger(__name__)
 
 Approver = Callable[[ApprovalRequest], "bool | dict[str, bool] | Awaitable[bool | dict[str, bool]]"]
 """Decides on calls waiting for approval: True/False for all, or ``{call_id: bool}``."""
-
-
-@dataclass
-class RunResult:
-    """What a run ended with. ``status``: done, limit, loop, invalid_output, error, or
-    awaiting_approval (paused: resume with ``agent.run(run_id=..., approve=...)``)."""
-
-    run_id: str
-    status: str
-    answer: Any = None
-    steps: int = 0
-    tool_calls: int = 0
-    usage: dict[str, Any] = field(default_factory=dict)
-    limit: str | None = None
-    error: str | None = None
-    error_type: str | None = None
-    trace_path: Path | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "done"
 
 
 class Agent:
@@ -90,7 +64,7 @@ class Agent:
         limits: Limits | None = None,
         policies: ToolPolicies | None = None,
         sampling: Sampling | None = None,
-        approval: str | Sequence[str] = "side_effects",
+        approval: ApprovalRule | Sequence[str] = "side_effects",
         store: str | Path | StoreLocation | None = ".agent",
         constrained_tool_calls: bool = False,
         constrained_repair: bool = False,
@@ -141,7 +115,6 @@ class Agent:
             mode=task.model.mode,
             timeout_s=task.model.timeout_s,
         )
-        require = task.approval.require
         agent = cls(
             model,
             tools=task.tools.enabled,
@@ -149,8 +122,8 @@ class Agent:
             output_schema=task.output_schema,
             limits=task.limits,
             policies=task.tool_policies(),
-            sampling=task.model.sampling.to_sampling(),
-            approval=require if isinstance(require, str) else tuple(require),
+            sampling=task.model.sampling,
+            approval=task.approval.rule(),
             store=store_location(task.store),
             constrained_tool_calls=task.model.constrained_tool_calls,
             constrained_repair=task.model.constrained_repair,
@@ -172,17 +145,12 @@ class Agent:
     ) -> RunResult:
         """Run to the end and return the result. See :meth:`stream` for the arguments."""
         result: RunResult | None = None
-        error_type: str | None = None
         async for event in self.stream(input, run_id=run_id, resume=resume, approve=approve):
             if on_event is not None:
                 on_event(event)
             if isinstance(event, Final):
-                result = _result(event)
-            elif isinstance(event, RunError):
-                error_type = event.error_type
+                result = event.result
         assert result is not None, "stream() always ends with a Final event"
-        result.error_type = error_type
-        result.trace_path = RunRecorder.trace_path_for(self.store.folder, result.run_id)
         return result
 
     async def stream(
@@ -244,7 +212,8 @@ class Agent:
         try:
             while True:
                 if pending:
-                    request = ApprovalRequest(run_id, pending[0].value["calls"])
+                    calls = [ToolCall(**c) for c in pending[0].value["calls"]]
+                    request = ApprovalRequest(run_id, calls)
                     rec.event(request)
                     yield request
                     decision = await _decide(approve, request)
@@ -287,10 +256,10 @@ class Agent:
         except Exception:
             state = {}
         state["error"] = str(exc) or type(exc).__name__
-        error = RunError(ctx.run_id, type(exc).__name__, state["error"])
+        error = RunError(ctx.run_id, error_kind(exc), type(exc).__name__, state["error"])
         rec.event(error)
         yield error
-        yield rec.final("error", None, state)
+        yield rec.final("error", None, state, exc)
 
     # --- resources --------------------------------------------------------------------
 
@@ -362,9 +331,10 @@ class Agent:
     def first_prompt(self, input: str | None = None) -> str:
         """The exact text of the run's first completions prompt (``agent prompt TASK``)."""
         from agent import chatml
+        from agent.messages import to_messages
 
         state = self._initial_state(input if input is not None else self._default_input())
-        return chatml.render(chatml.to_messages(state["messages"]), self.tools.specs())
+        return chatml.render(to_messages(state["messages"]), self.tools.specs())
 
     # --- small helpers ----------------------------------------------------------------
 
@@ -423,13 +393,6 @@ async def _decide(approve: Approver | str | None, request: ApprovalRequest) -> A
         return approve == "all"
     decision = approve(request)  # type: ignore[operator]
     return await decision if inspect.isawaitable(decision) else decision
-
-
-def _result(final: Final) -> RunResult:
-    return RunResult(
-        run_id=final.run_id, status=final.status, answer=final.answer, steps=final.steps,
-        tool_calls=final.tool_calls, usage=final.usage, limit=final.limit, error=final.error,
-    )
 
 
 def _new_run_id() -> str:

@@ -19,18 +19,21 @@ prompt        step, prefix_chars, text, chars: the prompt sent is the previous p
               first prefix_chars characters + text (prompts are append-only, so this
               keeps traces linear in run length); chars is its whole length.
               prompt_texts() rebuilds every prompt whole
-model_output  step, text (raw), tool_calls, errors, finish_reason, usage, timings
-tool_call     step, call_id, name, arguments, early
-tool_result   step, call_id, name, status, content, duration_s, error_type, sandbox,
-              artifact_id, reused
+model_output  step, text (raw), content, tool_calls, errors, finish_reason, usage,
+              timings, url (the step's Generation, less its prompt)
+tool_call     step, call {name, arguments, id}, early
+tool_result   step, result {call_id, name, status, content, error, artifact_id,
+              truncated, duration_s, sandbox}, reused
 repair        step, reasons, consecutive
-approval      calls (each id, name, arguments)
-final         status, answer, steps, tool_calls, usage, limit, error
-error         error_type, message
+approval      calls (each name, arguments, id)
+final         result {run_id, status, answer, steps, tool_calls, usage, limit, error,
+              error_kind, error_type, trace_path}
+error         error_kind, error_type, message
 ```
-(The fields of the ``agent.events`` dataclasses; ``run_id`` is on every line.)
-Readers ignore fields they do not know; a new *major* version means an incompatible change
-and :func:`read_trace` refuses it.
+(The ``agent.events`` dataclasses as ``agent.events.to_dict`` writes them; ``run_id`` is
+on every line.) Readers ignore fields they do not know; a new *major* version means an
+incompatible change and :func:`read_trace` refuses it. Version 1 traces (flat
+``tool_call``/``tool_result``/``final`` fields) are still read.
 
 >>> RunRecord("r1", task="t", status="done").usage.total_tokens
 0
@@ -50,11 +53,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from agent.errors import ConfigError
-from agent.llm.base import Usage
+from agent.types import RUN_STATUSES, Usage
 
 __all__ = [
     "DEFAULT_STORE",
-    "RUN_STATUSES",
     "TRACE_EVENT_TYPES",
     "TRACE_SCHEMA_VERSION",
     "RunRecord",
@@ -66,11 +68,8 @@ __all__ = [
 ]
 
 DEFAULT_STORE = ".agent"
-RUN_STATUSES = (
-    "running", "done", "limit", "loop", "invalid_output", "error", "interrupted",
-    "awaiting_approval",
-)
-TRACE_SCHEMA_VERSION = "1.0"
+TRACE_SCHEMA_VERSION = "2.0"
+_READABLE_MAJORS = ("1", "2")
 TRACE_EVENT_TYPES = (
     "run_started", "prompt", "model_output", "tool_call", "tool_result",
     "repair", "approval", "final", "error",
@@ -381,7 +380,6 @@ def read_trace(path: str | Path) -> list[dict[str, Any]]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read trace: {exc.strerror or exc}") from None
     lines = text.split("\n")
-    major = TRACE_SCHEMA_VERSION.split(".")[0]
     events = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -393,10 +391,11 @@ def read_trace(path: str | Path) -> list[dict[str, Any]]:
                 break
             raise ConfigError(f"{path}:{n}: not a JSON trace event ({exc.msg})") from None
         version = str(event.get("v", "?")) if isinstance(event, dict) else "?"
-        if version.split(".")[0] != major:
+        if version.split(".")[0] not in _READABLE_MAJORS:
             raise ConfigError(
                 f"{path}:{n}: trace format version {version} is not supported (this program "
-                f"reads {major}.x): read it with the version that wrote it"
+                f"reads {' and '.join(m + '.x' for m in _READABLE_MAJORS)}): read it with "
+                "the version that wrote it"
             )
         events.append(event)
     return events

@@ -27,8 +27,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-import pytest
-
 from agent.errors import BackendError
 from agent.hermes import TextDelta, ToolCallParsed
 from agent.llm.base import Backend, Generation, GenerationDone, GenerationRequest
@@ -82,31 +80,6 @@ async def arun_sim(policy: Policy | None = None, config: SimConfig | None = None
         await asyncio.to_thread(server.close)
 
 
-@pytest.fixture
-def sim() -> Iterator[SimServer]:
-    """A running instant-profile simulated server with an empty ``FunctionPolicy``."""
-    with run_sim(FunctionPolicy()) as server:
-        yield server
-
-
-@pytest.fixture
-def sim_factory() -> Iterator[Callable[..., SimServer]]:
-    """Start more simulated servers: ``sim_factory(policy=None, config=None, faults=None)``."""
-    started: list[SimServer] = []
-
-    def start(policy: Policy | None = None, config: SimConfig | None = None,
-              faults: Faults | None = None) -> SimServer:
-        server = SimServer(policy, config, faults).start()
-        started.append(server)
-        return server
-
-    try:
-        yield start
-    finally:
-        for server in started:
-            server.close()
-
-
 class ScriptedBackend(Backend):
     """A model whose k-th call plays ``turns[k]``, one item at a time.
 
@@ -137,3 +110,35 @@ class ScriptedBackend(Backend):
             else:
                 await asyncio.sleep(float(item))
         yield GenerationDone(Generation(text=text, content=text, tool_calls=calls))
+
+
+try:  # the fixtures need pytest; the helpers above (and `agent run --sim`) do not
+    import pytest
+except ImportError:  # pragma: no cover - a plain install without the dev extra
+    pytest = None  # type: ignore[assignment]
+
+if pytest is not None:
+
+    @pytest.fixture
+    def sim() -> Iterator[SimServer]:
+        """A running instant-profile simulated server with an empty ``FunctionPolicy``."""
+        with run_sim(FunctionPolicy()) as server:
+            yield server
+
+
+    @pytest.fixture
+    def sim_factory() -> Iterator[Callable[..., SimServer]]:
+        """Start more simulated servers: ``sim_factory(policy=None, config=None, faults=None)``."""
+        started: list[SimServer] = []
+
+        def start(policy: Policy | None = None, config: SimConfig | None = None,
+                  faults: Faults | None = None) -> SimServer:
+            server = SimServer(policy, config, faults).start()
+            started.append(server)
+            return server
+
+        try:
+            yield start
+        finally:
+            for server in started:
+                server.close()

@@ -39,7 +39,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent import chatml
-from agent.llm import GenerationRequest, Sampling, VLLMBackend, VLLMConfig
+from agent.config import Sampling
+from agent.llm import GenerationRequest, VLLMBackend, VLLMConfig
 from agent.sim.policy import SimRequest, count_assistant_turns
 from agent.types import Message, ToolCall, ToolSpec
 from bench._common import SimChild

@@ -184,8 +184,7 @@ class Ours:
 
     def __init__(self, url: str, store: Path) -> None:
         from agent.api import Agent
-        from agent.llm.base import Sampling
-        from agent.task import Limits
+        from agent.config import Limits, Sampling
         from tools.base import tool
 
         lookup = tool(name="lookup")(_lookup_doc(_lookup))

@@ -10,30 +10,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
-from agent import chatml, jsonmode
+from agent import jsonmode
 from agent.events import RepairEvent, StepFinished, TextDelta, ToolCallEvent
 from agent.hermes import TextDelta as ParsedText
 from agent.hermes import ToolCallParsed
 from agent.llm.base import Generation, GenerationDone, GenerationRequest
-from agent.types import ToolCall
+from agent.messages import (
+    ai_message,
+    malformed_messages,
+    to_messages,
+    tool_calls_of,
+    tool_message,
+)
 from graphs.calls import (
     call_counts,
     executed,
     last_ai,
-    malformed_messages,
     may_dispatch_early,
     needs_approval,
     plan_turn,
     repair_node,
     skipped,
     start_call,
-    tool_message,
     tools_node,
 )
 from graphs.state import AgentState, RunContext
@@ -44,7 +49,6 @@ __all__ = [
     "final_node",
     "model_node",
     "repair_node",
-    "step_event",
     "tools_node",
 ]
 
@@ -72,7 +76,7 @@ async def model_node(state: AgentState, runtime: Runtime[RunContext]) -> dict[st
         # The turn is lost; calls it started are side-effect free and are cancelled by
         # the final node. The model never sees them.
         return {"limit": "deadline", "steps": step}
-    runtime.stream_writer(step_event(step, generation))
+    runtime.stream_writer(StepFinished(step, generation))
     return _after_generation(state, ctx, generation, step)
 
 
@@ -89,7 +93,7 @@ def _limit_before_call(state: AgentState, ctx: RunContext) -> str | None:
 
 def _request(state: AgentState, ctx: RunContext, *, json_mode: bool) -> GenerationRequest:
     return GenerationRequest(
-        messages=chatml.to_messages(state["messages"]),
+        messages=to_messages(state["messages"]),
         tools=ctx.dispatcher.specs(),
         sampling=ctx.sampling,
         json_schema=ctx.output_schema if json_mode else None,
@@ -122,8 +126,7 @@ async def _generate(
                 early = dispatch and may_dispatch_early(ctx, planned)
                 if early:
                     start_call(runtime, planned.call, planned.key, step)
-                call = event.call
-                write(ToolCallEvent(step, call.id, call.name, call.arguments, early=early))
+                write(ToolCallEvent(step, event.call, early=early))
             elif isinstance(event, GenerationDone):
                 return event.generation
     raise RuntimeError("the backend's stream ended without GenerationDone")
@@ -134,7 +137,7 @@ def _after_generation(
 ) -> dict[str, Any]:
     usage = _add_usage(state.get("usage", {}), generation)
     update: dict[str, Any] = {
-        "messages": [_ai_message(generation)],
+        "messages": [ai_message(generation)],
         "steps": step,
         "usage": usage,
         "json_mode": False,
@@ -149,56 +152,6 @@ def _after_generation(
     return update
 
 
-def _ai_message(generation: Generation) -> AIMessage:
-    return AIMessage(
-        content=generation.content,
-        tool_calls=[
-            {"name": c.name, "args": c.arguments, "id": c.id, "type": "tool_call"}
-            for c in generation.tool_calls
-        ],
-        invalid_tool_calls=[
-            {
-                "name": None,
-                "args": e.raw,
-                "id": f"invalid_{i}",
-                "error": e.reason,
-                "type": "invalid_tool_call",
-            }
-            for i, e in enumerate(generation.errors)
-        ],
-        response_metadata={"finish_reason": generation.finish_reason, "raw": generation.text},
-        usage_metadata={
-            "input_tokens": generation.usage.prompt_tokens,
-            "output_tokens": generation.usage.completion_tokens,
-            "total_tokens": generation.usage.total_tokens,
-        },
-    )
-
-
-def step_event(step: int, generation: Generation) -> StepFinished:
-    """The ``StepFinished`` event of one generation (traces keep prompt and raw text)."""
-    usage = generation.usage
-    return StepFinished(
-        step=step,
-        finish_reason=generation.finish_reason,
-        usage={
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "cached_tokens": usage.cached_tokens,
-        },
-        timings={
-            "ttft_s": generation.timings.ttft_s,
-            "total_s": generation.timings.total_s,
-            "tokens_per_s": generation.timings.tokens_per_s,
-        },
-        tool_calls=[{"id": c.id, "name": c.name, "arguments": c.arguments}
-                    for c in generation.tool_calls],
-        errors=[{"raw": e.raw, "reason": e.reason} for e in generation.errors],
-        prompt=generation.prompt,
-        raw=generation.text,
-    )
-
-
 # --- approval ---------------------------------------------------------------------------
 
 
@@ -208,18 +161,16 @@ async def approval_node(state: AgentState, runtime: Runtime[RunContext]) -> dict
     The runner resumes with ``Command(resume={call_id: bool, ...})`` (or one bool for all).
     """
     ctx = runtime.context
-    asks = [
-        {"id": tc["id"], "name": tc["name"], "arguments": tc["args"]}
-        for tc in last_ai(state).tool_calls
-        if needs_approval(ctx, ToolCall(tc["name"], tc["args"], tc["id"]))
-    ]
+    asks = [c for c in tool_calls_of(last_ai(state)) if needs_approval(ctx, c)]
     if not asks:
         return {}
-    decision = interrupt({"run_id": ctx.run_id, "calls": asks})
+    # The interrupt's value is checkpointed: plain dicts, which the runner turns back into
+    # ToolCall values for the ApprovalRequest.
+    decision = interrupt({"run_id": ctx.run_id, "calls": [dataclasses.asdict(c) for c in asks]})
     if isinstance(decision, bool):
-        denied = [] if decision else [a["id"] for a in asks]
+        denied = [] if decision else [c.id for c in asks]
     else:
-        denied = [a["id"] for a in asks if not decision.get(a["id"], False)]
+        denied = [c.id for c in asks if not decision.get(c.id, False)]
     return {"denied": denied}
 
 
@@ -280,14 +231,14 @@ async def final_node(state: AgentState, runtime: Runtime[RunContext]) -> dict[st
             generation = await _generate(request, runtime, step, final_state, dispatch=False)
     except TimeoutError:
         return {**update, "error": f"no final answer within {grace:g} s after the limit"}
-    runtime.stream_writer(step_event(step, generation))
+    runtime.stream_writer(StepFinished(step, generation))
     answer: Any = generation.content
     if ctx.output_schema is not None:
         value, errors = _check_json(generation.content, ctx.output_schema)
         answer = generation.content if errors else value
     return {
         **update,
-        "messages": [*messages, _ai_message(generation)],
+        "messages": [*messages, ai_message(generation)],
         "steps": step,
         "usage": _add_usage(state.get("usage", {}), generation),
         "answer": answer,
@@ -305,14 +256,13 @@ async def _close_open_calls(
     if ctx.inflight and limit != "deadline":
         await asyncio.wait(ctx.inflight.values())  # each is bounded by its hard timeout
     if isinstance(last, AIMessage):
-        for tc in last.tool_calls:
-            task = ctx.inflight.pop(tc["id"], None)
+        for call in tool_calls_of(last):
+            task = ctx.inflight.pop(call.id, None)
             if task is not None and task.done() and not task.cancelled():
                 results.append(task.result())
             else:
                 if task is not None:
                     task.cancel()
-                call = ToolCall(tc["name"], tc["args"], tc["id"])
                 results.append(skipped(call, f"Not run: the {limit} limit was reached."))
     for task in ctx.inflight.values():  # from a turn the deadline cut short
         task.cancel()

@@ -17,22 +17,20 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
 from langchain_core.messages import AnyMessage
 from langgraph.channels import DeltaChannel
 
-from agent.llm.base import Backend, Sampling
-from agent.task import Limits
+from agent.config import ApprovalRule, Limits, Sampling
+from agent.llm.base import Backend
+from agent.types import LimitName, RunStatus, ToolResult
 
 if TYPE_CHECKING:
-    from tools.dispatch import Dispatcher, ToolResult
+    from tools.dispatch import Dispatcher
     from tools.registry import ToolRegistry
 
-__all__ = ["AgentState", "Approval", "Limits", "RunContext", "Status", "recursion_limit"]
-
-Status = Literal["done", "limit", "loop", "invalid_output", "error"]
-Approval = Literal["none", "side_effects", "all"]
+__all__ = ["AgentState", "RunContext", "recursion_limit"]
 
 
 def _append(state: list[AnyMessage], writes: Sequence[Any]) -> list[AnyMessage]:
@@ -61,8 +59,8 @@ class AgentState(TypedDict, total=False):
     """Next model call answers in JSON mode (structured outputs)."""
     constrain: bool
     """Next model call constrains tool calls to the tools' schemas (repair retry)."""
-    limit: str | None
-    status: Status | None
+    limit: LimitName | None
+    status: RunStatus | None
     answer: Any
     error: str | None
 
@@ -83,7 +81,7 @@ class RunContext:
     limits: Limits = field(default_factory=Limits)
     sampling: Sampling = field(default_factory=Sampling)
     output_schema: dict[str, Any] | None = None
-    approval: Approval | tuple[str, ...] = "side_effects"
+    approval: ApprovalRule = "side_effects"
     constrained_tool_calls: bool = False
     repair_constrained: bool = False
     early_dispatch: bool = True

@@ -8,6 +8,7 @@ keeps only the answer; ``--json`` prints one JSON object instead. Exit codes: 0 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import shutil
 import sys
@@ -20,8 +21,6 @@ import click
 from agent.cli._options import parse_vars
 
 __all__ = ["run_cmd"]
-
-_UNREACHABLE = ("BackendUnavailable",)
 
 
 @click.command("run")
@@ -98,10 +97,10 @@ async def _run(
         result = await agent.run(
             run_id=resume_id, resume=resume_id is not None, approve=approver, on_event=printer
         )
-    if trace_file is not None and result.trace_path and result.trace_path.exists():
+    if trace_file is not None and result.trace_path and Path(result.trace_path).exists():
         shutil.copyfile(result.trace_path, trace_file)
     _report(result, as_json)
-    if result.error_type in _UNREACHABLE:
+    if result.error_kind == "backend_unavailable":
         return 3
     return 0 if result.ok else 1
 
@@ -127,9 +126,9 @@ def _approver(mode: str | None, console: Any) -> Any:
     async def ask(request: Any) -> dict[str, bool]:
         decisions = {}
         for call in request.calls:
-            args = json.dumps(call["arguments"], ensure_ascii=False)
-            prompt = f"Allow {call['name']}({args})?"
-            decisions[call["id"]] = await asyncio.to_thread(click.confirm, prompt, err=True)
+            args = json.dumps(call.arguments, ensure_ascii=False)
+            prompt = f"Allow {call.name}({args})?"
+            decisions[call.id] = await asyncio.to_thread(click.confirm, prompt, err=True)
         return decisions
 
     return ask
@@ -159,23 +158,24 @@ class _Progress:
         self.console.print(f"[bold]{verb}[/] {e.run_id}  task={e.task}  model={e.model_url}")
 
     def _on_step(self, e: Any) -> None:
-        t = e.timings
+        t, usage = e.generation.timings, e.generation.usage
         self.console.print(
-            f"[cyan]step {e.step}[/]  {e.usage.get('completion_tokens', 0)} tokens  "
-            f"{t.get('tokens_per_s', 0):.0f} tok/s  ttft {t.get('ttft_s', 0) * 1000:.0f} ms"
-            f"  cached {e.usage.get('cached_tokens') or 0}/{e.usage.get('prompt_tokens', 0)}"
+            f"[cyan]step {e.step}[/]  {usage.completion_tokens} tokens  "
+            f"{t.tokens_per_s:.0f} tok/s  ttft {t.ttft_s * 1000:.0f} ms"
+            f"  cached {usage.cached_tokens or 0}/{usage.prompt_tokens}"
         )
 
     def _on_tool_call(self, e: Any) -> None:
-        args = json.dumps(e.arguments, ensure_ascii=False)
+        args = json.dumps(e.call.arguments, ensure_ascii=False)
         early = " [dim](early)[/]" if e.early else ""
-        self.console.print(f"  → {e.name}({_clip(args, 120)}){early}", markup=True)
+        self.console.print(f"  → {e.call.name}({_clip(args, 120)}){early}", markup=True)
 
     def _on_tool_result(self, e: Any) -> None:
-        mark = "[green]✓[/]" if e.status == "ok" else "[red]✗[/]"
+        r = e.result
+        mark = "[green]✓[/]" if r.ok else "[red]✗[/]"
         reused = " (reused)" if e.reused else ""
         self.console.print(
-            f"  {mark} {e.name} {e.duration_s * 1000:.0f} ms{reused}  {_clip(e.content, 100)!r}"
+            f"  {mark} {r.name} {r.duration_s * 1000:.0f} ms{reused}  {_clip(r.content, 100)!r}"
         )
 
     def _on_repair(self, e: Any) -> None:
@@ -183,17 +183,18 @@ class _Progress:
         self.console.print(f"  [yellow]repair {e.consecutive}[/]: {reasons}")
 
     def _on_approval(self, e: Any) -> None:
-        names = ", ".join(c["name"] for c in e.calls)
+        names = ", ".join(c.name for c in e.calls)
         self.console.print(f"  [magenta]approval needed[/]: {names}")
 
     def _on_error(self, e: Any) -> None:
         self.console.print(f"[red]error[/] {e.error_type}: {e.message}")
 
     def _on_final(self, e: Any) -> None:
-        limit = f" ({e.limit})" if e.limit else ""
+        r = e.result
+        limit = f" ({r.limit})" if r.limit else ""
         self.console.print(
-            f"[bold]{e.status}{limit}[/] after {e.steps} steps, {e.tool_calls} tool calls, "
-            f"{e.usage.get('prompt_tokens', 0) + e.usage.get('completion_tokens', 0)} tokens"
+            f"[bold]{r.status}{limit}[/] after {r.steps} steps, {r.tool_calls} tool calls, "
+            f"{r.usage.total_tokens} tokens"
         )
 
 
@@ -204,18 +205,8 @@ def _clip(text: str, n: int) -> str:
 
 def _report(result: Any, as_json: bool) -> None:
     if as_json:
-        payload = {
-            "run_id": result.run_id,
-            "status": result.status,
-            "answer": result.answer,
-            "steps": result.steps,
-            "tool_calls": result.tool_calls,
-            "usage": result.usage,
-            "limit": result.limit,
-            "error": result.error,
-            "error_type": result.error_type,
-            "trace": str(result.trace_path) if result.trace_path else None,
-        }
+        payload = dataclasses.asdict(result)
+        payload["trace"] = payload.pop("trace_path")
         click.echo(json.dumps(payload, ensure_ascii=False, default=str))
         return
     answer = result.answer

@@ -22,7 +22,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from agent.errors import ConfigError
-from agent.runs import RUN_STATUSES, RunRecord, RunStore, read_trace, resolve_store_path
+from agent.runs import RunRecord, RunStore, read_trace, resolve_store_path
+from agent.types import RUN_STATUSES
 
 __all__ = ["runs_group"]
 
@@ -146,10 +147,11 @@ def _print_event(console: Console, e: dict[str, Any], width: int | None) -> None
             body += (f"\n  [dim]{usage.get('prompt_tokens', 0)} prompt / "
                      f"{usage.get('completion_tokens', 0)} completion tokens[/]")
     elif kind == "tool_call":
-        body = _cut(_call(e), width)
+        body = _cut(_call(e.get("call") or e), width)  # version 1 traces were flat
     elif kind == "tool_result":
-        style = "red" if e.get("is_error") else "green"
-        body = f"[{style}]{e.get('name', '?')}[/] → {_cut(str(e.get('content', '')), width)}"
+        r = e.get("result") or e
+        style = "green" if r.get("status") == "ok" else "red"
+        body = f"[{style}]{r.get('name', '?')}[/] → {_cut(str(r.get('content', '')), width)}"
     elif kind in ("final", "error", "repair", "approval", "run_started"):
         shown = {k: v for k, v in e.items() if k not in ("v", "ts", "run_id", "type", "step")}
         body = _cut(json.dumps(shown, ensure_ascii=False, default=str), width)

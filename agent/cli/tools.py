@@ -99,7 +99,7 @@ def call_cmd(
     out = asyncio.run(_call(name, arguments, policies))
     click.echo(json.dumps(out, ensure_ascii=False))
     if out["status"] != "ok":
-        sys.exit(2 if out["error_type"] == "ToolArgumentError" else 1)
+        sys.exit(2 if out["error"] == "arguments" else 1)
 
 
 async def _call(name: str, arguments: dict[str, Any], policies: Any) -> dict[str, Any]:

@@ -35,8 +35,7 @@ from agent.hermes import (
     ToolCallParsed,
     ToolCallStarted,
 )
-from agent.llm.base import Malformed, Usage
-from agent.types import Message, ToolCall, ToolSpec, new_call_id
+from agent.types import Malformed, Message, ToolCall, ToolSpec, Usage, new_call_id
 
 __all__ = [
     "END",

@@ -6,8 +6,8 @@ yields the format core's parser events (``agent.hermes``: text deltas, tool call
 parsed or malformed) as they are known, and ends with one :class:`GenerationDone`
 carrying the whole :class:`Generation`.
 
->>> Sampling(temperature=0.0).max_tokens
-1024
+>>> Usage(10, 2) + Usage(5, 1, cached_tokens=8)
+Usage(prompt_tokens=15, completion_tokens=3, cached_tokens=8)
 """
 
 from __future__ import annotations
@@ -17,71 +17,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agent.types import Message, ToolCall, ToolSpec
+from agent.config import Sampling
+from agent.types import Malformed, Message, Timings, ToolCall, ToolSpec, Usage
 
 __all__ = [
     "Backend",
     "Generation",
     "GenerationDone",
     "GenerationRequest",
-    "Malformed",
-    "Sampling",
-    "Timings",
-    "Usage",
 ]
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Sampling parameters sent to vLLM (``None`` leaves the server's default)."""
-
-    temperature: float | None = 0.7
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    max_tokens: int = 1024
-    seed: int | None = None
-    repetition_penalty: float | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-
-    def to_request(self) -> dict[str, Any]:
-        """The non-``None`` fields, as vLLM request keys."""
-        return {k: v for k, v in self.__dict__.items() if v is not None}
-
-
-@dataclass
-class Usage:
-    """Token counts of one or more generations; ``cached_tokens`` only when reported."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int | None = None
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def __add__(self, other: Usage) -> Usage:
-        cached = (
-            None
-            if self.cached_tokens is None and other.cached_tokens is None
-            else (self.cached_tokens or 0) + (other.cached_tokens or 0)
-        )
-        return Usage(
-            self.prompt_tokens + other.prompt_tokens,
-            self.completion_tokens + other.completion_tokens,
-            cached,
-        )
-
-
-@dataclass
-class Timings:
-    """Seconds to the first token, in all, and decode speed (completion tokens / second)."""
-
-    ttft_s: float = 0.0
-    total_s: float = 0.0
-    tokens_per_s: float = 0.0
 
 
 @dataclass
@@ -97,14 +41,6 @@ class GenerationRequest:
     """Ask the server to constrain every ``<tool_call>`` body to the tools' schemas."""
     session_id: str | None = None
     """Replica affinity: requests with the same id stick to one healthy server."""
-
-
-@dataclass(frozen=True)
-class Malformed:
-    """A tool call block that could not be used, with a reason the model can act on."""
-
-    raw: str
-    reason: str
 
 
 @dataclass

@@ -37,25 +37,33 @@ from typing import Any, Literal
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call_chunk
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, create_model
 
-from agent import chatml
+from agent.config import Sampling
 from agent.hermes import TextDelta, ToolCallMalformed, ToolCallParsed
-from agent.llm.base import Backend, Generation, GenerationDone, GenerationRequest, Sampling
+from agent.llm.base import Backend, Generation, GenerationDone, GenerationRequest
 from agent.llm.vllm import VLLMBackend
+from agent.messages import ai_message, response_metadata, to_messages, usage_metadata
 from agent.types import ToolSpec
 
 __all__ = ["ChatHermes"]
 
-_SAMPLING = tuple(Sampling.__dataclass_fields__)
+_SAMPLING = tuple(Sampling.model_fields)
+# ChatHermes takes the sampling parameters as its own fields (``ChatHermes(temperature=0)``,
+# as LangChain users expect), declared once: by `Sampling`.
+_SamplingFields = create_model(
+    "_SamplingFields",
+    __base__=BaseChatModel,
+    **{name: (f.annotation, f) for name, f in Sampling.model_fields.items()},  # type: ignore[call-overload]
+)
 
 
-class ChatHermes(BaseChatModel):
+class ChatHermes(_SamplingFields):  # type: ignore[valid-type,misc]
     """Hermes 3 served by vLLM (or the simulator), as a langchain-core chat model.
 
     >>> llm = ChatHermes(base_url=["http://a:8000", "http://b:8000"])
@@ -69,15 +77,6 @@ class ChatHermes(BaseChatModel):
     """Served model name; ``None`` asks the server."""
     mode: Literal["completions", "chat"] = "completions"
     """``completions``: our ChatML and parser (default). ``chat``: the server's."""
-    temperature: float | None = 0.7
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    max_tokens: int = 1024
-    seed: int | None = None
-    repetition_penalty: float | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
     timeout_s: float = 600.0
     """Total deadline of one model call, retries included."""
     max_retries: int = 3
@@ -142,7 +141,7 @@ class ChatHermes(BaseChatModel):
                     generation = event.generation
         if generation is None:
             raise RuntimeError(f"{type(backend).__name__}.stream ended without GenerationDone")
-        message = _ai_message(generation, self._model_name(backend))
+        message = ai_message(generation, self._model_name(backend))
         return ChatResult(
             generations=[ChatGeneration(message=message)],
             llm_output={"model_name": message.response_metadata.get("model_name")},
@@ -198,7 +197,7 @@ class ChatHermes(BaseChatModel):
         metadata = getattr(run_manager, "metadata", None) or {}
         session = kwargs.get("session_id") or self.session_id or metadata.get("thread_id")
         return GenerationRequest(
-            messages=chatml.to_messages(messages),
+            messages=to_messages(messages),
             tools=tools,
             sampling=sampling,
             json_schema=kwargs.get("json_schema") or _schema_of(kwargs.get("response_format")),
@@ -246,44 +245,6 @@ def _schema_of(response_format: Any) -> dict[str, Any] | None:
     return None
 
 
-def _usage(generation: Generation) -> dict[str, Any]:
-    u = generation.usage
-    usage: dict[str, Any] = {
-        "input_tokens": u.prompt_tokens,
-        "output_tokens": u.completion_tokens,
-        "total_tokens": u.total_tokens,
-    }
-    if u.cached_tokens is not None:
-        usage["input_token_details"] = {"cache_read": u.cached_tokens}
-    return usage
-
-
-def _metadata(generation: Generation, model: str | None) -> dict[str, Any]:
-    t = generation.timings
-    return {
-        "finish_reason": generation.finish_reason,
-        "model_name": model,
-        "url": generation.url,
-        "timings": {"ttft_s": t.ttft_s, "total_s": t.total_s, "tokens_per_s": t.tokens_per_s},
-        "tool_call_errors": [{"raw": e.raw, "reason": e.reason} for e in generation.errors],
-    }
-
-
-def _ai_message(generation: Generation, model: str | None) -> AIMessage:
-    return AIMessage(
-        content=generation.content,
-        tool_calls=[
-            tool_call(name=c.name, args=c.arguments, id=c.id) for c in generation.tool_calls
-        ],
-        invalid_tool_calls=[
-            invalid_tool_call(name=None, args=e.raw, id=None, error=e.reason)
-            for e in generation.errors
-        ],
-        usage_metadata=_usage(generation),  # type: ignore[arg-type]
-        response_metadata=_metadata(generation, model),
-    )
-
-
 def _chunk(
     event: Any, errors: list[dict[str, Any]], model: str | None
 ) -> ChatGenerationChunk | None:
@@ -299,11 +260,11 @@ def _chunk(
         return ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[tcc]))
     if isinstance(event, GenerationDone):
         g = event.generation
-        meta = _metadata(g, model)
+        meta = response_metadata(g, model)
         meta["tool_call_errors"] = errors
         last = AIMessageChunk(
             content="",
-            usage_metadata=_usage(g),  # type: ignore[arg-type]
+            usage_metadata=usage_metadata(g),  # type: ignore[arg-type]
             response_metadata=meta,
             chunk_position="last",
         )

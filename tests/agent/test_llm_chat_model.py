@@ -161,13 +161,16 @@ async def test_inside_create_agent(sim: SimServer) -> None:
 
 
 def test_sampling_fields_agree_everywhere() -> None:
-    """Task files, ChatHermes and the backend's dataclass name the same sampling knobs."""
-    from dataclasses import fields
-
-    from agent.llm.base import Sampling
+    """Task files, ChatHermes and the backend take the sampling knobs of one declaration."""
+    from agent.config import Sampling
+    from agent.llm.base import GenerationRequest
     from agent.llm.chat_model import ChatHermes
-    from agent.task import SamplingConfig
+    from agent.task import ModelConfig
 
-    names = {f.name for f in fields(Sampling)}
-    assert set(SamplingConfig.model_fields) == names
+    names = set(Sampling.model_fields)
+    assert ModelConfig.model_fields["sampling"].annotation is Sampling
+    assert GenerationRequest.__dataclass_fields__["sampling"].type in ("Sampling", Sampling)
     assert names <= set(ChatHermes.model_fields)
+    for name in names:  # same defaults and constraints, not a copy that can drift
+        assert ChatHermes.model_fields[name].default == Sampling.model_fields[name].default
+        assert ChatHermes.model_fields[name].metadata == Sampling.model_fields[name].metadata

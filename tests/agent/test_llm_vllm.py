@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from agent.config import Sampling
 from agent.errors import (
     BackendHTTPError,
     BackendTimeout,
@@ -18,7 +19,7 @@ from agent.errors import (
     StreamInterrupted,
 )
 from agent.hermes import TextDelta, ToolCallMalformed, ToolCallParsed, ToolCallStarted
-from agent.llm import GenerationDone, GenerationRequest, Sampling, VLLMBackend, VLLMConfig
+from agent.llm import GenerationDone, GenerationRequest, VLLMBackend, VLLMConfig
 from agent.testing import Faults, FunctionPolicy, ScriptPolicy, SimConfig, SimServer, run_sim
 from agent.types import Message, ToolSpec
 

@@ -107,7 +107,7 @@ async def test_sqlite_agent_run_checkpoints_into_the_folder(sim: Any, tmp_path: 
     async with Agent(sim.url, tools=(add,), store=folder) as agent:
         result = await agent.run("2 + 40?")
     assert result.status == "done"
-    assert result.trace_path == folder / "traces" / f"{result.run_id}.jsonl"
+    assert result.trace_path == str(folder / "traces" / f"{result.run_id}.jsonl")
     with sqlite3.connect(folder / "checkpoints.db") as db:
         (count,) = db.execute(
             "SELECT count(*) FROM checkpoints WHERE thread_id = ?", (result.run_id,)
@@ -183,7 +183,7 @@ async def test_postgres_agent_run_end_to_end(
                          f"tool_results.{result.run_id}")
     assert [value["content"] for (value,) in saved] == ["42"]
     local = tmp_path / ".agent"
-    assert result.trace_path == Path(".agent", "traces", f"{result.run_id}.jsonl")
+    assert result.trace_path == str(Path(".agent", "traces", f"{result.run_id}.jsonl"))
     assert (local / "runs.db").exists() and (tmp_path / result.trace_path).exists()
     assert not (local / "checkpoints.db").exists() and not (local / "store.db").exists()
 
@@ -291,6 +291,6 @@ async def test_postgres_interrupted_run_resumes_without_repeating_calls(
         events: list[Any] = []
         result = await agent.run(run_id=run_id, on_event=events.append)
     assert (result.status, result.answer) == ("done", "Both done.")
-    reused = {e.name: e.reused for e in events if isinstance(e, ToolResultEvent)}
+    reused = {e.result.name: e.reused for e in events if isinstance(e, ToolResultEvent)}
     assert reused == {"quick": True, "hang": False}
     assert CALLS == [("quick", 1), ("hang", 2), ("hang", 2)], "quick must not run twice"

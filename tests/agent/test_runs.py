@@ -13,7 +13,6 @@ from click.testing import CliRunner
 
 from agent.cli import main
 from agent.errors import ConfigError
-from agent.llm.base import Usage
 from agent.runs import (
     _MIGRATIONS,
     TRACE_SCHEMA_VERSION,
@@ -22,7 +21,7 @@ from agent.runs import (
     read_trace,
     resolve_store_path,
 )
-from agent.types import ToolCall
+from agent.types import ToolCall, Usage
 
 
 @pytest.fixture
@@ -159,8 +158,9 @@ def test_killed_writer_leaves_readable_trace(tmp_path: Path) -> None:
 
 def test_unknown_major_version_refused(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
-    path.write_text('{"v": "1.3", "type": "prompt"}\n{"v": "2.0", "type": "prompt"}\n')
-    with pytest.raises(ConfigError, match=r"t\.jsonl:2: trace format version 2\.0"):
+    path.write_text('{"v": "1.3", "type": "prompt"}\n{"v": "2.1", "type": "prompt"}\n'
+                    '{"v": "3.0", "type": "prompt"}\n')
+    with pytest.raises(ConfigError, match=r"t\.jsonl:3: trace format version 3\.0"):
         read_trace(path)
 
 

@@ -12,8 +12,8 @@ import yaml
 from click.testing import CliRunner
 
 from agent.cli import main
+from agent.config import Sampling
 from agent.errors import ConfigError
-from agent.llm.base import Sampling
 from agent.task import Task, load_task, task_json_schema
 from tools.policy import ToolPolicies
 
@@ -71,7 +71,7 @@ def test_full_task_loads(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     task = load_task(write(tmp_path, FULL), vars={"year": "2024"})
     assert task.model.urls() == ["http://127.0.0.1:8001", "http://127.0.0.1:8002"]
-    assert task.model.sampling.to_sampling() == Sampling(
+    assert task.model.sampling == Sampling(
         temperature=0.2, top_k=40, max_tokens=256, seed=7
     )
     assert task.render_input() == "Top 3 customers in 2024, as {json}"

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from agent.api import Agent
+from agent.config import Limits
 from agent.errors import BackendError, ConfigError
 from agent.events import Final, RunStarted, ToolResultEvent
 from agent.runs import RunStore
@@ -80,9 +81,10 @@ async def test_an_unexpected_exception_still_ends_in_final(tmp_path: Path) -> No
     async with Agent(backend, store=tmp_path / "s") as agent:
         events = [e async for e in agent.stream("go")]
     final = events[-1]
-    assert isinstance(final, Final) and final.status == "error"
-    assert "a bug somewhere" in final.error
-    record = RunStore(tmp_path / "s" / "runs.db").get(final.run_id)
+    assert isinstance(final, Final) and final.result.status == "error"
+    assert "a bug somewhere" in final.result.error
+    assert (final.result.error_kind, final.result.error_type) == ("internal", "RuntimeError")
+    record = RunStore(tmp_path / "s" / "runs.db").get(final.result.run_id)
     assert record is not None and record.status == "error"
 
 
@@ -150,3 +152,19 @@ async def test_approve_must_be_all_none_or_callable(tmp_path: Path) -> None:
     async with Agent(ScriptedBackend([["hi"]]), store=tmp_path / "s") as agent:
         with pytest.raises(ConfigError, match="approve='ask'"):
             await agent.run("go", approve="ask")
+
+
+def test_one_idempotency_key_per_call_occurrence() -> None:
+    from graphs.calls import idempotency_key, plan_turn
+
+    call = ToolCall("wait", {"seconds": 0, "tag": "a"}, "c1")
+    same = ToolCall("wait", {"tag": "a", "seconds": 0}, "c2")
+    plan = plan_turn("run-1", [call, same], {}, 0, Limits())
+    # The key the graph saves a result under is the key a resumed run looks up: one
+    # function, occurrences counted from 1 (the dispatcher keeps no keys of its own).
+    assert [p.key for p in plan] == [idempotency_key("run-1", call, 1),
+                                     idempotency_key("run-1", call, 2)]
+    assert len({p.key for p in plan}) == 2
+    assert idempotency_key("run-2", call, 1) != plan[0].key
+    # Arguments that cannot be encoded as UTF-8 still have a key (no exception).
+    assert len(idempotency_key("r", ToolCall("sql_query", {"query": "SELECT 'x\ud800'"}), 1)) == 32

@@ -145,7 +145,7 @@ async def test_approval_granted(make_agent: Any) -> None:
 
     result = await agent.run("launch it", approve=approve)
     assert result.status == "done" and CALLS == [("launch", "rocket")]
-    assert seen[0][0]["name"] == "launch"
+    assert (seen[0][0].name, seen[0][0].arguments) == ("launch", {"target": "rocket"})
 
 
 async def test_approval_denied_goes_back_to_the_model(make_agent: Any, sim: Any) -> None:
@@ -173,7 +173,7 @@ async def test_early_dispatch_keeps_call_order(make_agent: Any, sim: Any) -> Non
     result = await agent.run("echo", on_event=events.append)
     assert result.status == "done"
     assert all(e.early for e in events if isinstance(e, ToolCallEvent))
-    finished = [e.content for e in events if isinstance(e, ToolResultEvent)]
+    finished = [e.result.content for e in events if isinstance(e, ToolResultEvent)]
     assert finished == ["second", "first"], "the fast call finishes first..."
     second_prompt = prompts(sim)[1]
     first_at, second_at = second_prompt.index('"first"'), second_prompt.index('"second"')

@@ -38,7 +38,7 @@ def test_tool_call_ok_and_read_only_by_default(tmp_path: Path) -> None:
     assert result["sandbox"] in ("bwrap", "process")
     code, out = _run("tool", "call", "write_file", "--args", '{"path": "b.txt", "content": "x"}',
                      "--workspace", str(tmp_path))
-    assert code == 1 and json.loads(out)["error_type"] == "ToolPolicyError"
+    assert code == 1 and json.loads(out)["error"] == "policy"
     assert not (tmp_path / "b.txt").exists()
     code, out = _run("tool", "call", "write_file", "--args", '{"path": "b.txt", "content": "x"}',
                      "--workspace", str(tmp_path), "--allow-write")
@@ -59,4 +59,4 @@ def test_http_tool_refuses_hosts_not_allowed(tmp_path: Path) -> None:
     code, out = _run("tool", "call", "http_request", "--args", '{"url": "http://127.0.0.1:9/"}',
                      "--workspace", str(tmp_path))
     result = json.loads(out)
-    assert code == 1 and result["error_type"] == "ToolPolicyError" and result["sandbox"] == "none"
+    assert code == 1 and result["error"] == "policy" and result["sandbox"] == "none"
