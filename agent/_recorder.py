@@ -26,13 +26,16 @@ __all__ = ["RunRecorder"]
 class RunRecorder:
     """The trace writer and run-store row of one run. Use as a context manager."""
 
+    API_TASK = "(python api)"
+    """The task name of runs started from code without a task."""
+
     def __init__(
         self, run_id: str, folder: Path | None, runs: Any, *, task: str | None,
         task_path: Path | None, model_url: str | None,
     ) -> None:
         self.run_id, self.runs = run_id, runs
         self.trace_path = self.trace_path_for(folder, run_id)
-        self._row = {"task": task or "(python api)", "task_path": task_path,
+        self._row = {"task": task or self.API_TASK, "task_path": task_path,
                      "model_url": model_url}
         self._writer: Any = None
         self._previous_prompt = ""
@@ -57,7 +60,7 @@ class RunRecorder:
         if self.runs is None:
             return
         if resumed and self.runs.get(self.run_id) is not None:
-            self.runs.update(self.run_id, status="running")
+            self.runs.resume(self.run_id)
         else:
             self.runs.create(self.run_id, trace_path=str(self.trace_path), **self._row)
 

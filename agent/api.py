@@ -178,6 +178,8 @@ class Agent:
         resumed = bool(snapshot.values)
         if resume and not resumed:
             raise ConfigError(f"no run {run_id!r} to resume in {self.store!r}")
+        if resumed:
+            self._check_same_task(run_id)
         if not resumed and input is None:
             input = self._default_input()
         async with AsyncExitStack() as stack:
@@ -344,6 +346,19 @@ class Agent:
             messages.append(SystemMessage(content=self.system))
         messages.append(HumanMessage(content=input or ""))
         return {"messages": messages, "steps": 0, "tool_calls": 0, "repairs": 0}
+
+    def _check_same_task(self, run_id: str) -> None:
+        """A run continues only under the task that started it (its tools, its policies)."""
+        record = self._runs.get(run_id) if self._runs is not None else None
+        if record is not None and record.task != self._row_task():
+            started = f" ({record.task_path})" if record.task_path else ""
+            raise ConfigError(
+                f"run {run_id!r} belongs to task {record.task!r}{started}, not "
+                f"{self._row_task()!r}: resume it with the task that started it"
+            )
+
+    def _row_task(self) -> str:
+        return self._task_name() or RunRecorder.API_TASK
 
     def _default_input(self) -> str:
         if self.task is None:

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from agent._owner import Owner
 from agent.errors import ConfigError
 from agent.types import RUN_STATUSES, Usage
 
@@ -96,11 +97,15 @@ _MIGRATIONS: list[str] = [
     )""",
     "CREATE INDEX runs_started ON runs (started_at DESC);"
     "CREATE INDEX runs_status ON runs (status, started_at DESC)",
+    # The process running the run (agent._owner): a dead owner means `interrupted`.
+    "ALTER TABLE runs ADD COLUMN host TEXT;"
+    "ALTER TABLE runs ADD COLUMN pid INTEGER;"
+    "ALTER TABLE runs ADD COLUMN pid_start INTEGER",
 ]
 _COLUMNS = (
     "run_id", "task", "task_path", "status", "answer", "started_at", "finished_at", "steps",
     "tool_calls", "prompt_tokens", "completion_tokens", "cached_tokens", "model_url",
-    "trace_path", "error",
+    "trace_path", "error", "host", "pid", "pid_start",
 )
 _UPDATABLE = frozenset(_COLUMNS) - {"run_id"} | {"usage"}
 
@@ -138,6 +143,15 @@ class RunRecord:
     model_url: str | None = None
     trace_path: str | None = None
     error: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    pid_start: int | None = None
+
+    @property
+    def short_id(self) -> str:
+        """The random tail of the id, which ``agent runs`` and ``--resume`` accept:
+        ``RunRecord("run_20261130T062412_ccc2ad", "t", "done").short_id == "ccc2ad"``."""
+        return self.run_id.rsplit("_", 1)[-1]
 
     @property
     def duration_s(self) -> float | None:
@@ -216,13 +230,16 @@ class RunStore:
         trace_path: str | Path | None = None,
         task_path: str | Path | None = None,
     ) -> RunRecord:
-        """Record a new run as ``running``; ValueError if ``run_id`` exists."""
+        """Record a new run as ``running`` by this process; ValueError if ``run_id`` exists."""
+        owner = Owner.current()
         try:
             with self._tx() as conn:
                 conn.execute(
                     "INSERT INTO runs (run_id, task, task_path, status, started_at, model_url,"
-                    " trace_path) VALUES (?, ?, ?, 'running', ?, ?, ?)",
-                    (run_id, task, _str(task_path), time.time(), model_url, _str(trace_path)),
+                    " trace_path, host, pid, pid_start) VALUES (?, ?, ?, 'running', ?, ?, ?, "
+                    "?, ?, ?)",
+                    (run_id, task, _str(task_path), time.time(), model_url, _str(trace_path),
+                     owner.host, owner.pid, owner.start),
                 )
         except sqlite3.IntegrityError:
             raise ValueError(f"run {run_id!r} already exists in {self.path}") from None
@@ -273,21 +290,63 @@ class RunStore:
             raise KeyError(run_id)
         return record
 
+    def resume(self, run_id: str) -> RunRecord:
+        """Mark a run ``running`` again, owned by this process; KeyError if unknown."""
+        owner = Owner.current()
+        return self.update(run_id, status="running", host=owner.host, pid=owner.pid,
+                           pid_start=owner.start)
+
     def get(self, run_id: str) -> RunRecord | None:
-        """The run, or None."""
+        """The run, or None. A ``running`` run whose process died reads ``interrupted``."""
         with self._tx(write=False) as conn:
             row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return RunRecord._from_row(row) if row else None
+        return self._settle([RunRecord._from_row(row)])[0] if row else None
+
+    def find(self, ref: str) -> RunRecord:
+        """The one run that ``ref`` names: its id, the start of its id, or the start of its
+        short id (:attr:`RunRecord.short_id`). ConfigError if none or several match."""
+        pattern = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        with self._tx(write=False) as conn:
+            rows = conn.execute(
+                "SELECT * FROM runs WHERE run_id = ? OR run_id LIKE ? ESCAPE '\\' "
+                "OR run_id LIKE ? ESCAPE '\\' ORDER BY started_at DESC LIMIT 6",
+                (ref, pattern, "%\\_" + pattern),
+            ).fetchall()
+        records = [RunRecord._from_row(r) for r in rows]
+        exact = [r for r in records if r.run_id == ref]
+        if exact or len(records) == 1:
+            return self._settle(exact or records)[0]
+        if not records:
+            raise ConfigError(f"no run {ref!r} in {self.path} (see: agent runs list)")
+        ids = ", ".join(r.run_id for r in records[:5])
+        raise ConfigError(f"{ref!r} matches several runs ({ids}{', …' if len(records) > 5 else ''})"
+                          "; give more of the id")
 
     def list(self, limit: int = 20, status: str | None = None) -> list[RunRecord]:
         """The newest runs first, optionally only those with ``status``."""
         where, args = ("WHERE status = ?", [status]) if status else ("", [])
+        if status == "interrupted":  # include running rows whose process is gone
+            where, args = ("WHERE status IN ('interrupted', 'running')", [])
         with self._tx(write=False) as conn:
             rows = conn.execute(
                 f"SELECT * FROM runs {where} ORDER BY started_at DESC, rowid DESC LIMIT ?",
                 (*args, limit),
             ).fetchall()
-        return [RunRecord._from_row(r) for r in rows]
+        records = self._settle([RunRecord._from_row(r) for r in rows])
+        return [r for r in records if status is None or r.status == status]
+
+    def _settle(self, records: list[RunRecord]) -> list[RunRecord]:
+        """Mark ``running`` runs whose owner process is gone as ``interrupted`` (persisted:
+        the row is only changed if it still names that dead process)."""
+        dead = [r for r in records if r.status == "running" and r.pid is not None
+                and Owner(r.host or "", r.pid, r.pid_start).alive() is False]
+        if dead:
+            with self._tx() as conn:
+                for r in dead:
+                    conn.execute("UPDATE runs SET status = 'interrupted' WHERE run_id = ? AND "
+                                 "status = 'running' AND pid = ?", (r.run_id, r.pid))
+                    r.status = "interrupted"
+        return records
 
 
 def _str(value: object) -> str | None:

@@ -297,9 +297,28 @@ def _check_resolved(task: Task, lines: dict[Loc, int]) -> list[Problem]:
     for name in dict.fromkeys(task.variables()):
         if name not in known:
             problems.append((line_of(lines, ("input",)), "input", _missing_var(name)))
+    problems.extend(_check_tool_names(task, lines))
     ws = task.workspace_dir()
     if not ws.is_dir():
         problems.append((line_of(lines, ("workspace",)), "workspace",
                          f"folder {ws} does not exist (create it, or fix the path: it is "
                          "relative to the task file's folder)"))
+    return problems
+
+
+def _check_tool_names(task: Task, lines: dict[Loc, int]) -> list[Problem]:
+    """Every enabled tool exists (built-ins and installed plugins), before anything starts."""
+    if not task.tools.enabled:
+        return []
+    from tools.registry import ToolRegistry
+
+    registry = ToolRegistry.default()
+    problems = []
+    for i, name in enumerate(task.tools.enabled):
+        if name not in registry:
+            close = registry.closest(name)
+            hint = f"did you mean '{close}'? " if close else ""
+            problems.append((line_of(lines, ("tools", "enabled", i)), f"tools.enabled[{i}]",
+                             f"unknown tool '{name}' ({hint}available: "
+                             f"{', '.join(registry.names())})"))
     return problems

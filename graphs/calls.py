@@ -44,6 +44,7 @@ __all__ = [
     "needs_approval",
     "plan_turn",
     "repair_node",
+    "repair_update",
     "run_call",
     "skipped",
     "start_call",

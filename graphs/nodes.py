@@ -37,6 +37,7 @@ from graphs.calls import (
     needs_approval,
     plan_turn,
     repair_node,
+    repair_update,
     skipped,
     start_call,
     tools_node,
@@ -52,6 +53,7 @@ __all__ = [
     "tools_node",
 ]
 
+_EMPTY_REPLY = "Your reply was empty. Answer the question, or call a tool if you need one."
 _FINAL_PROMPT = (
     "The run has reached its {limit} limit, so no more tools will run. Do not call tools. "
     "Give your best final answer now from what you already know."
@@ -185,6 +187,8 @@ async def answer_node(state: AgentState, runtime: Runtime[RunContext]) -> dict[s
     """
     ctx = runtime.context
     content = last_ai(state).content
+    if not content.strip() and ctx.output_schema is None:
+        return _empty_answer(state, runtime)
     if ctx.output_schema is None:
         return {"status": "done", "answer": content}
     value, errors = _check_json(content, ctx.output_schema)
@@ -200,6 +204,15 @@ async def answer_node(state: AgentState, runtime: Runtime[RunContext]) -> dict[s
     runtime.stream_writer(RepairEvent(step=state.get("steps", 0), reasons=errors, consecutive=1))
     retry = HumanMessage(content=jsonmode.retry_message(errors, ctx.output_schema))
     return {"messages": [retry], "output_retries": retries + 1, "json_mode": True}
+
+
+def _empty_answer(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """An empty reply is no answer: ask again, as a repair (past the budget: ``error``)."""
+    update = repair_update(state, runtime, ["the reply was empty"], state.get("steps", 0))
+    if update.get("status"):
+        return {**update, "error": f"the model gave an empty answer {update['repairs']} times "
+                                   "in a row"}
+    return {**update, "constrain": False, "messages": [HumanMessage(content=_EMPTY_REPLY)]}
 
 
 def _check_json(content: str, schema: dict[str, Any]) -> tuple[Any, list[str]]:

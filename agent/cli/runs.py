@@ -11,12 +11,12 @@ Exit codes: 0 success, 2 unknown run id or bad store path.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import click
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -31,12 +31,20 @@ _STORE_HELP = "Run store: a folder holding runs.db, or a .db file. [env AGENT_ST
 
 
 def _open_store(store: str | None) -> RunStore | None:
-    """The store, or None when it does not exist yet. Exits 2 on a bad path."""
+    """The store, or None when the default one does not exist yet (no runs so far).
+
+    Exits 2 on a bad path, and on a store named by ``--store``/``AGENT_STORE`` that does
+    not exist: a typo there must not read as "no runs".
+    """
     try:
         path = resolve_store_path(store)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    return RunStore(path) if path.is_file() else None
+    if path.is_file():
+        return RunStore(path)
+    if store:
+        raise click.UsageError(f"no run store at {path} (check --store / AGENT_STORE)")
+    return None
 
 
 @click.group("runs")
@@ -61,28 +69,43 @@ def list_cmd(as_json: bool, limit: int, status: str | None, store: str | None) -
     if not records:
         click.echo("no runs yet" if rs else f"no run store at {resolve_store_path(store)}")
         return
-    table = Table("id", "status", "task", "steps", "tool calls", "tokens", "started",
-                  "duration")
+    console = Console()
+    # Fits 80 columns whole: the short id is what `runs show` and `--resume` take.
+    table = Table("id", "status", "task", "steps", "calls", "tokens", "started", "took",
+                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
+                  collapse_padding=True)
+    for col in table.columns:
+        col.no_wrap = True
+    table.columns[0].min_width = 6
+    table.columns[2].overflow = "ellipsis"
+    table.columns[2].ratio = 1  # the task name gives way first
     for r in records:
-        table.add_row(r.run_id, _status(r.status), r.task, str(r.steps), str(r.tool_calls),
-                      f"{r.usage.total_tokens:,}", _when(r.started_at), _duration(r))
-    Console().print(table)
+        table.add_row(r.short_id, _status(r.status), escape(r.task), str(r.steps),
+                      str(r.tool_calls), f"{r.usage.total_tokens:,}",
+                      _when(r.started_at, "%m-%d %H:%M"), _duration(r))
+    console.print(table)
 
 
 @runs_group.command("show")
-@click.argument("run_id")
+@click.argument("run_id", metavar="RUN_ID")
 @click.option("--json", "as_json", is_flag=True, help="Print the record and trace as JSON.")
 @click.option("--full", is_flag=True, help="Do not shorten long prompts and outputs.")
 @click.option("--width", default=400, show_default=True, help="Characters shown per text.")
 @click.option("--store", envvar="AGENT_STORE", help=_STORE_HELP)
 def show_cmd(run_id: str, as_json: bool, full: bool, width: int, store: str | None) -> None:
-    """One run: its record and a readable rendering of its trace."""
+    """One run: its record and a readable rendering of its trace.
+
+    RUN_ID is the run's id, or a unique start of it or of its short id (the id column of
+    `agent runs list`).
+    """
     rs = _open_store(store)
-    record = rs.get(run_id) if rs else None
-    if record is None:
-        click.echo(f"error: no run {run_id!r} in {resolve_store_path(store)} "
-                   "(see: agent runs list)", err=True)
-        sys.exit(2)
+    if rs is None:
+        raise click.UsageError(f"no run {run_id!r}: no run store at "
+                               f"{resolve_store_path(store)} (see: agent runs list)")
+    try:
+        record = rs.find(run_id)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     events, problem = _load_trace(record)
     if as_json:
         click.echo(json.dumps({"run": record.to_dict(), "trace": events, "trace_error": problem},
@@ -180,8 +203,8 @@ def _status(status: str) -> str:
     return f"[{color}]{status}[/]"
 
 
-def _when(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+def _when(ts: float, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    return time.strftime(fmt, time.localtime(ts))
 
 
 def _duration(r: RunRecord) -> str:

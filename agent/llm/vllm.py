@@ -50,6 +50,7 @@ import zlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -57,6 +58,7 @@ from agent import chatml
 from agent.errors import (
     BackendHTTPError,
     BackendTimeout,
+    ConfigError,
     StreamInterrupted,
 )
 from agent.llm import _failures as _f
@@ -476,5 +478,12 @@ async def _require_event_stream(url: str, response: httpx.Response, att: _Attemp
 
 
 def _normalize(url: str) -> str:
+    """``http(s)://host[:port]`` without a trailing ``/`` or ``/v1``; ConfigError otherwise."""
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"model URL {url!r} is not an http:// or https:// URL with a host "
+            "(e.g. http://127.0.0.1:8000)"
+        )
     url = url.rstrip("/")
     return url[:-3] if url.endswith("/v1") else url

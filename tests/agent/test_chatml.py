@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.chatml import BOS, dumps, escape, render, to_messages, unescape
+from agent.chatml import BOS, dumps, escape, render, unescape
 from agent.types import Message, ToolCall, ToolSpec
 
 GOLDEN = Path(__file__).parent / "golden"

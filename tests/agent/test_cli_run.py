@@ -150,4 +150,4 @@ def test_resume_of_an_unknown_run_exits_2(tmp_path: Path) -> None:
     task = _task(tmp_path, "input: hi\n")
     script = _script(tmp_path, ["hello"])
     code, _, err = _run(tmp_path, str(task), "--sim", str(script), "--resume", "no_such_run")
-    assert code == 2 and "no run 'no_such_run' to resume" in err
+    assert code == 2 and "no run 'no_such_run'" in err

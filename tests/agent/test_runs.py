@@ -206,7 +206,7 @@ def test_cli_list_env_store_and_missing_store(tmp_path: Path) -> None:
     assert len(out.output.splitlines()) == 2
     missing = tmp_path / "none"
     out = CliRunner().invoke(main, ["runs", "list", "--store", str(missing)])
-    assert out.exit_code == 0 and "no run store" in out.output
+    assert out.exit_code == 2 and "no run store" in out.output  # a typo is not "no runs"
     assert not missing.exists()  # a read-only command creates nothing
 
 

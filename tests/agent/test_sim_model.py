@@ -140,7 +140,7 @@ def test_script_file_yaml_and_json(tmp_path) -> None:
     [
         ("a: 1\n", "must be a list of strings"),
         ("- ok\n- {name: f}\n", "entry 2 must be a string"),
-        ("- [unclosed\n", "not valid YAML"),
+        ("- [unclosed\n", "bad.yaml:2: YAML syntax error"),
     ],
 )
 def test_script_file_errors_name_file_and_entry(tmp_path, content: str, message: str) -> None:

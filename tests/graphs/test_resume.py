@@ -113,7 +113,7 @@ def test_kill_then_resume_repeats_no_completed_call(api: _Server, tmp_path: Path
         proc.wait()
     api.release.set()
     (run,) = RunStore(tmp_path / ".agent" / "runs.db").list()
-    assert run.status == "running"  # killed: nobody recorded an end
+    assert run.status == "interrupted"  # killed: its process is gone, nobody recorded an end
 
     resumed = subprocess.run([*cmd, "--resume", run.run_id], cwd=tmp_path, capture_output=True,
                              text=True, timeout=120)
