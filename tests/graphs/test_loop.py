@@ -225,3 +225,19 @@ async def test_constrained_repair_retry(make_agent: Any, sim: Any) -> None:
     assert "structured_outputs" not in first, "no constraint before anything went wrong"
     assert "structural_tag" in retry["structured_outputs"], "the repair retry is constrained"
     assert "structured_outputs" not in after, "and only the retry"
+
+
+async def test_an_empty_answer_is_asked_again(make_agent: Any, sim: Any) -> None:
+    events: list[Any] = []
+    agent = make_agent(["", "  \n", "Paris."])
+    result = await agent.run("Capital of France?", on_event=events.append)
+    assert (result.status, result.answer, result.steps) == ("done", "Paris.", 3)
+    assert [e.consecutive for e in events if isinstance(e, RepairEvent)] == [1, 2]
+    assert "Your reply was empty" in prompts(sim)[1]
+
+
+async def test_only_empty_answers_end_in_error(make_agent: Any) -> None:
+    agent = make_agent([""] * 3, limits={"max_repairs": 2})
+    result = await agent.run("Capital of France?")
+    assert result.status == "error" and result.answer is None
+    assert result.error == "the model gave an empty answer 3 times in a row"
