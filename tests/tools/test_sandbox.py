@@ -10,6 +10,7 @@ import ctypes
 import os
 import shutil
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -258,3 +259,25 @@ async def test_builtin_file_and_sql_tools_run_in_the_worker(tmp_path: Path) -> N
     assert listing.ok and "t.csv" in listing.content
     assert total.ok and total.content.strip().endswith("4"), total.content
     assert again.ok and listing.sandbox == ("bwrap" if HAS_BWRAP else "process")
+
+
+async def test_only_the_child_watcher_reaps_a_closed_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing a worker must not poll its pid itself: asyncio's child watcher reaps it, and a
+    second reaper that wins the race makes asyncio log "Unknown child process pid N" (seen
+    for ~5% of workers under 20 concurrent runs: the group was killed, then ``Popen.kill``
+    polled — and reaped — the corpse). The race is too narrow to stage, so the poll is
+    what is checked."""
+    d = _dispatcher(tmp_path, False)
+    pid = (await _json(d, "whoami"))["pid"]
+    real, polled = subprocess.Popen._internal_poll, []
+
+    def spy(self: subprocess.Popen[bytes], *args: Any, **kwargs: Any) -> int | None:
+        if self.pid == pid:
+            polled.append(self.pid)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "_internal_poll", spy)
+    await d.aclose()
+    assert polled == [], "the worker's pid was polled (and could be reaped) outside asyncio"
