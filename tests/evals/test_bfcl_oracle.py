@@ -24,6 +24,7 @@ import pytest
 
 from evals.bfcl import CATEGORIES, ast_check, gold_calls, load_category
 from tests.evals.bfcl_perturb import answers
+from tests.evals.test_bfcl_checker import SIMPLE_RULES, _fn
 
 ORACLE = "bfcl-eval==2026.3.23"
 MODEL = "hermes-test-model"  # any name: the stubbed registry knows every model
@@ -142,3 +143,12 @@ def test_gold_answers_pass_bfcl_when_picked_with_the_schema(oracle: _Oracle,
             calls = gold_calls(case.ground_truth or [], case.functions)
             verdict = oracle.verdict(case.functions, calls, case.ground_truth, category)
             assert verdict == (True, None), (case.id, verdict)
+
+
+@pytest.mark.parametrize(("props", "truth", "args", "verdict"), SIMPLE_RULES)
+def test_bfcl_agrees_with_the_hand_written_rules(
+    oracle: _Oracle, props: dict[str, Any], truth: dict[str, Any], args: dict[str, Any],
+    verdict: tuple[bool, str | None],
+) -> None:
+    functions = [_fn("f", (), **props)]
+    assert oracle.verdict(functions, [{"f": args}], [{"f": truth}], "simple_python") == verdict
