@@ -99,10 +99,12 @@ def ast_check(
     >>> ast_check([], [], None, "irrelevance")
     CheckResult(valid=True, error_type=None, error='')
     """
-    if "irrelevance" in category or "relevance" in category:
+    if "relevance" in category:  # irrelevance, live_relevance, live_irrelevance
         return _relevance(model_calls, expect_call="irrelevance" not in category)
     if "java" in category:  # also javascript
         raise ValueError(f"category {category!r}: only BFCL's Python categories are supported")
+    if not possible_answer:
+        raise ValueError(f"category {category!r} needs the case's ground_truth to check against")
     if not _is_call_list(model_calls):
         return CheckResult(
             False,
@@ -110,7 +112,7 @@ def ast_check(
             "calls must be a list of {function_name: {argument: value}} with one key each",
         )
     try:
-        _check_calls(functions, model_calls, possible_answer or [], category)
+        _check_calls(functions, model_calls, possible_answer, category)
     except _Mismatch as m:
         return CheckResult(False, m.error_type, m.error)
     return CheckResult(True)

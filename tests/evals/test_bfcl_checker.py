@@ -149,9 +149,11 @@ def test_relevance_wants_a_call_and_badly_shaped_calls_are_format_errors() -> No
             "ast_decoder:decoder_wrong_output_format")
 
 
-def test_java_and_javascript_are_refused() -> None:
+def test_java_javascript_and_a_missing_answer_are_refused() -> None:
     with pytest.raises(ValueError, match="Python categories"):
         ast_check([_fn()], [{"f": {}}], [{"f": {}}], "simple_javascript")
+    with pytest.raises(ValueError, match="needs the case's ground_truth"):
+        ast_check([_fn()], [{"f": {}}], None, "parallel")
 
 
 @pytest.mark.parametrize(
