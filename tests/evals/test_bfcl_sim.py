@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from agent.chatml import render, to_messages
+from agent.config import Sampling
 from agent.hermes import parse
-from agent.llm import GenerationDone, GenerationRequest, Sampling, VLLMBackend, VLLMConfig
+from agent.llm import GenerationDone, GenerationRequest, VLLMBackend, VLLMConfig
 from agent.sim import PolicyError, SimRequest
 from agent.testing import arun_sim
 from evals.bfcl import CATEGORIES, BfclCase, CheckResult, load_category, score, to_tool_specs
