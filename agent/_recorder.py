@@ -31,12 +31,12 @@ class RunRecorder:
 
     def __init__(
         self, run_id: str, folder: Path | None, runs: Any, *, task: str | None,
-        task_path: Path | None, model_url: str | None,
+        task_path: Path | None, model_url: str | None, thread_id: str | None = None,
     ) -> None:
-        self.run_id, self.runs = run_id, runs
+        self.run_id, self.runs, self.thread_id = run_id, runs, thread_id or run_id
         self.trace_path = self.trace_path_for(folder, run_id)
         self._row = {"task": task or self.API_TASK, "task_path": task_path,
-                     "model_url": model_url}
+                     "model_url": model_url, "thread_id": self.thread_id}
         self._writer: Any = None
         self._previous_prompt = ""
 
@@ -92,7 +92,7 @@ class RunRecorder:
         """The run's ``Final`` event, traced and recorded in its row (``exc``: what ended
         a failed run)."""
         result = RunResult(
-            run_id=self.run_id, status=status, answer=answer,
+            run_id=self.run_id, thread_id=self.thread_id, status=status, answer=answer,
             steps=state.get("steps", 0), tool_calls=state.get("tool_calls", 0),
             usage=Usage(**state.get("usage", {})), limit=state.get("limit"),
             error=state.get("error"),

@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from agent.events import ApprovalRequest, Event, Final, RunError, RunStarted
 from agent.llm.base import Backend
 from agent.persistence import StoreLocation, store_location
 from agent.task import Task, load_task
-from agent.types import RunResult, ToolCall
+from agent.types import Message, RunResult, ToolCall
 from graphs.state import recursion_limit
 from tools.policy import ToolPolicies
 
@@ -96,6 +97,7 @@ class Agent:
         self._graph: Any = None
         self._resources: AsyncExitStack | None = None
         self._runs: Any = None
+        self._threads: dict[str, str] = {}  # run id -> thread id, for runs of this process
         self._open_lock = asyncio.Lock()
 
     @classmethod
@@ -138,6 +140,7 @@ class Agent:
         self,
         input: str | None = None,
         *,
+        thread_id: str | None = None,
         run_id: str | None = None,
         resume: bool = False,
         approve: Approver | str | None = None,
@@ -145,7 +148,9 @@ class Agent:
     ) -> RunResult:
         """Run to the end and return the result. See :meth:`stream` for the arguments."""
         result: RunResult | None = None
-        async for event in self.stream(input, run_id=run_id, resume=resume, approve=approve):
+        async for event in self.stream(
+            input, thread_id=thread_id, run_id=run_id, resume=resume, approve=approve
+        ):
             if on_event is not None:
                 on_event(event)
             if isinstance(event, Final):
@@ -157,46 +162,43 @@ class Agent:
         self,
         input: str | None = None,
         *,
+        thread_id: str | None = None,
         run_id: str | None = None,
         resume: bool = False,
         approve: Approver | str | None = None,
     ) -> AsyncIterator[Event]:
         """Yield the run's events, always ending with one ``Final``.
 
-        ``input`` defaults to the task's input. The ``run_id`` of an existing run continues
-        it from its last checkpoint (tool calls that completed are not repeated);
-        ``resume=True`` requires that it exists. ``approve``: ``"all"``, ``"none"`` or a
-        callable; without one, a call that needs approval pauses the run (``Final`` with
-        status ``awaiting_approval``).
+        ``input`` defaults to the task's input. ``thread_id`` continues a conversation: the
+        run answers ``input`` after the thread's earlier turns (a new thread by that id if
+        there is none; without one, the run is a thread of its own). The ``run_id`` of an
+        existing run continues it from its last checkpoint (tool calls that completed are
+        not repeated); ``resume=True`` requires that it exists. ``approve``: ``"all"``,
+        ``"none"`` or a callable; without one, a call that needs approval pauses the run
+        (``Final`` with status ``awaiting_approval``).
         """
         if isinstance(approve, str) and approve not in ("all", "none"):
             raise ConfigError(f"approve={approve!r}: use 'all', 'none' or a callable")
         await self._open()
-        run_id = run_id or _new_run_id()
-        config = {"configurable": {"thread_id": run_id}}
-        snapshot = await self._graph.aget_state(config)
-        resumed = bool(snapshot.values)
-        if resume and not resumed:
-            raise ConfigError(f"no run {run_id!r} to resume in {self.store!r}")
-        if resumed:
-            self._check_same_task(run_id)
-        if not resumed and input is None:
-            input = self._default_input()
+        plan = await self._plan(input, thread_id, run_id, resume)
+        run_id, resumed = plan.run_id, plan.payload is None
         async with AsyncExitStack() as stack:
             ctx = await self._context(run_id, stack, resumed=resumed)
             rec = stack.enter_context(RunRecorder(
                 run_id, self.store.folder, self._runs, task=self._task_name(),
                 task_path=self.task.path if self.task is not None else None,
-                model_url=self._model_url(),
+                model_url=self._model_url(), thread_id=plan.thread_id,
             ))
             rec.start(resumed)
-            start = RunStarted(run_id, self._task_name(), self._model_url(), resumed)
+            start = RunStarted(run_id, self._task_name(), self._model_url(), resumed,
+                               thread_id=plan.thread_id)
             rec.event(start)
-            payload = None if resumed else self._initial_state(input)
             ended = False
             try:
                 yield start
-                async for event in self._drive(payload, config, ctx, approve, rec, snapshot):
+                async for event in self._drive(
+                    plan.payload, plan.config, ctx, approve, rec, plan.snapshot
+                ):
                     ended = isinstance(event, Final)
                     yield event
             finally:
@@ -335,17 +337,70 @@ class Agent:
         from agent import chatml
         from agent.messages import to_messages
 
-        state = self._initial_state(input if input is not None else self._default_input())
+        text = input if input is not None else self._default_input()
+        state = self._turn(text, "", [])
         return chatml.render(to_messages(state["messages"]), self.tools.specs())
 
     # --- small helpers ----------------------------------------------------------------
 
-    def _initial_state(self, input: str | None) -> dict[str, Any]:
+    async def _plan(
+        self, input: str | None, thread_id: str | None, run_id: str | None, resume: bool
+    ) -> _Plan:
+        """Which thread the run belongs to, and whether it continues or starts a turn."""
+        if run_id is not None:
+            thread = self._thread_of(run_id)
+            snapshot = await self._graph.aget_state(_config(thread))
+            current = snapshot.values.get("run_id", thread)  # one-turn threads: the run's id
+            if snapshot.values and current == run_id:
+                self._check_same_task(run_id)
+                return _Plan(run_id, thread, snapshot, None)
+            if snapshot.values:
+                raise ConfigError(f"run {run_id!r} is over: its thread {thread!r} went on "
+                                  f"with run {current!r}")
+            if resume:
+                raise ConfigError(f"no run {run_id!r} to resume in {self.store!r}")
+        run_id = run_id or _new_run_id()
+        thread = thread_id or run_id
+        snapshot = await self._graph.aget_state(_config(thread))
+        if snapshot.next or snapshot.interrupts:
+            raise ConfigError(
+                f"thread {thread!r} has an unfinished run {snapshot.values.get('run_id')!r}: "
+                "continue it (run_id=...) before starting another"
+            )
+        if snapshot.values:
+            self._check_same_task(snapshot.values.get("run_id", thread))
+        self._threads[run_id] = thread
+        messages = snapshot.values.get("messages", [])
+        text = input if input is not None else self._default_input()
+        return _Plan(run_id, thread, snapshot, self._turn(text, run_id, messages))
+
+    def _turn(self, input: str, run_id: str, history: list[Any]) -> dict[str, Any]:
+        """The state that starts a run: its input after the thread's history, and every
+        per-run counter and outcome reset (limits hold per run)."""
         messages: list[Any] = []
-        if self.system:
+        if self.system and not history:
             messages.append(SystemMessage(content=self.system))
-        messages.append(HumanMessage(content=input or ""))
-        return {"messages": messages, "steps": 0, "tool_calls": 0, "repairs": 0}
+        messages.append(HumanMessage(content=input))
+        return {
+            "messages": messages, "run_id": run_id, "run_start": len(history), "steps": 0,
+            "tool_calls": 0, "repairs": 0, "output_retries": 0, "usage": {}, "denied": [],
+            "json_mode": False, "constrain": False, "awaiting_approval": False,
+            "limit": None, "status": None, "answer": None, "error": None,
+        }
+
+    def _thread_of(self, run_id: str) -> str:
+        if run_id in self._threads:
+            return self._threads[run_id]
+        record = self._runs.get(run_id) if self._runs is not None else None
+        return (record.thread_id if record is not None else None) or run_id
+
+    async def history(self, thread_id: str) -> list[Message]:
+        """The conversation of a thread (or of a one-turn run, by its id) so far."""
+        from agent.messages import to_messages
+
+        await self._open()
+        snapshot = await self._graph.aget_state(_config(self._thread_of(thread_id)))
+        return to_messages(snapshot.values.get("messages", []))
 
     def _check_same_task(self, run_id: str) -> None:
         """A run continues only under the task that started it (its tools, its policies)."""
@@ -373,6 +428,25 @@ class Agent:
     def _model_url(self) -> str | None:
         urls = getattr(self.backend, "urls", None)
         return ", ".join(urls) if urls else type(self.backend).__name__
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A run about to go: its thread, the thread's state, and what to feed the graph
+    (``None``: continue the run from its checkpoint)."""
+
+    run_id: str
+    thread_id: str
+    snapshot: Any
+    payload: dict[str, Any] | None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return _config(self.thread_id)
+
+
+def _config(thread_id: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread_id}}
 
 
 def _http_backend(urls: str | Sequence[str], **options: Any) -> Backend:

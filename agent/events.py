@@ -41,10 +41,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class RunStarted:
+    """A run began (``resumed``: it continues from a checkpoint) on ``thread_id``."""
+
     run_id: str
     task: str | None = None
     model_url: str | None = None
     resumed: bool = False
+    thread_id: str | None = None
     kind: Literal["run_started"] = "run_started"
 
 

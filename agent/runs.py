@@ -100,12 +100,15 @@ _MIGRATIONS: list[str] = [
     # The process running the run (agent._owner): a dead owner means `interrupted`.
     "ALTER TABLE runs ADD COLUMN host TEXT;"
     "ALTER TABLE runs ADD COLUMN pid INTEGER;"
-    "ALTER TABLE runs ADD COLUMN pid_start INTEGER",
+    "ALTER TABLE runs ADD COLUMN pid_start INTEGER;"
+    # The conversation a run is a turn of (NULL: a run of its own).
+    "ALTER TABLE runs ADD COLUMN thread_id TEXT;"
+    "CREATE INDEX runs_thread ON runs (thread_id, started_at)",
 ]
 _COLUMNS = (
     "run_id", "task", "task_path", "status", "answer", "started_at", "finished_at", "steps",
     "tool_calls", "prompt_tokens", "completion_tokens", "cached_tokens", "model_url",
-    "trace_path", "error", "host", "pid", "pid_start",
+    "trace_path", "error", "host", "pid", "pid_start", "thread_id",
 )
 _UPDATABLE = frozenset(_COLUMNS) - {"run_id"} | {"usage"}
 
@@ -146,6 +149,7 @@ class RunRecord:
     host: str | None = None
     pid: int | None = None
     pid_start: int | None = None
+    thread_id: str | None = None
 
     @property
     def short_id(self) -> str:
@@ -229,6 +233,7 @@ class RunStore:
         model_url: str | None = None,
         trace_path: str | Path | None = None,
         task_path: str | Path | None = None,
+        thread_id: str | None = None,
     ) -> RunRecord:
         """Record a new run as ``running`` by this process; ValueError if ``run_id`` exists."""
         owner = Owner.current()
@@ -236,10 +241,10 @@ class RunStore:
             with self._tx() as conn:
                 conn.execute(
                     "INSERT INTO runs (run_id, task, task_path, status, started_at, model_url,"
-                    " trace_path, host, pid, pid_start) VALUES (?, ?, ?, 'running', ?, ?, ?, "
-                    "?, ?, ?)",
+                    " trace_path, host, pid, pid_start, thread_id) VALUES (?, ?, ?, "
+                    "'running', ?, ?, ?, ?, ?, ?, ?)",
                     (run_id, task, _str(task_path), time.time(), model_url, _str(trace_path),
-                     owner.host, owner.pid, owner.start),
+                     owner.host, owner.pid, owner.start, thread_id),
                 )
         except sqlite3.IntegrityError:
             raise ValueError(f"run {run_id!r} already exists in {self.path}") from None

@@ -226,6 +226,8 @@ class RunResult:
     status: RunStatus
     answer: Any = None
     """Text, or the decoded JSON value when the run has an output schema."""
+    thread_id: str | None = None
+    """The conversation the run is a turn of (its own id for a one-turn run)."""
     steps: int = 0
     tool_calls: int = 0
     usage: Usage = field(default_factory=Usage)

@@ -46,6 +46,7 @@ __all__ = [
     "repair_node",
     "repair_update",
     "run_call",
+    "run_messages",
     "skipped",
     "start_call",
     "tools_node",
@@ -113,6 +114,11 @@ def idempotency_key(run_id: str, call: ToolCall, occurrence: int) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
+def run_messages(state: AgentState) -> list[Any]:
+    """The messages of the current run (a thread's earlier turns excluded)."""
+    return state["messages"][state.get("run_start", 0):]
+
+
 def call_counts(messages: Iterable[Any]) -> dict[str, int]:
     """How often each (tool, arguments) signature was called in ``messages``.
 
@@ -157,7 +163,7 @@ async def tools_node(state: AgentState, runtime: Runtime[RunContext]) -> dict[st
     ctx = runtime.context
     ai, step = last_ai(state), state.get("steps", 0)
     calls = tool_calls_of(ai)
-    prior = call_counts(m for m in state["messages"] if m is not ai)
+    prior = call_counts(m for m in run_messages(state) if m is not ai)
     plan = plan_turn(ctx.run_id, calls, prior, state.get("tool_calls", 0), ctx.limits)
     denied = set(state.get("denied", []))
     pending = [_start(runtime, p, denied, step) for p in plan]

@@ -38,6 +38,7 @@ from graphs.calls import (
     plan_turn,
     repair_node,
     repair_update,
+    run_messages,
     skipped,
     start_call,
     tools_node,
@@ -115,7 +116,7 @@ async def _generate(
     """Stream one generation and emit its events; with ``dispatch``, start the calls that
     :func:`graphs.calls.plan_turn` would run and that are safe, as soon as each is parsed."""
     ctx, write = runtime.context, runtime.stream_writer
-    prior, seen = call_counts(state["messages"]), []
+    prior, seen = call_counts(run_messages(state)), []
     async with contextlib.aclosing(ctx.backend.stream(request)) as events:
         async for event in events:
             if isinstance(event, ParsedText):

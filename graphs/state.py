@@ -43,6 +43,11 @@ def _append(state: list[AnyMessage], writes: Sequence[Any]) -> list[AnyMessage]:
 
 class AgentState(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], DeltaChannel(_append, snapshot_frequency=1000)]
+    """The thread's whole conversation: every turn so far."""
+    run_id: str
+    """The run now (or last) going on this thread."""
+    run_start: int
+    """Index of the run's first message: what came before belongs to earlier turns."""
     steps: int
     """Model calls made."""
     tool_calls: int
