@@ -30,13 +30,24 @@ class RunRecorder:
     """The task name of runs started from code without a task."""
 
     def __init__(
-        self, run_id: str, folder: Path | None, runs: Any, *, task: str | None,
-        task_path: Path | None, model_url: str | None, thread_id: str | None = None,
+        self,
+        run_id: str,
+        folder: Path | None,
+        runs: Any,
+        *,
+        task: str | None,
+        task_path: Path | None,
+        model_url: str | None,
+        thread_id: str | None = None,
     ) -> None:
         self.run_id, self.runs, self.thread_id = run_id, runs, thread_id or run_id
         self.trace_path = self.trace_path_for(folder, run_id)
-        self._row = {"task": task or self.API_TASK, "task_path": task_path,
-                     "model_url": model_url, "thread_id": self.thread_id}
+        self._row = {
+            "task": task or self.API_TASK,
+            "task_path": task_path,
+            "model_url": model_url,
+            "thread_id": self.thread_id,
+        }
         self._writer: Any = None
         self._previous_prompt = ""
 
@@ -81,20 +92,29 @@ class RunRecorder:
         # linearly (agent.runs.prompt_texts rebuilds them whole).
         previous = self._previous_prompt
         prefix = len(previous) if previous and prompt.startswith(previous) else 0
-        self._writer.write("prompt", step=step, prefix_chars=prefix, text=prompt[prefix:],
-                           chars=len(prompt))
+        self._writer.write(
+            "prompt", step=step, prefix_chars=prefix, text=prompt[prefix:], chars=len(prompt)
+        )
         self._previous_prompt = prompt
 
     def final(
-        self, status: RunStatus, answer: Any, state: dict[str, Any],
+        self,
+        status: RunStatus,
+        answer: Any,
+        state: dict[str, Any],
         exc: BaseException | None = None,
     ) -> Final:
         """The run's ``Final`` event, traced and recorded in its row (``exc``: what ended
         a failed run)."""
         result = RunResult(
-            run_id=self.run_id, thread_id=self.thread_id, status=status, answer=answer,
-            steps=state.get("steps", 0), tool_calls=state.get("tool_calls", 0),
-            usage=Usage(**state.get("usage", {})), limit=state.get("limit"),
+            run_id=self.run_id,
+            thread_id=self.thread_id,
+            status=status,
+            answer=answer,
+            steps=state.get("steps", 0),
+            tool_calls=state.get("tool_calls", 0),
+            usage=Usage(**state.get("usage", {})),
+            limit=state.get("limit"),
             error=state.get("error"),
             error_kind=None if exc is None else error_kind(exc),
             error_type=None if exc is None else type(exc).__name__,
@@ -104,8 +124,13 @@ class RunRecorder:
         self.event(final)
         if self.runs is not None:
             self.runs.finish(
-                self.run_id, status=status, answer=_answer_text(answer), steps=result.steps,
-                tool_calls=result.tool_calls, usage=result.usage, error=result.error,
+                self.run_id,
+                status=status,
+                answer=_answer_text(answer),
+                steps=result.steps,
+                tool_calls=result.tool_calls,
+                usage=result.usage,
+                error=result.error,
             )
         return final
 

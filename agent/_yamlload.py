@@ -97,15 +97,21 @@ def read_text(path: Path, what: str = "file") -> str:
     except OSError as exc:
         raise _Unreadable(path, 1, f"cannot read the {what}: {exc.strerror or exc}") from None
     if len(raw) > MAX_FILE_BYTES:
-        raise _Unreadable(path, 1, f"the {what} is larger than {MAX_FILE_BYTES // 2**20} MiB; "
-                          "is it the right file?")
+        raise _Unreadable(
+            path,
+            1,
+            f"the {what} is larger than {MAX_FILE_BYTES // 2**20} MiB; is it the right file?",
+        )
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise _Unreadable(path, line, f"the {what} is not UTF-8 text (byte "
-                          f"0x{raw[exc.start]:02x} at offset {exc.start}); save it as UTF-8"
-                          ) from None
+        raise _Unreadable(
+            path,
+            line,
+            f"the {what} is not UTF-8 text (byte "
+            f"0x{raw[exc.start]:02x} at offset {exc.start}); save it as UTF-8",
+        ) from None
 
 
 def safe_load(text: str, source: str = "<yaml>") -> Any:
@@ -166,13 +172,30 @@ def format_problems(path: Path, problems: list[Problem]) -> str:
 
 def _parse_yaml(text: str) -> tuple[Any, dict[Loc, int], list[Problem]]:
     """The document, the line of every key and list item, and duplicate-key problems."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # checked up front: control characters
+        line = text.count("\n", 0, exc.position) + 1
+        return (
+            None,
+            {},
+            [
+                (
+                    line,
+                    "",
+                    f"the file holds the control character U+{exc.character:04X}"
+                    " (YAML allows tab, newline and printable text only); remove it",
+                )
+            ],
+        )
     try:
         node = loader.get_single_node()
         if node is not None and _expanded_size(node, {}) > MAX_VALUES:
-            return None, {}, [(1, "", f"the YAML expands to more than {MAX_VALUES:,} values "
-                               "through its aliases (*name); write the values out, or use "
-                               "fewer aliases")]
+            why = (
+                f"the YAML expands to more than {MAX_VALUES:,} values through its aliases "
+                "(*name); write the values out, or use fewer aliases"
+            )
+            return None, {}, [(1, "", why)]
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -216,8 +239,13 @@ def _record_lines(
         for key_node, value_node in node.value:
             key = (*loc, key_node.value)
             if key in lines:
-                problems.append((key_node.start_mark.line + 1, _dotted(key),
-                                 f"duplicate key (first at line {lines[key]}; keep one)"))
+                problems.append(
+                    (
+                        key_node.start_mark.line + 1,
+                        _dotted(key),
+                        f"duplicate key (first at line {lines[key]}; keep one)",
+                    )
+                )
                 continue
             lines[key] = key_node.start_mark.line + 1
             _record_lines(value_node, key, lines, problems, seen)

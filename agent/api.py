@@ -73,9 +73,7 @@ class Agent:
         from tools.registry import ToolRegistry
 
         self.backend = model if isinstance(model, Backend) else _http_backend(model)
-        self.tools = ToolRegistry.default().select(
-            [t for t in tools if isinstance(t, str)]
-        )
+        self.tools = ToolRegistry.default().select([t for t in tools if isinstance(t, str)])
         for obj in tools:
             if not isinstance(obj, str):
                 self.tools.register(obj)
@@ -184,14 +182,21 @@ class Agent:
         run_id, resumed = plan.run_id, plan.payload is None
         async with AsyncExitStack() as stack:
             ctx = await self._context(run_id, stack, resumed=resumed)
-            rec = stack.enter_context(RunRecorder(
-                run_id, self.store.folder, self._runs, task=self._task_name(),
-                task_path=self.task.path if self.task is not None else None,
-                model_url=self._model_url(), thread_id=plan.thread_id,
-            ))
+            rec = stack.enter_context(
+                RunRecorder(
+                    run_id,
+                    self.store.folder,
+                    self._runs,
+                    task=self._task_name(),
+                    task_path=self.task.path if self.task is not None else None,
+                    model_url=self._model_url(),
+                    thread_id=plan.thread_id,
+                )
+            )
             rec.start(resumed)
-            start = RunStarted(run_id, self._task_name(), self._model_url(), resumed,
-                               thread_id=plan.thread_id)
+            start = RunStarted(
+                run_id, self._task_name(), self._model_url(), resumed, thread_id=plan.thread_id
+            )
             rec.event(start)
             ended = False
             try:
@@ -206,8 +211,13 @@ class Agent:
                     rec.interrupted()
 
     async def _drive(
-        self, payload: Any, config: dict[str, Any], ctx: Any, approve: Any,
-        rec: RunRecorder, snapshot: Any,
+        self,
+        payload: Any,
+        config: dict[str, Any],
+        ctx: Any,
+        approve: Any,
+        rec: RunRecorder,
+        snapshot: Any,
     ) -> AsyncIterator[Event]:
         """Run the graph, answering approval pauses; every way out ends in one ``Final``."""
         run_id = ctx.run_id
@@ -230,7 +240,10 @@ class Agent:
                 # Only our own events stream; whether the graph paused for approval is read
                 # once from its state afterwards, rather than from an update per superstep.
                 async for event in self._graph.astream(
-                    payload, config, context=ctx, stream_mode="custom",
+                    payload,
+                    config,
+                    context=ctx,
+                    stream_mode="custom",
                     durability=self.durability,
                 ):
                     rec.event(event)
@@ -293,9 +306,7 @@ class Agent:
             artifacts = self.store.folder / "artifacts" / run_id
         else:  # nothing persists: artifacts live as long as the machine's temp files
             artifacts = Path(tempfile.gettempdir()) / "agent-artifacts" / run_id
-        dispatcher = Dispatcher(
-            self.tools, self.policies, run_id=run_id, artifacts_dir=artifacts
-        )
+        dispatcher = Dispatcher(self.tools, self.policies, run_id=run_id, artifacts_dir=artifacts)
         stack.push_async_callback(dispatcher.aclose)
         if self.task is not None and self.task.services:
             from agent.services import run_services
@@ -355,8 +366,9 @@ class Agent:
                 self._check_same_task(run_id)
                 return _Plan(run_id, thread, snapshot, None)
             if snapshot.values:
-                raise ConfigError(f"run {run_id!r} is over: its thread {thread!r} went on "
-                                  f"with run {current!r}")
+                raise ConfigError(
+                    f"run {run_id!r} is over: its thread {thread!r} went on with run {current!r}"
+                )
             if resume:
                 raise ConfigError(f"no run {run_id!r} to resume in {self.store!r}")
         run_id = run_id or _new_run_id()
@@ -382,10 +394,22 @@ class Agent:
             messages.append(SystemMessage(content=self.system))
         messages.append(HumanMessage(content=input))
         return {
-            "messages": messages, "run_id": run_id, "run_start": len(history), "steps": 0,
-            "tool_calls": 0, "repairs": 0, "output_retries": 0, "usage": {}, "denied": [],
-            "json_mode": False, "constrain": False, "awaiting_approval": False,
-            "limit": None, "status": None, "answer": None, "error": None,
+            "messages": messages,
+            "run_id": run_id,
+            "run_start": len(history),
+            "steps": 0,
+            "tool_calls": 0,
+            "repairs": 0,
+            "output_retries": 0,
+            "usage": {},
+            "denied": [],
+            "json_mode": False,
+            "constrain": False,
+            "awaiting_approval": False,
+            "limit": None,
+            "status": None,
+            "answer": None,
+            "error": None,
         }
 
     def _thread_of(self, run_id: str) -> str:
@@ -452,8 +476,12 @@ def _config(thread_id: str) -> dict[str, Any]:
 def _http_backend(urls: str | Sequence[str], **options: Any) -> Backend:
     from agent.llm.vllm import VLLMBackend
 
-    return VLLMBackend(urls, model=options.get("name"), mode=options.get("mode"),
-                       timeout_s=options.get("timeout_s"))
+    return VLLMBackend(
+        urls,
+        model=options.get("name"),
+        mode=options.get("mode"),
+        timeout_s=options.get("timeout_s"),
+    )
 
 
 def _check_store_is_hidden(store: StoreLocation, policies: ToolPolicies, tools: Any) -> None:

@@ -355,8 +355,10 @@ def content_text(content: Any, i: int = 0) -> str:
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        raise ValueError(f"message {i}: content must be text or a list of content blocks, "
-                         f"got {type(content).__name__}")
+        raise ValueError(
+            f"message {i}: content must be text or a list of content blocks, "
+            f"got {type(content).__name__}"
+        )
     parts = []
     for block in content:
         if isinstance(block, str):

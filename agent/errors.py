@@ -57,6 +57,7 @@ __all__ = [
     "error_kind",
 ]
 
+
 def error_kind(exc: BaseException) -> ErrorKind:
     """The :data:`ErrorKind` of any exception (``internal`` for those not ours)."""
     return exc.kind if isinstance(exc, AgentError) else "internal"

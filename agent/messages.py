@@ -41,14 +41,20 @@ __all__ = [
     "usage_metadata",
 ]
 
-_LC_ROLES = {"human": "user", "ai": "assistant", "AIMessageChunk": "assistant",
-             "system": "system", "tool": "tool"}
+_LC_ROLES = {
+    "human": "user",
+    "ai": "assistant",
+    "AIMessageChunk": "assistant",
+    "system": "system",
+    "tool": "tool",
+}
 
 
 def to_messages(messages: Sequence[Any]) -> list[Message]:
     """Normalise langchain-core messages, OpenAI dicts and ``Message`` to ``Message``."""
-    return chatml.to_messages([_from_langchain(m, i) if isinstance(m, BaseMessage) else m
-                               for i, m in enumerate(messages)])
+    return chatml.to_messages(
+        [_from_langchain(m, i) if isinstance(m, BaseMessage) else m for i, m in enumerate(messages)]
+    )
 
 
 def _from_langchain(m: BaseMessage, i: int) -> Message:
@@ -108,8 +114,13 @@ def ai_message(generation: Generation, model: str | None = None) -> AIMessage:
             for c in generation.tool_calls
         ],
         invalid_tool_calls=[
-            {"name": None, "args": e.raw, "id": f"invalid_{i}", "error": e.reason,
-             "type": "invalid_tool_call"}
+            {
+                "name": None,
+                "args": e.raw,
+                "id": f"invalid_{i}",
+                "error": e.reason,
+                "type": "invalid_tool_call",
+            }
             for i, e in enumerate(generation.errors)
         ],
         usage_metadata=usage_metadata(generation),  # type: ignore[arg-type]

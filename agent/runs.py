@@ -72,8 +72,15 @@ DEFAULT_STORE = ".agent"
 TRACE_SCHEMA_VERSION = "2.0"
 _READABLE_MAJORS = ("1", "2")
 TRACE_EVENT_TYPES = (
-    "run_started", "prompt", "model_output", "tool_call", "tool_result",
-    "repair", "approval", "final", "error",
+    "run_started",
+    "prompt",
+    "model_output",
+    "tool_call",
+    "tool_result",
+    "repair",
+    "approval",
+    "final",
+    "error",
 )
 
 # Numbered migrations: append, never edit one that has shipped.
@@ -106,9 +113,25 @@ _MIGRATIONS: list[str] = [
     "CREATE INDEX runs_thread ON runs (thread_id, started_at)",
 ]
 _COLUMNS = (
-    "run_id", "task", "task_path", "status", "answer", "started_at", "finished_at", "steps",
-    "tool_calls", "prompt_tokens", "completion_tokens", "cached_tokens", "model_url",
-    "trace_path", "error", "host", "pid", "pid_start", "thread_id",
+    "run_id",
+    "task",
+    "task_path",
+    "status",
+    "answer",
+    "started_at",
+    "finished_at",
+    "steps",
+    "tool_calls",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "model_url",
+    "trace_path",
+    "error",
+    "host",
+    "pid",
+    "pid_start",
+    "thread_id",
 )
 _UPDATABLE = frozenset(_COLUMNS) - {"run_id"} | {"usage"}
 
@@ -243,8 +266,18 @@ class RunStore:
                     "INSERT INTO runs (run_id, task, task_path, status, started_at, model_url,"
                     " trace_path, host, pid, pid_start, thread_id) VALUES (?, ?, ?, "
                     "'running', ?, ?, ?, ?, ?, ?, ?)",
-                    (run_id, task, _str(task_path), time.time(), model_url, _str(trace_path),
-                     owner.host, owner.pid, owner.start, thread_id),
+                    (
+                        run_id,
+                        task,
+                        _str(task_path),
+                        time.time(),
+                        model_url,
+                        _str(trace_path),
+                        owner.host,
+                        owner.pid,
+                        owner.start,
+                        thread_id,
+                    ),
                 )
         except sqlite3.IntegrityError:
             raise ValueError(f"run {run_id!r} already exists in {self.path}") from None
@@ -265,8 +298,14 @@ class RunStore:
     ) -> RunRecord:
         """Record how a run ended (``finished_at`` = now); KeyError if unknown."""
         return self.update(
-            run_id, status=status, answer=answer, steps=steps, tool_calls=tool_calls,
-            usage=usage or Usage(), error=error, finished_at=time.time(),
+            run_id,
+            status=status,
+            answer=answer,
+            steps=steps,
+            tool_calls=tool_calls,
+            usage=usage or Usage(),
+            error=error,
+            finished_at=time.time(),
         )
 
     def update(self, run_id: str, **fields: Any) -> RunRecord:
@@ -278,9 +317,11 @@ class RunStore:
             raise ValueError(f"status {fields['status']!r} is not one of {RUN_STATUSES}")
         if "usage" in fields:
             usage: Usage = fields.pop("usage")
-            fields |= {"prompt_tokens": usage.prompt_tokens,
-                       "completion_tokens": usage.completion_tokens,
-                       "cached_tokens": usage.cached_tokens}
+            fields |= {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "cached_tokens": usage.cached_tokens,
+            }
         fields = {k: _str(v) if k == "trace_path" else v for k, v in fields.items()}
         with self._tx() as conn:
             if fields:
@@ -298,8 +339,9 @@ class RunStore:
     def resume(self, run_id: str) -> RunRecord:
         """Mark a run ``running`` again, owned by this process; KeyError if unknown."""
         owner = Owner.current()
-        return self.update(run_id, status="running", host=owner.host, pid=owner.pid,
-                           pid_start=owner.start)
+        return self.update(
+            run_id, status="running", host=owner.host, pid=owner.pid, pid_start=owner.start
+        )
 
     def get(self, run_id: str) -> RunRecord | None:
         """The run, or None. A ``running`` run whose process died reads ``interrupted``."""
@@ -324,8 +366,10 @@ class RunStore:
         if not records:
             raise ConfigError(f"no run {ref!r} in {self.path} (see: agent runs list)")
         ids = ", ".join(r.run_id for r in records[:5])
-        raise ConfigError(f"{ref!r} matches several runs ({ids}{', …' if len(records) > 5 else ''})"
-                          "; give more of the id")
+        raise ConfigError(
+            f"{ref!r} matches several runs ({ids}{', …' if len(records) > 5 else ''})"
+            "; give more of the id"
+        )
 
     def list(self, limit: int = 20, status: str | None = None) -> list[RunRecord]:
         """The newest runs first, optionally only those with ``status``."""
@@ -343,13 +387,21 @@ class RunStore:
     def _settle(self, records: list[RunRecord]) -> list[RunRecord]:
         """Mark ``running`` runs whose owner process is gone as ``interrupted`` (persisted:
         the row is only changed if it still names that dead process)."""
-        dead = [r for r in records if r.status == "running" and r.pid is not None
-                and Owner(r.host or "", r.pid, r.pid_start).alive() is False]
+        dead = [
+            r
+            for r in records
+            if r.status == "running"
+            and r.pid is not None
+            and Owner(r.host or "", r.pid, r.pid_start).alive() is False
+        ]
         if dead:
             with self._tx() as conn:
                 for r in dead:
-                    conn.execute("UPDATE runs SET status = 'interrupted' WHERE run_id = ? AND "
-                                 "status = 'running' AND pid = ?", (r.run_id, r.pid))
+                    conn.execute(
+                        "UPDATE runs SET status = 'interrupted' WHERE run_id = ? AND "
+                        "status = 'running' AND pid = ?",
+                        (r.run_id, r.pid),
+                    )
                     r.status = "interrupted"
         return records
 
@@ -386,8 +438,13 @@ class TraceWriter:
         """Append one event and flush it; returns the event as written."""
         if self._file is None:
             raise ValueError(f"trace {self.path} is closed")
-        event = {"v": TRACE_SCHEMA_VERSION, "ts": time.time(),
-                 "run_id": fields.pop("run_id", self.run_id), "type": type, **fields}
+        event = {
+            "v": TRACE_SCHEMA_VERSION,
+            "ts": time.time(),
+            "run_id": fields.pop("run_id", self.run_id),
+            "type": type,
+            **fields,
+        }
         line = json.dumps(event, ensure_ascii=False, default=_jsonable)
         self._file.write(line + "\n")
         self._file.flush()

@@ -96,8 +96,9 @@ class ModelConfig(ConfigModel):
     )
     timeout_s: float = Field(120.0, gt=0, description="Total deadline of one model call.")
 
-    def urls(self, override: str | None = None, env: typing.Mapping[str, str] | None = None
-             ) -> list[str]:
+    def urls(
+        self, override: str | None = None, env: typing.Mapping[str, str] | None = None
+    ) -> list[str]:
         """Server URLs: ``override`` (``--model-url``), the file, ``AGENT_MODEL_URL``, default.
 
         >>> ModelConfig().urls(env={})
@@ -300,9 +301,14 @@ def _check_resolved(task: Task, lines: dict[Loc, int]) -> list[Problem]:
     problems.extend(_check_tool_names(task, lines))
     ws = task.workspace_dir()
     if not ws.is_dir():
-        problems.append((line_of(lines, ("workspace",)), "workspace",
-                         f"folder {ws} does not exist (create it, or fix the path: it is "
-                         "relative to the task file's folder)"))
+        problems.append(
+            (
+                line_of(lines, ("workspace",)),
+                "workspace",
+                f"folder {ws} does not exist (create it, or fix the path: it is "
+                "relative to the task file's folder)",
+            )
+        )
     return problems
 
 
@@ -318,7 +324,11 @@ def _check_tool_names(task: Task, lines: dict[Loc, int]) -> list[Problem]:
         if name not in registry:
             close = registry.closest(name)
             hint = f"did you mean '{close}'? " if close else ""
-            problems.append((line_of(lines, ("tools", "enabled", i)), f"tools.enabled[{i}]",
-                             f"unknown tool '{name}' ({hint}available: "
-                             f"{', '.join(registry.names())})"))
+            problems.append(
+                (
+                    line_of(lines, ("tools", "enabled", i)),
+                    f"tools.enabled[{i}]",
+                    f"unknown tool '{name}' ({hint}available: {', '.join(registry.names())})",
+                )
+            )
     return problems

@@ -49,9 +49,14 @@ __all__ = [
 
 
 @contextmanager
-def run_sim(policy: Policy | None = None, config: SimConfig | None = None, *,
-            faults: Faults | None = None, host: str = "127.0.0.1",
-            port: int = 0) -> Iterator[SimServer]:
+def run_sim(
+    policy: Policy | None = None,
+    config: SimConfig | None = None,
+    *,
+    faults: Faults | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> Iterator[SimServer]:
     """Run a simulated vLLM server for the ``with`` block; ``port=0`` picks a free port.
 
     >>> with run_sim() as sim:
@@ -66,9 +71,14 @@ def run_sim(policy: Policy | None = None, config: SimConfig | None = None, *,
 
 
 @asynccontextmanager
-async def arun_sim(policy: Policy | None = None, config: SimConfig | None = None, *,
-                   faults: Faults | None = None, host: str = "127.0.0.1",
-                   port: int = 0) -> AsyncIterator[SimServer]:
+async def arun_sim(
+    policy: Policy | None = None,
+    config: SimConfig | None = None,
+    *,
+    faults: Faults | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> AsyncIterator[SimServer]:
     """:func:`run_sim` for ``async with``; start and stop run off the caller's loop."""
     server = SimServer(policy, config, faults)
     await asyncio.to_thread(server.start, host, port)
@@ -125,14 +135,16 @@ if pytest is not None:
         with run_sim(FunctionPolicy()) as server:
             yield server
 
-
     @pytest.fixture
     def sim_factory() -> Iterator[Callable[..., SimServer]]:
         """Start more simulated servers: ``sim_factory(policy=None, config=None, faults=None)``."""
         started: list[SimServer] = []
 
-        def start(policy: Policy | None = None, config: SimConfig | None = None,
-                  faults: Faults | None = None) -> SimServer:
+        def start(
+            policy: Policy | None = None,
+            config: SimConfig | None = None,
+            faults: Faults | None = None,
+        ) -> SimServer:
             server = SimServer(policy, config, faults).start()
             started.append(server)
             return server

@@ -45,7 +45,13 @@ __all__ = [
 Role = Literal["system", "user", "assistant", "tool"]
 
 RunStatus = Literal[
-    "running", "done", "limit", "loop", "invalid_output", "error", "interrupted",
+    "running",
+    "done",
+    "limit",
+    "loop",
+    "invalid_output",
+    "error",
+    "interrupted",
     "awaiting_approval",
 ]
 """How a run stands: ``running``; ended ``done`` (an answer), ``limit`` (a limit was hit,
@@ -91,9 +97,7 @@ class ToolSpec:
 
     name: str
     description: str = ""
-    parameters: dict[str, Any] = field(
-        default_factory=lambda: {"type": "object", "properties": {}}
-    )
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
 
     def to_openai(self) -> dict[str, Any]:
         """The OpenAI/Hermes shape: ``{"type": "function", "function": {...}}``."""

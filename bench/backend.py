@@ -46,6 +46,8 @@ from agent.types import Message, ToolCall, ToolSpec
 from bench._common import SimChild
 
 STEPS = 10
+
+
 def _builtin_specs() -> list[ToolSpec]:
     from tools.registry import ToolRegistry
 

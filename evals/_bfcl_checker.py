@@ -118,8 +118,12 @@ def ast_check(
     return CheckResult(True)
 
 
-def _check_calls(functions: list[dict[str, Any]], calls: list[dict[str, Any]],
-                 answers: list[dict[str, Any]], category: str) -> None:
+def _check_calls(
+    functions: list[dict[str, Any]],
+    calls: list[dict[str, Any]],
+    answers: list[dict[str, Any]],
+    category: str,
+) -> None:
     if "parallel" in category:
         _check_count(calls, answers, "parallel_function_checker_no_order")
         _match_unordered(functions, calls, answers)
@@ -166,8 +170,9 @@ def _describe(functions: list[dict[str, Any]], answer: dict[str, Any]) -> dict[s
     raise ValueError(f"possible answer names {name!r}, which is not among the case's functions")
 
 
-def _match_unordered(functions: list[dict[str, Any]], calls: list[dict[str, Any]],
-                     answers: list[dict[str, Any]]) -> None:
+def _match_unordered(
+    functions: list[dict[str, Any]], calls: list[dict[str, Any]], answers: list[dict[str, Any]]
+) -> None:
     unused = list(range(len(calls)))
     for i, answer in enumerate(answers):
         function = _describe(functions, answer)
@@ -251,8 +256,9 @@ def _answer_type(options: Any) -> type | None:
     return next((type(o) for o in options if o != ""), None)
 
 
-def _check_type(param: str, value: Any, options: list[Any], py_type: type,
-                item_type: type | None) -> bool:
+def _check_type(
+    param: str, value: Any, options: list[Any], py_type: type, item_type: type | None
+) -> bool:
     """Raise on a wrong type; return True when the value is a "variable" (compared as is).
 
     A variable is BFCL's name for an answer whose type is not the schema's: a value of the

@@ -102,8 +102,9 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def gold_calls(ground_truth: list[dict[str, Any]],
-               functions: list[dict[str, Any]] | None = None) -> list[dict[str, dict[str, Any]]]:
+def gold_calls(
+    ground_truth: list[dict[str, Any]], functions: list[dict[str, Any]] | None = None
+) -> list[dict[str, dict[str, Any]]]:
     """A concrete answer from a possible answer, as decoded calls.
 
     Without ``functions``: the first value of each parameter. With them, each pick also
@@ -117,8 +118,11 @@ def gold_calls(ground_truth: list[dict[str, Any]],
     return [concrete_call(a, function=by_name.get(next(iter(a)))) for a in ground_truth]
 
 
-def concrete_call(answer: dict[str, Any], pick: Mapping[str, int] | None = None,
-                  function: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+def concrete_call(
+    answer: dict[str, Any],
+    pick: Mapping[str, int] | None = None,
+    function: dict[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
     """One call from one expected call: value ``pick[param]`` of each parameter, else the
     first (the first that suits ``function``'s schema, when given).
 
@@ -138,8 +142,9 @@ def concrete_call(answer: dict[str, Any], pick: Mapping[str, int] | None = None,
         elif function is None:
             value = options[0]
         else:
-            value = _suitable(options, param in schema.get("required", ()),
-                              param in schema.get("properties", {}))
+            value = _suitable(
+                options, param in schema.get("required", ()), param in schema.get("properties", {})
+            )
         if value != "":
             args[param] = _concrete(value)
     return {name: args}

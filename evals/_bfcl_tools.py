@@ -119,8 +119,9 @@ def to_json_schema(schema: dict[str, Any], where: str = "parameters") -> dict[st
     return out
 
 
-def to_tool_specs(functions: list[dict[str, Any]],
-                  names: ToolNames | None = None) -> list[ToolSpec]:
+def to_tool_specs(
+    functions: list[dict[str, Any]], names: ToolNames | None = None
+) -> list[ToolSpec]:
     """The case's functions as tool specs, named by ``names`` (default: the case's map).
 
     >>> to_tool_specs([{"name": "math.power", "description": "x**y",
@@ -132,8 +133,9 @@ def to_tool_specs(functions: list[dict[str, Any]],
         ToolSpec(
             names.tool(f["name"]),
             f.get("description", "") or "",
-            to_json_schema(f.get("parameters") or {"type": "dict", "properties": {}},
-                           f"{f['name']}.parameters"),
+            to_json_schema(
+                f.get("parameters") or {"type": "dict", "properties": {}}, f"{f['name']}.parameters"
+            ),
         )
         for f in functions
     ]

@@ -43,7 +43,12 @@ from evals._bfcl_tools import ToolNames, to_tool_calls
 __all__ = ["CORRUPTIONS", "BfclPolicy"]
 
 CORRUPTIONS = (
-    "no_call", "extra_call", "wrong_name", "extra_param", "drop_required", "spurious_call"
+    "no_call",
+    "extra_call",
+    "wrong_name",
+    "extra_param",
+    "drop_required",
+    "spurious_call",
 )
 NO_CALL_TEXT = "None of the available functions can answer this request."
 _USER_TURN = re.compile(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", re.DOTALL)
@@ -58,8 +63,14 @@ class BfclPolicy:
     >>> policy = BfclPolicy([], corruption_rate=0.25, seed=3)
     """
 
-    def __init__(self, cases: Iterable[BfclCase], *, corruption_rate: float = 0.0,
-                 seed: int = 0, final_answer: str = "Done.") -> None:
+    def __init__(
+        self,
+        cases: Iterable[BfclCase],
+        *,
+        corruption_rate: float = 0.0,
+        seed: int = 0,
+        final_answer: str = "Done.",
+    ) -> None:
         if not 0.0 <= corruption_rate <= 1.0:
             raise ValueError(f"corruption_rate must be within [0, 1], got {corruption_rate}")
         self.corruption_rate = corruption_rate
@@ -105,8 +116,7 @@ class BfclPolicy:
         if len(candidates) > 1:
             tools = _tool_names(prompt)
             candidates = [
-                c for c in candidates
-                if set(ToolNames.for_functions(c.functions).to_bfcl) == tools
+                c for c in candidates if set(ToolNames.for_functions(c.functions).to_bfcl) == tools
             ]
         if len(candidates) != 1:
             raise PolicyError(
@@ -141,8 +151,7 @@ def _droppable(case: BfclCase) -> str | None:
     return next((p for p in _schema(case, name).get("required", []) if p in args), None)
 
 
-def _corrupt(case: BfclCase, calls: list[dict[str, Any]], kind: str | None
-             ) -> list[dict[str, Any]]:
+def _corrupt(case: BfclCase, calls: list[dict[str, Any]], kind: str | None) -> list[dict[str, Any]]:
     if kind is None:
         return calls
     if kind == "spurious_call":

@@ -109,14 +109,18 @@ def idempotency_key(run_id: str, call: ToolCall, occurrence: int) -> str:
     ...     idempotency_key("r", ToolCall("f", {"a": 2, "b": 1}, id="other"), 1)
     True
     """
-    payload = json.dumps(["v2", run_id, call.name, call.arguments, occurrence],
-                         sort_keys=True, separators=(",", ":"), default=str)
+    payload = json.dumps(
+        ["v2", run_id, call.name, call.arguments, occurrence],
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
 def run_messages(state: AgentState) -> list[Any]:
     """The messages of the current run (a thread's earlier turns excluded)."""
-    return state["messages"][state.get("run_start", 0):]
+    return state["messages"][state.get("run_start", 0) :]
 
 
 def call_counts(messages: Iterable[Any]) -> dict[str, int]:
@@ -212,8 +216,10 @@ async def _gather(
         for task in late:
             task.cancel()
     results = [
-        p if isinstance(p, ToolResult)
-        else skipped(planned.call, "Not run: the run's deadline passed.") if p in late
+        p
+        if isinstance(p, ToolResult)
+        else skipped(planned.call, "Not run: the run's deadline passed.")
+        if p in late
         else p.result()
         for planned, p in zip(plan, pending, strict=True)
     ]
@@ -261,9 +267,7 @@ def start_call(runtime: Runtime[RunContext], call: ToolCall, key: str, step: int
     runtime.context.inflight[call.id] = asyncio.ensure_future(run_call(runtime, call, key, step))
 
 
-async def run_call(
-    runtime: Runtime[RunContext], call: ToolCall, key: str, step: int
-) -> ToolResult:
+async def run_call(runtime: Runtime[RunContext], call: ToolCall, key: str, step: int) -> ToolResult:
     """One call: a result saved under its idempotency key is reused, else it runs."""
     ctx, store = runtime.context, runtime.store
     namespace = (_RESULTS_NS, ctx.run_id)

@@ -211,8 +211,10 @@ def _empty_answer(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, 
     """An empty reply is no answer: ask again, as a repair (past the budget: ``error``)."""
     update = repair_update(state, runtime, ["the reply was empty"], state.get("steps", 0))
     if update.get("status"):
-        return {**update, "error": f"the model gave an empty answer {update['repairs']} times "
-                                   "in a row"}
+        return {
+            **update,
+            "error": f"the model gave an empty answer {update['repairs']} times in a row",
+        }
     return {**update, "constrain": False, "messages": [HumanMessage(content=_EMPTY_REPLY)]}
 
 

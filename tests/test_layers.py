@@ -19,8 +19,13 @@ ALLOWED = {
     "agent/_hermes_call.py": {"agent._json", "agent.types"},
     "agent/hermes.py": {"agent._hermes_call", "agent.types"},
     "agent/chatml.py": {"agent._json", "agent.types"},
-    "agent/jsonmode.py": {"agent._json", "agent.errors", "agent.types", "agent.chatml",
-                          "agent.hermes"},
+    "agent/jsonmode.py": {
+        "agent._json",
+        "agent.errors",
+        "agent.types",
+        "agent.chatml",
+        "agent.hermes",
+    },
 }
 
 

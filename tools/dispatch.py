@@ -166,17 +166,27 @@ class Dispatcher:
             duration = time.perf_counter() - start
         content, artifact = await self._cap(valid_text(text))
         return ToolResult(
-            call.id, call.name, "ok" if error is None else "error", content,
-            error=None if error is None else error.tool_error, artifact_id=artifact,
-            truncated=artifact is not None, duration_s=duration, sandbox=kind,
+            call.id,
+            call.name,
+            "ok" if error is None else "error",
+            content,
+            error=None if error is None else error.tool_error,
+            artifact_id=artifact,
+            truncated=artifact is not None,
+            duration_s=duration,
+            sandbox=kind,
         )
 
     async def _execute(self, tool: Tool, call: ToolCall) -> str:
         if tool.sandbox == "process":
             return await self.worker.call(tool.name, call.arguments, call_id=call.id)
         ctx = ToolContext(
-            run_id=self.run_id, call_id=call.id, workspace=self.workspace,
-            policies=self.policies, state=self._ctx.state, lock=self._ctx.lock,
+            run_id=self.run_id,
+            call_id=call.id,
+            workspace=self.workspace,
+            policies=self.policies,
+            state=self._ctx.state,
+            lock=self._ctx.lock,
         )
         try:
             args, kwargs = tool.bind(call.arguments, ctx)
@@ -278,7 +288,8 @@ class _Scrubber:
         self.ws = str(workspace)
         self.secrets = sorted(
             {v for k, v in os.environ.items() if len(v) >= 6 and _SECRET_NAME.search(k)},
-            key=len, reverse=True,
+            key=len,
+            reverse=True,
         )
 
     def __call__(self, text: str) -> str:

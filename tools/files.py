@@ -192,7 +192,10 @@ class FileSandbox:
         is_dir = stat.S_ISDIR(self._probe(parts, shown).st_mode)
         fd = self._open(parts, _DIR_FLAGS, shown) if is_dir else self._open_file(parts, shown)
         scan = Scan(
-            regex, glob, self.policy.max_results, time.monotonic() + self.search_timeout_s,
+            regex,
+            glob,
+            self.policy.max_results,
+            time.monotonic() + self.search_timeout_s,
             read=lambda fd, shown: _read_text(fd, shown, self.policy.max_read_bytes),
         )
         try:

@@ -141,8 +141,11 @@ class SandboxWorker:
                 await proc.stdin.drain()
                 reply = await asyncio.shield(fut)
         except TimeoutError:
-            await self._kill(proc, f"the worker was restarted because another call ({name}) "
-                             "timed out; retry this call")
+            await self._kill(
+                proc,
+                f"the worker was restarted because another call ({name}) "
+                "timed out; retry this call",
+            )
             raise ToolTimeout(
                 f"{name} did not finish within {timeout:g} s and was killed "
                 "(its sandbox worker is restarted for the next call)"

@@ -41,7 +41,9 @@ class _Options:
 @click.argument("task", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result.")
 @click.option(
-    "--model-url", envvar="AGENT_MODEL_URL", show_envvar=True,
+    "--model-url",
+    envvar="AGENT_MODEL_URL",
+    show_envvar=True,
     help="vLLM URL; overrides the task file's model.url.",
 )
 @click.option(
@@ -51,7 +53,9 @@ class _Options:
     help="Start the simulated vLLM server with this script and run against it.",
 )
 @click.option(
-    "--resume", "resume", metavar="RUN_ID",
+    "--resume",
+    "resume",
+    metavar="RUN_ID",
     help="Continue a run from its checkpoint (its id, or the start of its short id).",
 )
 @click.option(
@@ -62,13 +66,24 @@ class _Options:
     "Default: ask on a terminal, none otherwise.",
 )
 @click.option(
-    "--var", "vars_", multiple=True, metavar="K=V",
+    "--var",
+    "vars_",
+    multiple=True,
+    metavar="K=V",
     help="Fill {K} in the task's input (repeatable).",
 )
-@click.option("--trace", "trace_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Copy the trace here (its folder must exist).")
-@click.option("--store", envvar="AGENT_STORE", show_envvar=True,
-              help="Run store folder (or postgresql:// URL); overrides the task file's store.")
+@click.option(
+    "--trace",
+    "trace_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Copy the trace here (its folder must exist).",
+)
+@click.option(
+    "--store",
+    envvar="AGENT_STORE",
+    show_envvar=True,
+    help="Run store folder (or postgresql:// URL); overrides the task file's store.",
+)
 def run_cmd(
     task: Path,
     as_json: bool,
@@ -88,20 +103,33 @@ def run_cmd(
     from agent.errors import ConfigError
 
     if trace_file is not None and not trace_file.parent.is_dir():
-        raise click.BadParameter(f"folder {trace_file.parent} does not exist (create it first)",
-                                 param_hint="--trace")
+        raise click.BadParameter(
+            f"folder {trace_file.parent} does not exist (create it first)", param_hint="--trace"
+        )
     started: list[str] = []
     try:
-        options = _Options(task, parse_vars(vars_), model_url, sim_script, resume, approve,
-                           as_json, trace_file, store)
+        options = _Options(
+            task,
+            parse_vars(vars_),
+            model_url,
+            sim_script,
+            resume,
+            approve,
+            as_json,
+            trace_file,
+            store,
+        )
         code = _run_until_signal(options, started)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     except (KeyboardInterrupt, asyncio.CancelledError) as stop:
         code = 143 if isinstance(stop, asyncio.CancelledError) else 130
         if started:
-            click.echo(f"interrupted: run {started[0]} stopped; continue it with: agent run "
-                       f"{task} --resume {started[0].rsplit('_', 1)[-1]}", err=True)
+            click.echo(
+                f"interrupted: run {started[0]} stopped; continue it with: agent run "
+                f"{task} --resume {started[0].rsplit('_', 1)[-1]}",
+                err=True,
+            )
     sys.exit(code)
 
 
@@ -137,15 +165,22 @@ async def _run(o: _Options, started: list[str]) -> int:
         agent = Agent.from_task(task, vars=o.vars, model_url=model_url)
         stack.push_async_callback(agent.aclose)
         printer = _Progress(console, quiet=o.as_json, started=started)
-        result = await agent.run(run_id=run_id, resume=run_id is not None,
-                                 approve=_approver(o.approve, console), on_event=printer)
+        result = await agent.run(
+            run_id=run_id,
+            resume=run_id is not None,
+            approve=_approver(o.approve, console),
+            on_event=printer,
+        )
     _report(result, o.as_json)  # the answer first: nothing below may lose it
     if o.trace_file is not None and result.trace_path and Path(result.trace_path).exists():
         try:
             shutil.copyfile(result.trace_path, o.trace_file)
         except OSError as exc:
-            click.echo(f"error: --trace {o.trace_file}: {exc.strerror or exc} (the trace is "
-                       f"kept at {result.trace_path})", err=True)
+            click.echo(
+                f"error: --trace {o.trace_file}: {exc.strerror or exc} (the trace is "
+                f"kept at {result.trace_path})",
+                err=True,
+            )
             return 2
     if result.error_kind == "backend_unavailable":
         return 3

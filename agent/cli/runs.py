@@ -54,8 +54,9 @@ def runs_group() -> None:
 
 @runs_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1),
-              help="Runs shown at most.")
+@click.option(
+    "--limit", default=20, show_default=True, type=click.IntRange(min=1), help="Runs shown at most."
+)
 @click.option("--status", type=click.Choice(RUN_STATUSES), help="Only runs with this status.")
 @click.option("--store", envvar="AGENT_STORE", help=_STORE_HELP)
 def list_cmd(as_json: bool, limit: int, status: str | None, store: str | None) -> None:
@@ -71,18 +72,37 @@ def list_cmd(as_json: bool, limit: int, status: str | None, store: str | None) -
         return
     console = Console()
     # Fits 80 columns whole: the short id is what `runs show` and `--resume` take.
-    table = Table("id", "status", "task", "steps", "calls", "tokens", "started", "took",
-                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
-                  collapse_padding=True)
+    table = Table(
+        "id",
+        "status",
+        "task",
+        "steps",
+        "calls",
+        "tokens",
+        "started",
+        "took",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
+    )
     for col in table.columns:
         col.no_wrap = True
     table.columns[0].min_width = 6
     table.columns[2].overflow = "ellipsis"
     table.columns[2].ratio = 1  # the task name gives way first
     for r in records:
-        table.add_row(r.short_id, _status(r.status), escape(r.task), str(r.steps),
-                      str(r.tool_calls), f"{r.usage.total_tokens:,}",
-                      _when(r.started_at, "%m-%d %H:%M"), _duration(r))
+        table.add_row(
+            r.short_id,
+            _status(r.status),
+            escape(r.task),
+            str(r.steps),
+            str(r.tool_calls),
+            f"{r.usage.total_tokens:,}",
+            _when(r.started_at, "%m-%d %H:%M"),
+            _duration(r),
+        )
     console.print(table)
 
 
@@ -100,16 +120,18 @@ def show_cmd(run_id: str, as_json: bool, full: bool, width: int, store: str | No
     """
     rs = _open_store(store)
     if rs is None:
-        raise click.UsageError(f"no run {run_id!r}: no run store at "
-                               f"{resolve_store_path(store)} (see: agent runs list)")
+        raise click.UsageError(
+            f"no run {run_id!r}: no run store at {resolve_store_path(store)} (see: agent runs list)"
+        )
     try:
         record = rs.find(run_id)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     events, problem = _load_trace(record)
     if as_json:
-        click.echo(json.dumps({"run": record.to_dict(), "trace": events, "trace_error": problem},
-                              indent=2))
+        click.echo(
+            json.dumps({"run": record.to_dict(), "trace": events, "trace_error": problem}, indent=2)
+        )
         return
     console = Console()
     _print_record(console, record)
@@ -135,12 +157,19 @@ def _print_record(console: Console, r: RunRecord) -> None:
     usage = r.usage
     cached = "" if usage.cached_tokens is None else f", {usage.cached_tokens:,} cached"
     rows = [
-        ("run", r.run_id), ("task", r.task + (f"  ({r.task_path})" if r.task_path else "")),
-        ("status", _status(r.status)), ("started", _when(r.started_at)),
-        ("duration", _duration(r)), ("steps", str(r.steps)), ("tool calls", str(r.tool_calls)),
-        ("tokens", f"{usage.prompt_tokens:,} prompt + {usage.completion_tokens:,} "
-                   f"completion{cached}"),
-        ("model", r.model_url or "-"), ("trace", r.trace_path or "-"),
+        ("run", r.run_id),
+        ("task", r.task + (f"  ({r.task_path})" if r.task_path else "")),
+        ("status", _status(r.status)),
+        ("started", _when(r.started_at)),
+        ("duration", _duration(r)),
+        ("steps", str(r.steps)),
+        ("tool calls", str(r.tool_calls)),
+        (
+            "tokens",
+            f"{usage.prompt_tokens:,} prompt + {usage.completion_tokens:,} completion{cached}",
+        ),
+        ("model", r.model_url or "-"),
+        ("trace", r.trace_path or "-"),
     ]
     if r.error:
         rows.append(("error", f"[red]{_escape(r.error)}[/]"))
@@ -167,8 +196,10 @@ def _print_event(console: Console, e: dict[str, Any], width: int | None) -> None
         for err in e.get("errors") or []:
             body += f"\n  [red]malformed: {_escape(str(err.get('reason', err)))}[/]"
         if usage:
-            body += (f"\n  [dim]{usage.get('prompt_tokens', 0)} prompt / "
-                     f"{usage.get('completion_tokens', 0)} completion tokens[/]")
+            body += (
+                f"\n  [dim]{usage.get('prompt_tokens', 0)} prompt / "
+                f"{usage.get('completion_tokens', 0)} completion tokens[/]"
+            )
     elif kind == "tool_call":
         body = _cut(_call(e.get("call") or e), width)  # version 1 traces were flat
     elif kind == "tool_result":

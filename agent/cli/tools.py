@@ -36,9 +36,12 @@ def tools_cmd(as_json: bool) -> None:
     registry = _load_registry()
     if as_json:
         rows = [
-            {**t.spec().to_openai()["function"], "sandbox": t.sandbox,
-             "side_effects": t.side_effects if isinstance(t.side_effects, bool) else "depends",
-             "source": registry.sources.get(t.name)}
+            {
+                **t.spec().to_openai()["function"],
+                "sandbox": t.sandbox,
+                "side_effects": t.side_effects if isinstance(t.side_effects, bool) else "depends",
+                "source": registry.sources.get(t.name),
+            }
             for t in registry
         ]
         click.echo(json.dumps({"tools": rows}, ensure_ascii=False))
@@ -53,17 +56,34 @@ def tool_group() -> None:
 
 @tool_group.command("call")
 @click.argument("name")
-@click.option("--args", "args_json", default="{}", show_default=True,
-              help="The call's arguments as a JSON object.")
-@click.option("--workspace", type=click.Path(file_okay=False, path_type=Path), default=".",
-              show_default=True, help="Folder the file and SQL tools are confined to.")
-@click.option("--allow-host", "hosts", multiple=True,
-              help="Host http_request may reach (repeatable).")
+@click.option(
+    "--args",
+    "args_json",
+    default="{}",
+    show_default=True,
+    help="The call's arguments as a JSON object.",
+)
+@click.option(
+    "--workspace",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".",
+    show_default=True,
+    help="Folder the file and SQL tools are confined to.",
+)
+@click.option(
+    "--allow-host", "hosts", multiple=True, help="Host http_request may reach (repeatable)."
+)
 @click.option("--allow-private-network", is_flag=True, help="Let http_request reach loopback/LAN.")
-@click.option("--allow-write", is_flag=True,
-              help="Allow write_file, writing SQL and every HTTP method.")
-@click.option("--timeout", type=float, default=30.0, show_default=True,
-              help="Hard timeout of the call, seconds.")
+@click.option(
+    "--allow-write", is_flag=True, help="Allow write_file, writing SQL and every HTTP method."
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Hard timeout of the call, seconds.",
+)
 def call_cmd(
     name: str,
     args_json: str,
@@ -87,15 +107,21 @@ def call_cmd(
         raise click.UsageError(f"--workspace {workspace} is not a directory")
     from tools.policy import ToolPolicies
 
-    policies = ToolPolicies.model_validate({
-        "workspace": workspace.resolve(),
-        "http": {"allowed_hosts": list(hosts), "allow_private_network": allow_private_network,
-                 "allowed_methods": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
-                 if allow_write else ["GET"]},
-        "files": {"allow_write": allow_write},
-        "sql": {"read_only": not allow_write},
-        "sandbox": {"call_timeout_s": timeout},
-    })
+    policies = ToolPolicies.model_validate(
+        {
+            "workspace": workspace.resolve(),
+            "http": {
+                "allowed_hosts": list(hosts),
+                "allow_private_network": allow_private_network,
+                "allowed_methods": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+                if allow_write
+                else ["GET"],
+            },
+            "files": {"allow_write": allow_write},
+            "sql": {"read_only": not allow_write},
+            "sandbox": {"call_timeout_s": timeout},
+        }
+    )
     out = asyncio.run(_call(name, arguments, policies))
     click.echo(json.dumps(out, ensure_ascii=False))
     if out["status"] != "ok":

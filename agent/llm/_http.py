@@ -188,14 +188,22 @@ def _payload(data: str, response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         chunk = None
     if not isinstance(chunk, dict):
-        raise BackendHTTPError(f"{url} sent a stream chunk that is not a JSON object: "
-                               f"{data[:200]!r}", url=url, status=200, body=data[:500])
+        raise BackendHTTPError(
+            f"{url} sent a stream chunk that is not a JSON object: {data[:200]!r}",
+            url=url,
+            status=200,
+            body=data[:500],
+        )
     if "error" in chunk:
         error = chunk["error"]
         message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
         code = error.get("code") if isinstance(error, dict) else None
-        raise BackendHTTPError(f"{url} reported an error mid-stream: {message}", url=url,
-                               status=code if isinstance(code, int) else 500, body=data[:500])
+        raise BackendHTTPError(
+            f"{url} reported an error mid-stream: {message}",
+            url=url,
+            status=code if isinstance(code, int) else 500,
+            body=data[:500],
+        )
     return chunk
 
 

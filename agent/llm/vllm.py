@@ -473,7 +473,10 @@ async def _require_event_stream(url: str, response: httpx.Response, att: _Attemp
         body = ""
     raise BackendHTTPError(
         f"{url} answered 200 with {kind or 'no content type'} instead of an event stream: "
-        f"{body!r} — is this a vLLM server?", url=url, status=200, body=body,
+        f"{body!r} — is this a vLLM server?",
+        url=url,
+        status=200,
+        body=body,
     )
 
 

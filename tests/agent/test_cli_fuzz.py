@@ -33,16 +33,32 @@ BASE: dict[str, Any] = {
     "model": {"sampling": {"max_tokens": 64, "temperature": 0}},
     "workspace": "ws",
 }
-PATHS = [("name",), ("input",), ("vars",), ("vars", "a"), ("tools",), ("tools", "enabled"),
-         ("tools", "sql"), ("tools", "sql", "max_rows"), ("limits",), ("limits", "max_steps"),
-         ("limits", "deadline_s"), ("model",), ("model", "url"), ("model", "mode"),
-         ("model", "sampling", "temperature"), ("workspace",), ("output_schema",),
-         ("approval", "require"), ("store",), ("system",)]
+PATHS = [
+    ("name",),
+    ("input",),
+    ("vars",),
+    ("vars", "a"),
+    ("tools",),
+    ("tools", "enabled"),
+    ("tools", "sql"),
+    ("tools", "sql", "max_rows"),
+    ("limits",),
+    ("limits", "max_steps"),
+    ("limits", "deadline_s"),
+    ("model",),
+    ("model", "url"),
+    ("model", "mode"),
+    ("model", "sampling", "temperature"),
+    ("workspace",),
+    ("output_schema",),
+    ("approval", "require"),
+    ("store",),
+    ("system",),
+]
 OUTPUTS = [
     "The answer is 42.",
     '<tool_call>\n{"name": "sql_query", "arguments": {"query": "SELECT 40 + 2"}}\n</tool_call>',
-    '<tool_call>\n{"name": "read_file", "arguments": {"path": "../../etc/passwd"}}\n'
-    "</tool_call>",
+    '<tool_call>\n{"name": "read_file", "arguments": {"path": "../../etc/passwd"}}\n</tool_call>',
     '<tool_call>\n{"name": "nope", "arguments": {}}\n</tool_call>',
     '<tool_call>\n{"name": "sql_query", "arguments": {"query": 1,,}\n',
     "",
@@ -50,13 +66,20 @@ OUTPUTS = [
 ]
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(10**12), 10**12),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**12), 10**12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
     st.sampled_from(["sql_query", "http://127.0.0.1:9", "ftp://x", "..", "{b}", "{", "none"]),
 )
-values = st.recursive(scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
-    max_leaves=8)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
 mutation = st.one_of(
     st.tuples(st.just("set"), st.sampled_from(PATHS), values),
     st.tuples(st.just("drop"), st.sampled_from(PATHS), st.none()),
@@ -101,8 +124,9 @@ def scripts(draw: st.DrawFn) -> bytes:
     kind = draw(st.sampled_from(["list"] * 8 + ["mapping", "binary"]))
     if kind == "binary":
         return draw(st.binary(max_size=40))
-    entries = draw(st.lists(st.one_of(st.sampled_from(OUTPUTS), st.text(max_size=40)),
-                            min_size=0, max_size=5))
+    entries = draw(
+        st.lists(st.one_of(st.sampled_from(OUTPUTS), st.text(max_size=40)), min_size=0, max_size=5)
+    )
     data: Any = entries if kind == "list" else {"entries": entries}
     return json.dumps(data).encode()
 
@@ -141,8 +165,12 @@ def _workdir() -> Iterator[Path]:
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(task=task_files(), script=scripts(), opts=options(),
-       use_sim=st.sampled_from([True] * 5 + [False]))
+@given(
+    task=task_files(),
+    script=scripts(),
+    opts=options(),
+    use_sim=st.sampled_from([True] * 5 + [False]),
+)
 def test_agent_run_exits_cleanly_whatever_the_input(
     task: bytes, script: bytes, opts: list[str], use_sim: bool
 ) -> None:

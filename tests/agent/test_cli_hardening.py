@@ -24,10 +24,17 @@ from tests.agent.test_cli_run import _run, _script, _task
 AGENT = [sys.executable, "-m", "agent.cli"]
 
 
-def _agent(*args: str, cwd: Path, env: dict[str, str] | None = None,
-           timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*AGENT, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+def _agent(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*AGENT, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 # ---- bad input: exit 2, file:line, no traceback -----------------------------------------
@@ -70,8 +77,9 @@ def test_a_bad_model_url_option(tmp_path: Path, url: str) -> None:
 def test_trace_into_a_missing_folder_is_refused_before_the_run(tmp_path: Path) -> None:
     task = _task(tmp_path, "input: x\n")
     script = _script(tmp_path, ["the answer"])
-    code, out, err = _run(tmp_path, str(task), "--sim", str(script),
-                          "--trace", str(tmp_path / "nope" / "t.jsonl"))
+    code, out, err = _run(
+        tmp_path, str(task), "--sim", str(script), "--trace", str(tmp_path / "nope" / "t.jsonl")
+    )
     assert code == 2 and "nope does not exist" in err and out == ""
     assert not (tmp_path / ".agent" / "runs.db").exists(), "no run was started"
 
@@ -95,9 +103,14 @@ def test_an_alias_bomb_is_refused_quickly_within_a_memory_limit(tmp_path: Path) 
     def limit() -> None:  # 1 GiB: the unbounded walk needed more than 3 GB
         resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
 
-    result = subprocess.run([*AGENT, "run", str(task), "--model-url", "http://127.0.0.1:9"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                            preexec_fn=limit)
+    result = subprocess.run(
+        [*AGENT, "run", str(task), "--model-url", "http://127.0.0.1:9"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limit,
+    )
     assert result.returncode == 2, result.stderr
     assert "expands to more than 200,000 values through its aliases" in result.stderr
 
@@ -111,8 +124,14 @@ def test_a_huge_task_file_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "option",
-    [["--error-rate", "2"], ["--stall", "-1"], ["--disconnect-after", "-3"],
-     ["--speed", "0"], ["--max-model-len", "0"], ["--error-status", "200"]],
+    [
+        ["--error-rate", "2"],
+        ["--stall", "-1"],
+        ["--disconnect-after", "-3"],
+        ["--speed", "0"],
+        ["--max-model-len", "0"],
+        ["--error-status", "200"],
+    ],
 )
 def test_sim_options_are_validated(tmp_path: Path, option: list[str]) -> None:
     result = _agent("sim", "--port", "0", *option, cwd=tmp_path, timeout=30)
@@ -171,12 +190,12 @@ def test_resume_takes_a_short_id_and_refuses_another_task(tmp_path: Path) -> Non
     script = str(_script(tmp_path, ["ok", "again"]))
     code, out, err = _run(tmp_path, str(other), "--sim", script, "--resume", short[:5])
     assert code == 2 and "belongs to task 'first'" in err and out == ""
-    code, out, err = _run(tmp_path, str(tmp_path / "task.yaml"), "--sim", script,
-                          "--resume", short, "--json")
+    code, out, err = _run(
+        tmp_path, str(tmp_path / "task.yaml"), "--sim", script, "--resume", short, "--json"
+    )
     assert code == 0, err
     assert json.loads(out.strip().splitlines()[-1])["run_id"] == run_id
-    code, _, err = _run(tmp_path, str(tmp_path / "task.yaml"), "--sim", script,
-                        "--resume", "zzzz")
+    code, _, err = _run(tmp_path, str(tmp_path / "task.yaml"), "--sim", script, "--resume", "zzzz")
     assert code == 2 and "no run 'zzzz'" in err
 
 
@@ -185,9 +204,13 @@ def test_resume_takes_a_short_id_and_refuses_another_task(tmp_path: Path) -> Non
 
 def _start_stalled_run(tmp_path: Path, sim_url: str) -> subprocess.Popen[str]:
     task = _task(tmp_path, "name: slow\ninput: x\n")
-    proc = subprocess.Popen([*AGENT, "run", str(task), "--model-url", sim_url],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [*AGENT, "run", str(task), "--model-url", sim_url],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     db = tmp_path / ".agent" / "runs.db"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -230,10 +253,20 @@ def test_a_killed_run_shows_as_interrupted(tmp_path: Path) -> None:
 def test_agent_run_sim_works_without_pytest(tmp_path: Path) -> None:
     task = _task(tmp_path, "input: x\n")
     script = _script(tmp_path, ["no pytest needed"])
-    code = ("import sys; sys.modules['pytest'] = None\n"  # `import pytest` now fails
-            "from agent.cli import main\n"
-            f"main(['run', {str(task)!r}, '--sim', {str(script)!r}])\n")
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=60)
+    code = (
+        "import sys; sys.modules['pytest'] = None\n"  # `import pytest` now fails
+        "from agent.cli import main\n"
+        f"main(['run', {str(task)!r}, '--sim', {str(script)!r}])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "no pytest needed"
+
+
+def test_a_control_character_in_a_task_file(tmp_path: Path) -> None:
+    task = tmp_path / "task.yaml"
+    task.write_text("name: x\ninput: 'a\x01b'\n")  # found by the CLI fuzz test
+    code, _, err = _run(tmp_path, str(task), "--model-url", "http://127.0.0.1:9")
+    assert code == 2 and "task.yaml:2: the file holds the control character U+0001" in err

@@ -391,8 +391,11 @@ class _OddServer:
     ("content_type", "body", "needle"),
     [
         ("text/html", b"<html>Please log in</html>", "instead of an event stream"),
-        ("text/event-stream", b'data: {"error": {"message": "GPU fell over", "code": 400}}\n\n',
-         "GPU fell over"),
+        (
+            "text/event-stream",
+            b'data: {"error": {"message": "GPU fell over", "code": 400}}\n\n',
+            "GPU fell over",
+        ),
         ("text/event-stream", b"data: [1, 2]\n\n", "not a JSON object"),
     ],
 )
@@ -416,8 +419,16 @@ def test_chat_decoder_waits_for_interleaved_argument_fragments() -> None:
         return {"delta": {"tool_calls": [{"index": i, "function": fn}]}}
 
     decoder = ChatDecoder()
-    events = [e for chunk in (frag(0, name="f"), frag(1, name="g"), frag(0, arguments='{"x": 1}'),
-                              frag(1, arguments='{"y": 2}')) for e in decoder.feed(chunk)]
+    events = [
+        e
+        for chunk in (
+            frag(0, name="f"),
+            frag(1, name="g"),
+            frag(0, arguments='{"x": 1}'),
+            frag(1, arguments='{"y": 2}'),
+        )
+        for e in decoder.feed(chunk)
+    ]
     events += decoder.close()
     parsed = [(e.call.name, e.call.arguments) for e in events if isinstance(e, ToolCallParsed)]
     assert parsed == [("f", {"x": 1}), ("g", {"y": 2})]
@@ -427,8 +438,9 @@ def test_chat_decoder_reports_fragments_for_a_finished_call() -> None:
     from agent.llm._decode import ChatDecoder
 
     decoder = ChatDecoder()
-    decoder.feed({"delta": {"tool_calls": [{"index": 0, "function": {"name": "f",
-                                                                       "arguments": "{}"}}]}})
+    decoder.feed(
+        {"delta": {"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": "{}"}}]}}
+    )
     decoder.feed({"delta": {"tool_calls": [{"index": 1, "function": {"name": "g"}}]}})
     late = decoder.feed({"delta": {"tool_calls": [{"index": 0, "function": {"arguments": "x"}}]}})
     assert [type(e).__name__ for e in late] == ["ToolCallMalformed"]

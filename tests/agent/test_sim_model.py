@@ -109,8 +109,10 @@ def test_max_tokens_gives_length() -> None:
 
 # -- policies -------------------------------------------------------------------------------
 def _prompt(k: int) -> str:
-    turns = "".join(f"<|im_start|>user\nq{i}<|im_end|>\n<|im_start|>assistant\na{i}<|im_end|>\n"
-                    for i in range(k))
+    turns = "".join(
+        f"<|im_start|>user\nq{i}<|im_end|>\n<|im_start|>assistant\na{i}<|im_end|>\n"
+        for i in range(k)
+    )
     return f"<|begin_of_text|>{turns}<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n"
 
 

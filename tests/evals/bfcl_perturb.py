@@ -40,8 +40,9 @@ def _variants(case: BfclCase, base: Calls) -> Iterator[tuple[str, Calls]]:
                 yield "gold_other_value", [*base[:i], call, *base[i + 1 :]]
 
 
-def _call_perturbations(case: BfclCase, call: dict[str, dict[str, Any]]
-                        ) -> Iterator[tuple[str, dict[str, dict[str, Any]]]]:
+def _call_perturbations(
+    case: BfclCase, call: dict[str, dict[str, Any]]
+) -> Iterator[tuple[str, dict[str, dict[str, Any]]]]:
     ((name, args),) = call.items()
     declared = next(f for f in case.functions if f["name"] == name)["parameters"]["properties"]
     for param, value in args.items():
@@ -78,23 +79,39 @@ def _call_list_perturbations(case: BfclCase, base: Calls) -> Iterator[tuple[str,
 def _wrong_values(value: Any) -> Iterator[tuple[str, Any]]:
     """Values of the wrong type, wrong values, and equivalent spellings of strings."""
     if type(value) is bool:
-        yield from [("wrong_value", not value), ("int_for_bool", int(value)),
-                    ("str_for_bool", str(value).lower())]
+        yield from [
+            ("wrong_value", not value),
+            ("int_for_bool", int(value)),
+            ("str_for_bool", str(value).lower()),
+        ]
     elif type(value) is int:
-        yield from [("wrong_value", value + 1), ("str_for_int", str(value)),
-                    ("float_for_int", float(value)), ("bool_for_int", bool(value)),
-                    ("list_for_scalar", [value])]
+        yield from [
+            ("wrong_value", value + 1),
+            ("str_for_int", str(value)),
+            ("float_for_int", float(value)),
+            ("bool_for_int", bool(value)),
+            ("list_for_scalar", [value]),
+        ]
     elif type(value) is float:
-        yield from [("wrong_value", value + 0.5), ("int_for_float", int(value)),
-                    ("str_for_float", str(value)), ("list_for_scalar", [value])]
+        yield from [
+            ("wrong_value", value + 0.5),
+            ("int_for_float", int(value)),
+            ("str_for_float", str(value)),
+            ("list_for_scalar", [value]),
+        ]
         if value == int(value):
             yield "int_for_integral_float", int(value)
     elif type(value) is str:
-        yield from [("wrong_value", value + " extra"), ("int_for_str", 1),
-                    ("list_for_scalar", [value]), ("null_for_str", None),
-                    ("empty_string", ""), ("string_upper", value.upper()),
-                    ("string_punctuated", f" {value.replace(' ', '_')}."),
-                    ("string_quotes", value.replace('"', "'"))]
+        yield from [
+            ("wrong_value", value + " extra"),
+            ("int_for_str", 1),
+            ("list_for_scalar", [value]),
+            ("null_for_str", None),
+            ("empty_string", ""),
+            ("string_upper", value.upper()),
+            ("string_punctuated", f" {value.replace(' ', '_')}."),
+            ("string_quotes", value.replace('"', "'")),
+        ]
     elif type(value) is list:
         yield from _wrong_lists(value)
     elif type(value) is dict:
@@ -141,5 +158,13 @@ def _plausible(schema: dict[str, Any]) -> Any:
         return copy.deepcopy(schema["default"])
     if schema.get("enum"):
         return schema["enum"][0]
-    return {"string": "x", "integer": 1, "float": 1.0, "boolean": True, "array": [],
-            "tuple": [], "dict": {}, "any": "x"}.get(schema.get("type"), "x")
+    return {
+        "string": "x",
+        "integer": 1,
+        "float": 1.0,
+        "boolean": True,
+        "array": [],
+        "tuple": [],
+        "dict": {},
+        "any": "x",
+    }.get(schema.get("type"), "x")

@@ -86,25 +86,54 @@ def test_calls_convert_to_bfcl_form_and_back() -> None:
     [
         ({"type": "dict"}, {"type": "object"}),
         ({"type": "float"}, {"type": "number"}),
-        ({"type": "tuple", "items": {"type": "float"}},
-         {"type": "array", "items": {"type": "number"}}),
+        (
+            {"type": "tuple", "items": {"type": "float"}},
+            {"type": "array", "items": {"type": "number"}},
+        ),
         ({"type": "any", "description": "d"}, {"description": "d"}),
         ({"type": "integer"}, {"type": "integer"}),
         ({"type": "string", "enum": ["a", "b"]}, {"type": "string", "enum": ["a", "b"]}),
         ({"type": "boolean", "default": False}, {"type": "boolean", "default": False}),
-        ({"type": "array", "items": {"type": "string"}},
-         {"type": "array", "items": {"type": "string"}}),
         (
-            {"type": "array", "items": {"type": "dict", "properties": {"w": {"type": "float"}},
-                                        "required": ["w"]}},
-            {"type": "array", "items": {"type": "object", "properties": {"w": {"type": "number"}},
-                                        "required": ["w"]}},
+            {"type": "array", "items": {"type": "string"}},
+            {"type": "array", "items": {"type": "string"}},
         ),
         (
-            {"type": "dict", "properties": {"d": {"type": "dict", "properties": {
-                "t": {"type": "tuple", "items": {"type": "any"}}}}}, "required": ["d"]},
-            {"type": "object", "properties": {"d": {"type": "object", "properties": {
-                "t": {"type": "array", "items": {}}}}}, "required": ["d"]},
+            {
+                "type": "array",
+                "items": {
+                    "type": "dict",
+                    "properties": {"w": {"type": "float"}},
+                    "required": ["w"],
+                },
+            },
+            {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"w": {"type": "number"}},
+                    "required": ["w"],
+                },
+            },
+        ),
+        (
+            {
+                "type": "dict",
+                "properties": {
+                    "d": {
+                        "type": "dict",
+                        "properties": {"t": {"type": "tuple", "items": {"type": "any"}}},
+                    }
+                },
+                "required": ["d"],
+            },
+            {
+                "type": "object",
+                "properties": {
+                    "d": {"type": "object", "properties": {"t": {"type": "array", "items": {}}}}
+                },
+                "required": ["d"],
+            },
         ),
     ],
 )
@@ -115,25 +144,51 @@ def test_bfcl_types_become_json_schema(bfcl: dict[str, Any], json_schema: dict[s
 
 
 def test_a_property_named_type_or_items_is_a_property_not_a_keyword() -> None:
-    schema = {"type": "dict", "properties": {"type": {"type": "string"},
-                                             "items": {"type": "float"}}}
-    assert to_json_schema(schema)["properties"] == {"type": {"type": "string"},
-                                                    "items": {"type": "number"}}
+    schema = {
+        "type": "dict",
+        "properties": {"type": {"type": "string"}, "items": {"type": "float"}},
+    }
+    assert to_json_schema(schema)["properties"] == {
+        "type": {"type": "string"},
+        "items": {"type": "number"},
+    }
 
 
 def test_an_unknown_type_is_refused_with_its_path() -> None:
     with pytest.raises(ValueError, match=r"f\.parameters\.x\[\]: BFCL type 'HashMap'"):
-        to_tool_specs([{"name": "f", "description": "", "parameters": {
-            "type": "dict", "properties": {"x": {"type": "array", "items": {"type": "HashMap"}}}}}])
+        to_tool_specs(
+            [
+                {
+                    "name": "f",
+                    "description": "",
+                    "parameters": {
+                        "type": "dict",
+                        "properties": {"x": {"type": "array", "items": {"type": "HashMap"}}},
+                    },
+                }
+            ]
+        )
 
 
 def test_tool_specs_carry_mapped_names_descriptions_and_schemas() -> None:
-    functions = [{"name": "math.power", "description": "Power.", "parameters": {
-        "type": "dict", "properties": {"base": {"type": "float"}}, "required": ["base"]}}]
+    functions = [
+        {
+            "name": "math.power",
+            "description": "Power.",
+            "parameters": {
+                "type": "dict",
+                "properties": {"base": {"type": "float"}},
+                "required": ["base"],
+            },
+        }
+    ]
     (spec,) = to_tool_specs(functions)
     assert (spec.name, spec.description) == ("math_power", "Power.")
-    assert spec.parameters == {"type": "object", "properties": {"base": {"type": "number"}},
-                               "required": ["base"]}
+    assert spec.parameters == {
+        "type": "object",
+        "properties": {"base": {"type": "number"}},
+        "required": ["base"],
+    }
 
 
 def test_every_function_in_the_data_becomes_a_valid_tool(bfcl_data: Path) -> None:
@@ -147,19 +202,25 @@ def test_every_function_in_the_data_becomes_a_valid_tool(bfcl_data: Path) -> Non
 # -- loading and gold answers --------------------------------------------------------------
 
 
-def _write(root: Path, category: str, cases: list[dict[str, Any]],
-           answers: list[dict[str, Any]] | None) -> None:
+def _write(
+    root: Path, category: str, cases: list[dict[str, Any]], answers: list[dict[str, Any]] | None
+) -> None:
     (root / "possible_answer").mkdir(parents=True, exist_ok=True)
     (root / f"BFCL_v4_{category}.json").write_text("\n".join(map(json.dumps, cases)) + "\n")
     if answers is not None:
         (root / "possible_answer" / f"BFCL_v4_{category}.json").write_text(
-            "\n".join(map(json.dumps, answers)))
+            "\n".join(map(json.dumps, answers))
+        )
 
 
 def test_load_category_joins_cases_and_possible_answers(tmp_path: Path) -> None:
     question = [[{"role": "user", "content": "2**3?"}]]
-    _write(tmp_path, "simple_python", [{"id": "s_0", "question": question, "function": []}],
-           [{"id": "s_0", "ground_truth": [{"math.power": {"base": [2]}}]}])
+    _write(
+        tmp_path,
+        "simple_python",
+        [{"id": "s_0", "question": question, "function": []}],
+        [{"id": "s_0", "ground_truth": [{"math.power": {"base": [2]}}]}],
+    )
     _write(tmp_path, "irrelevance", [{"id": "i_0", "question": question, "function": []}], None)
     (case,) = load_category(tmp_path, "simple_python")
     assert (case.id, case.category, case.messages) == ("s_0", "simple_python", question[0])
@@ -189,8 +250,12 @@ def test_load_category_names_the_bad_file_and_line(
 
 def test_gold_calls_pick_first_values_or_what_the_schema_needs() -> None:
     truth = [{"f": {"a": ["", 1], "b": [[{"k": ["v", "w"], "o": ["", 2]}]], "c": ["x", ""]}}]
-    functions = [{"name": "f", "parameters": {"type": "dict", "required": ["a"],
-                                              "properties": {"a": {}, "b": {}}}}]
+    functions = [
+        {
+            "name": "f",
+            "parameters": {"type": "dict", "required": ["a"], "properties": {"a": {}, "b": {}}},
+        }
+    ]
     assert gold_calls(truth) == [{"f": {"b": [{"k": "v"}], "c": "x"}}]
     assert gold_calls(truth, functions) == [{"f": {"a": 1, "b": [{"k": "v"}]}}]
     assert concrete_call(truth[0], {"a": 1, "c": 1}) == {"f": {"a": 1, "b": [{"k": "v"}]}}

@@ -60,8 +60,9 @@ class _Oracle:
         self.is_empty_output = utils.is_empty_output
         self.is_call_format = utils.is_function_calling_format_output
 
-    def verdict(self, functions: list[Any], calls: Any, truth: Any, category: str
-                ) -> tuple[bool, str | None]:
+    def verdict(
+        self, functions: list[Any], calls: Any, truth: Any, category: str
+    ) -> tuple[bool, str | None]:
         """What BFCL's eval runner concludes for already-decoded calls."""
         calls = copy.deepcopy(calls)
         if category == "irrelevance":  # eval_runner._evaluate_single_relevance_entry
@@ -92,8 +93,11 @@ def _guarded(check: Any, *args: Any) -> tuple[bool, str | None]:
 
 
 def _irrelevance_answers(functions: list[dict[str, Any]]) -> list[tuple[str, Any]]:
-    tried: list[tuple[str, Any]] = [("no_call", []), ("empty_call_item", [{}]),
-                                    ("not_calls", "I cannot help with that.")]
+    tried: list[tuple[str, Any]] = [
+        ("no_call", []),
+        ("empty_call_item", [{}]),
+        ("not_calls", "I cannot help with that."),
+    ]
     for f in functions:
         tried.append(("call_no_args", [{f["name"]: {}}]))
         args = {p: "x" for p in f["parameters"].get("required", [])}
@@ -135,8 +139,9 @@ def test_same_verdict_as_bfcl_on_gold_and_perturbations(
     assert agree == total > len(cases)
 
 
-def test_gold_answers_pass_bfcl_when_picked_with_the_schema(oracle: _Oracle,
-                                                            bfcl_data: Path) -> None:
+def test_gold_answers_pass_bfcl_when_picked_with_the_schema(
+    oracle: _Oracle, bfcl_data: Path
+) -> None:
     """The simulator's gold answers are right by BFCL's own verdict, in every case."""
     for category in CATEGORIES[:4]:
         for case in load_category(bfcl_data, category):
@@ -147,7 +152,10 @@ def test_gold_answers_pass_bfcl_when_picked_with_the_schema(oracle: _Oracle,
 
 @pytest.mark.parametrize(("props", "truth", "args", "verdict"), SIMPLE_RULES)
 def test_bfcl_agrees_with_the_hand_written_rules(
-    oracle: _Oracle, props: dict[str, Any], truth: dict[str, Any], args: dict[str, Any],
+    oracle: _Oracle,
+    props: dict[str, Any],
+    truth: dict[str, Any],
+    args: dict[str, Any],
     verdict: tuple[bool, str | None],
 ) -> None:
     functions = [_fn("f", (), **props)]

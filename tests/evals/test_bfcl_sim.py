@@ -52,7 +52,8 @@ async def _run(cases: list[BfclCase], policy: BfclPolicy) -> dict[str, CheckResu
 
 async def _score(backend: VLLMBackend, case: BfclCase) -> CheckResult:
     request = GenerationRequest(
-        to_messages(case.messages), tools=to_tool_specs(case.functions),
+        to_messages(case.messages),
+        tools=to_tool_specs(case.functions),
         sampling=Sampling(temperature=0.0),
     )
     events = [event async for event in backend.stream(request)]
@@ -76,8 +77,10 @@ async def test_exactly_the_injected_failures_fail_end_to_end(bfcl_data: Path) ->
     planned = {c.id: policy.plan(c) for c in cases if policy.plan(c)}
     results = await _run(cases, policy)
     failed = {cid for cid, r in results.items() if not r.valid}
-    print(f"\nBFCL end to end, 40% corruption: {len(cases) - len(failed)}/{len(cases)} valid, "
-          f"{len(planned)} corrupted")
+    print(
+        f"\nBFCL end to end, 40% corruption: {len(cases) - len(failed)}/{len(cases)} valid, "
+        f"{len(planned)} corrupted"
+    )
     assert failed == set(planned)
     assert set(planned.values()) == set(CORRUPTIONS)  # this seed tries every kind
     for cid, kind in planned.items():
@@ -124,6 +127,5 @@ def test_policy_refuses_an_unknown_prompt_and_ends_later_turns() -> None:
         policy(SimRequest(render([{"role": "user", "content": "Hi"}])))
     later = render([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "x"}])
     assert policy(SimRequest(later)) == "Done."
-    irrelevant = BfclCase("irrelevance_x", "irrelevance",
-                          [[{"role": "user", "content": "Hi"}]], [])
+    irrelevant = BfclCase("irrelevance_x", "irrelevance", [[{"role": "user", "content": "Hi"}]], [])
     assert BfclPolicy([irrelevant])(SimRequest(render(irrelevant.messages))) == NO_CALL_TEXT

@@ -28,15 +28,18 @@ async def test_tool_result_goes_back_to_the_model(make_agent: Any, sim: Any) -> 
     result = await agent.run("What is 2 + 40?")
     assert result.status == "done" and result.tool_calls == 1
     second = prompts(sim)[1]
-    assert '<tool_response>\n{"name": "add", "content": "42"}' in second.replace("42\"", "42\"")
+    assert '<tool_response>\n{"name": "add", "content": "42"}' in second.replace('42"', '42"')
     assert second.startswith(prompts(sim)[0]), "prompts must be append-only across steps"
 
 
 async def test_malformed_call_is_repaired(make_agent: Any, sim: Any) -> None:
     events: list[Any] = []
     agent = make_agent(
-        ['<tool_call>\n{"name": "add", "arguments": {"a": 1,,}}\n</tool_call>',
-         call("add", a=1, b=2), "3"],
+        [
+            '<tool_call>\n{"name": "add", "arguments": {"a": 1,,}}\n</tool_call>',
+            call("add", a=1, b=2),
+            "3",
+        ],
         tools=(add,),
     )
     result = await agent.run("1+2?", on_event=events.append)
@@ -112,15 +115,17 @@ SCHEMA = {
 
 
 async def test_json_output_valid(make_agent: Any) -> None:
-    agent = make_agent(['```json\n{"city": "Oslo", "population": 709000}\n```'],
-                       output_schema=SCHEMA)
+    agent = make_agent(
+        ['```json\n{"city": "Oslo", "population": 709000}\n```'], output_schema=SCHEMA
+    )
     result = await agent.run("Oslo?")
     assert result.status == "done" and result.answer == {"city": "Oslo", "population": 709000}
 
 
 async def test_json_output_invalid_then_fixed(make_agent: Any, sim: Any) -> None:
-    agent = make_agent(['{"city": "Oslo"}', '{"city": "Oslo", "population": 709000}'],
-                       output_schema=SCHEMA)
+    agent = make_agent(
+        ['{"city": "Oslo"}', '{"city": "Oslo", "population": 709000}'], output_schema=SCHEMA
+    )
     result = await agent.run("Oslo?")
     assert result.status == "done" and result.answer["population"] == 709000
     retry = sim.requests[-1]
@@ -217,7 +222,8 @@ async def test_trace_and_run_store(make_agent: Any, sim: Any, tmp_path: Any) -> 
 async def test_constrained_repair_retry(make_agent: Any, sim: Any) -> None:
     agent = make_agent(
         ["<tool_call>\n{oops\n</tool_call>", call("add", a=1, b=2), "3"],
-        tools=(add,), constrained_repair=True,
+        tools=(add,),
+        constrained_repair=True,
     )
     result = await agent.run("1+2?")
     assert result.status == "done"

@@ -19,8 +19,9 @@ def prompts(sim: Any) -> list[str]:
 
 
 async def test_a_second_turn_continues_the_conversation(make_agent: Any, sim: Any) -> None:
-    agent = make_agent([call("add", a=1, b=2), "3.", "Then 3 + 4 is 7."], tools=(add,),
-                       system="You add numbers.")
+    agent = make_agent(
+        [call("add", a=1, b=2), "3.", "Then 3 + 4 is 7."], tools=(add,), system="You add numbers."
+    )
     first = await agent.run("What is 1 + 2?", thread_id="chat-1")
     second = await agent.run("And plus 4?", thread_id="chat-1")
     assert (first.status, first.answer, first.thread_id) == ("done", "3.", "chat-1")
@@ -30,8 +31,15 @@ async def test_a_second_turn_continues_the_conversation(make_agent: Any, sim: An
     assert turn2.startswith(prompts(sim)[-2]), "append-only across turns (prefix cache)"
     assert turn2.count("You add numbers.") == 1 and "And plus 4?" in turn2
     history = await agent.history("chat-1")
-    assert [m.role for m in history] == ["system", "user", "assistant", "tool", "assistant",
-                                         "user", "assistant"]
+    assert [m.role for m in history] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
+        "assistant",
+    ]
     assert history[-1].content == "Then 3 + 4 is 7."
 
 
@@ -46,8 +54,7 @@ async def test_a_one_turn_run_id_is_its_thread(make_agent: Any) -> None:
 
 async def test_loop_detection_counts_only_the_current_run(make_agent: Any) -> None:
     same = call("add", a=1, b=1)
-    agent = make_agent([same, "2.", same, "Still 2."], tools=(add,),
-                       limits={"loop_threshold": 2})
+    agent = make_agent([same, "2.", same, "Still 2."], tools=(add,), limits={"loop_threshold": 2})
     await agent.run("1 + 1?", thread_id="t")
     again = await agent.run("Again: 1 + 1?", thread_id="t")
     assert again.status == "done" and again.tool_calls == 1, "no loop notice from turn 1"
@@ -55,8 +62,9 @@ async def test_loop_detection_counts_only_the_current_run(make_agent: Any) -> No
 
 async def test_an_unfinished_run_blocks_the_next_turn_until_it_ends(make_agent: Any) -> None:
     CALLS.clear()
-    agent = make_agent([call("launch", target="probe"), "Launched.", "Nothing else."],
-                       tools=(launch,))
+    agent = make_agent(
+        [call("launch", target="probe"), "Launched.", "Nothing else."], tools=(launch,)
+    )
     paused = await agent.run("Launch it", thread_id="ops")
     assert paused.status == "awaiting_approval"
     with pytest.raises(ConfigError, match=r"thread 'ops' has an unfinished run"):
@@ -71,8 +79,9 @@ async def test_an_unfinished_run_blocks_the_next_turn_until_it_ends(make_agent: 
 
 async def test_a_turn_resumes_in_another_agent_by_its_run_id(make_agent: Any, sim: Any) -> None:
     CALLS.clear()
-    first = make_agent([call("launch", target="a"), "ok", call("launch", target="b"), "ok2"],
-                       tools=(launch,))
+    first = make_agent(
+        [call("launch", target="a"), "ok", call("launch", target="b"), "ok2"], tools=(launch,)
+    )
     await first.run("one", thread_id="t2", approve="all")
     paused = await first.run("two", thread_id="t2")
     assert paused.status == "awaiting_approval"

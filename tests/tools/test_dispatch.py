@@ -77,11 +77,13 @@ def _dispatcher(tmp_path: Path, tools: list[Any], **policy: Any) -> Dispatcher:
 
 async def test_results_in_call_order_and_pydantic_arguments(tmp_path: Path) -> None:
     async with _dispatcher(tmp_path, [wait, order]) as d:
-        results = await d.dispatch([
-            ToolCall("wait", {"seconds": 0.2, "tag": "slow"}),
-            ToolCall("wait", {"seconds": 0.0, "tag": "fast"}),
-            ToolCall("order", {"lines": [{"sku": "pen", "qty": 2}]}),
-        ])
+        results = await d.dispatch(
+            [
+                ToolCall("wait", {"seconds": 0.2, "tag": "slow"}),
+                ToolCall("wait", {"seconds": 0.0, "tag": "fast"}),
+                ToolCall("order", {"lines": [{"sku": "pen", "qty": 2}]}),
+            ]
+        )
     assert [r.content for r in results] == ["slow", "fast", "2xpen"]
     assert all(r.ok and r.sandbox == "none" and r.duration_s >= 0 for r in results)
 

@@ -188,8 +188,9 @@ async def test_memory_limit_fails_cleanly(tmp_path: Path) -> None:
 
 async def test_worker_runs_calls_concurrently(tmp_path: Path) -> None:
     async with _dispatcher(tmp_path, False) as d:
-        results = await d.dispatch([ToolCall("rendezvous", {"me": m, "peer": p})
-                                    for m, p in (("a", "b"), ("b", "a"))])
+        results = await d.dispatch(
+            [ToolCall("rendezvous", {"me": m, "peer": p}) for m, p in (("a", "b"), ("b", "a"))]
+        )
     assert [r.content for r in results] == ["met", "met"]
 
 
@@ -249,12 +250,15 @@ async def test_builtin_file_and_sql_tools_run_in_the_worker(tmp_path: Path) -> N
     ws.mkdir()
     (ws / "t.csv").write_text("a,b\n1,2\n3,4\n")
     policies = ToolPolicies(workspace=ws)
-    async with Dispatcher(ToolRegistry.default(plugins=False), policies, run_id="r",
-                          artifacts_dir=tmp_path / "art") as d:
-        listing, total = await d.dispatch([
-            ToolCall("list_files", {}),
-            ToolCall("sql_query", {"query": "SELECT sum(a) AS s FROM 't.csv'"}),
-        ])
+    async with Dispatcher(
+        ToolRegistry.default(plugins=False), policies, run_id="r", artifacts_dir=tmp_path / "art"
+    ) as d:
+        listing, total = await d.dispatch(
+            [
+                ToolCall("list_files", {}),
+                ToolCall("sql_query", {"query": "SELECT sum(a) AS s FROM 't.csv'"}),
+            ]
+        )
         again = await d.call(ToolCall("sql_query", {"query": "SELECT 1 AS one"}))
     assert listing.ok and "t.csv" in listing.content
     assert total.ok and total.content.strip().endswith("4"), total.content
