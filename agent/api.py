@@ -34,7 +34,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.types import Command, Durability
 
 from agent._recorder import RunRecorder
-from agent.config import ApprovalRule, Limits, Sampling
+from agent.config import ApprovalRule, Limits, Sampling, ToolChoice
 from agent.errors import AgentError, ConfigError, error_kind
 from agent.events import ApprovalRequest, Event, Final, RunError, RunStarted
 from agent.llm.base import Backend
@@ -69,6 +69,7 @@ class Agent:
         store: str | Path | StoreLocation | None = ".agent",
         constrained_tool_calls: bool = False,
         constrained_repair: bool = False,
+        tool_choice: ToolChoice = "auto",
     ) -> None:
         from tools.registry import ToolRegistry
 
@@ -86,6 +87,12 @@ class Agent:
         self.store = store_location(store)
         self.constrained_tool_calls = constrained_tool_calls
         self.constrained_repair = constrained_repair
+        if tool_choice not in ("auto", "required", "none") and tool_choice not in self.tools:
+            raise ConfigError(
+                f"tool_choice={tool_choice!r}: use auto, required, none or the name of one of "
+                f"the agent's tools ({', '.join(self.tools.names()) or 'none'})"
+            )
+        self.tool_choice = tool_choice
         self.task: Task | None = None
         self._vars: dict[str, str] = {}
         self.durability: Durability = "async"
@@ -127,6 +134,7 @@ class Agent:
             store=store_location(task.store),
             constrained_tool_calls=task.model.constrained_tool_calls,
             constrained_repair=task.model.constrained_repair,
+            tool_choice=task.model.tool_choice,
         )
         agent.task = task
         agent._vars = dict(vars or {})
@@ -322,7 +330,8 @@ class Agent:
             output_schema=self.output_schema,
             approval=self.approval,
             constrained_tool_calls=self.constrained_tool_calls,
-            repair_constrained=self.constrained_repair,
+            constrained_repair=self.constrained_repair,
+            tool_choice=self.tool_choice,
             resumed=resumed,
         )
         # Runs before the dispatcher closes (LIFO): calls still running are cancelled, and

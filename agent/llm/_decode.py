@@ -48,10 +48,13 @@ __all__ = [
 
 
 class CompletionsDecoder:
-    """Raw Hermes text from ``/v1/completions`` through the incremental parser."""
+    """Raw Hermes text from ``/v1/completions`` through the incremental parser.
 
-    def __init__(self) -> None:
-        self._parser = StreamParser()
+    ``calls=False`` (``tool_choice="none"``): nothing is read as a call; all is text.
+    """
+
+    def __init__(self, *, calls: bool = True) -> None:
+        self._parser = StreamParser() if calls else None
         self._parts: list[str] = []
 
     def feed(self, choice: dict[str, Any]) -> list[Any]:
@@ -59,15 +62,18 @@ class CompletionsDecoder:
         if not text:
             return []
         self._parts.append(text)
-        return self._parser.feed(text)
+        return self._parser.feed(text) if self._parser else [TextDelta(text)]
 
     def close(self) -> list[Any]:
-        return self._parser.close()
+        return self._parser.close() if self._parser else []
 
     def result(self) -> tuple[str, str, list[ToolCall], list[Malformed]]:
+        text = "".join(self._parts)
+        if self._parser is None:
+            return text, text, [], []
         # The parser's own tally: the calls carry the ids the caller already saw.
         out = self._parser.result
-        return "".join(self._parts), out.content, out.tool_calls, out.errors
+        return text, out.content, out.tool_calls, out.errors
 
 
 @dataclass
@@ -238,12 +244,18 @@ class StreamState:
         return events
 
 
-def structural_tag(tools: Sequence[ToolSpec]) -> str:
-    """vLLM ``structured_outputs.structural_tag``: every ``<tool_call>`` body is JSON for
-    one of ``tools`` (free text elsewhere). vLLM takes it as a JSON string.
+def structural_tag(tools: Sequence[ToolSpec], *, required: bool = False) -> str:
+    """vLLM ``structured_outputs.structural_tag`` (xgrammar's ``triggered_tags`` format):
+    every ``<tool_call>`` body is JSON for one of ``tools``, free text elsewhere; with
+    ``required``, at least one call is forced. vLLM takes it as a JSON string.
 
-    >>> json.loads(structural_tag([ToolSpec("f")]))["triggers"]
-    ['<tool_call>']
+    The legacy shape (``structures`` + ``triggers``) only constrained a body once the
+    model chose to open ``<tool_call>``: it could never force a call (measured on vLLM
+    0.32: plain text, no call, with ``tool_choice`` required). ``name`` comes first in the
+    schema so that a streamed call is known, and may start, as early as possible.
+
+    >>> json.loads(structural_tag([ToolSpec("f")], required=True))["format"]["at_least_one"]
+    True
     """
     schema = {
         "anyOf": [
@@ -255,9 +267,22 @@ def structural_tag(tools: Sequence[ToolSpec]) -> str:
             for t in tools
         ]
     }
-    structure = {"begin": "<tool_call>\n", "schema": schema, "end": "\n</tool_call>"}
+    tag = {
+        "begin": "<tool_call>\n",
+        "content": {"type": "json_schema", "json_schema": schema},
+        "end": "\n</tool_call>",
+    }
     return json.dumps(
-        {"type": "structural_tag", "structures": [structure], "triggers": ["<tool_call>"]}
+        {
+            "type": "structural_tag",
+            "format": {
+                "type": "triggered_tags",
+                "triggers": ["<tool_call>"],
+                "tags": [tag],
+                "at_least_one": required,
+                "stop_after_first": False,
+            },
+        }
     )
 
 

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agent.config import Sampling
+from agent.config import Sampling, ToolChoice
 from agent.types import Malformed, Message, Timings, ToolCall, ToolSpec, Usage
 
 __all__ = [
@@ -39,6 +39,9 @@ class GenerationRequest:
     """JSON mode: the answer must be JSON matching this schema (structured outputs)."""
     constrain_tool_calls: bool = False
     """Ask the server to constrain every ``<tool_call>`` body to the tools' schemas."""
+    tool_choice: ToolChoice = "auto"
+    """``required`` / a tool name: a call is forced (structured outputs); ``none``: no
+    tools in the prompt and no calls parsed. See :data:`agent.config.ToolChoice`."""
     session_id: str | None = None
     """Replica affinity: requests with the same id stick to one healthy server."""
 

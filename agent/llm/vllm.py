@@ -71,14 +71,8 @@ from agent.llm._decode import (
     structural_tag,
     to_openai_messages,
 )
-from agent.llm.base import (
-    Backend,
-    Generation,
-    GenerationDone,
-    GenerationRequest,
-    Timings,
-    Usage,
-)
+from agent.llm.base import Backend, Generation, GenerationDone, GenerationRequest
+from agent.types import Timings, ToolSpec, Usage
 
 __all__ = ["VLLMBackend", "VLLMConfig", "structural_tag"]
 
@@ -262,12 +256,15 @@ class VLLMBackend(Backend):
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        shown, forced = _tool_choice(request)
         tag = None
-        if request.constrain_tool_calls and request.tools and request.json_schema is None:
-            tag = structural_tag(request.tools)
+        if forced and cfg.mode == "completions":  # chat mode: the server forces it itself
+            tag = structural_tag(forced, required=True)
+        elif request.constrain_tool_calls and shown and request.json_schema is None:
+            tag = structural_tag(shown)
         prompt = None
         if cfg.mode == "completions":
-            prompt = chatml.render(request.messages, request.tools, json_schema=request.json_schema)
+            prompt = chatml.render(request.messages, shown, json_schema=request.json_schema)
             body |= {
                 "prompt": prompt,
                 "stop": [_STOP],
@@ -279,8 +276,9 @@ class VLLMBackend(Backend):
             path = "/v1/completions"
         else:
             body["messages"] = to_openai_messages(request.messages)
-            if request.tools:
-                body["tools"] = [t.to_openai() for t in request.tools]
+            if shown:
+                body["tools"] = [t.to_openai() for t in shown]
+                body["tool_choice"] = _openai_tool_choice(request.tool_choice)
             if request.json_schema is not None:
                 name = str(request.json_schema.get("title") or "output")
                 body["response_format"] = {
@@ -323,7 +321,11 @@ class VLLMBackend(Backend):
             if response.status_code != 200:
                 await self._raise_status(url, response, att, tagged)
             await _require_event_stream(url, response, att)
-            decoder = ChatDecoder() if self.config.mode == "chat" else CompletionsDecoder()
+            decoder = (
+                ChatDecoder()
+                if self.config.mode == "chat"
+                else CompletionsDecoder(calls=att.request.tool_choice != "none")
+            )
             state = StreamState(started)
             async for event in self._read(url, response, att, decoder, state):
                 yield event
@@ -478,6 +480,30 @@ async def _require_event_stream(url: str, response: httpx.Response, att: _Attemp
         status=200,
         body=body,
     )
+
+
+def _tool_choice(request: GenerationRequest) -> tuple[list[ToolSpec], list[ToolSpec]]:
+    """The tools the prompt shows, and those one of which the model must call (none: [])."""
+    choice, tools = request.tool_choice, request.tools
+    if choice == "none":
+        return [], []
+    if choice == "auto" or not tools or request.json_schema is not None:
+        return tools, []
+    if choice == "required":
+        return tools, tools
+    named = [t for t in tools if t.name == choice]
+    if not named:
+        raise ConfigError(
+            f"tool_choice {choice!r} names no tool of this request; use auto, required, "
+            f"none or one of: {', '.join(t.name for t in tools)}"
+        )
+    return tools, named
+
+
+def _openai_tool_choice(choice: str) -> Any:
+    if choice in ("auto", "required", "none"):
+        return choice
+    return {"type": "function", "function": {"name": choice}}
 
 
 def _normalize(url: str) -> str:

@@ -15,6 +15,7 @@ from agent.errors import (
     BackendHTTPError,
     BackendTimeout,
     BackendUnavailable,
+    ConfigError,
     ContextLengthExceeded,
     StreamInterrupted,
 )
@@ -290,18 +291,69 @@ async def test_json_mode_completions_and_chat(sim: SimServer) -> None:
     assert all(_no_guided(b) for b in sim.requests)
 
 
-async def test_constrained_tool_calls_send_structural_tag(sim: SimServer) -> None:
+def _tag(body: dict) -> dict:
+    tag = json.loads(body["structured_outputs"]["structural_tag"])
+    assert tag["type"] == "structural_tag"
+    fmt = tag["format"]
+    assert (fmt["type"], fmt["triggers"], fmt["stop_after_first"]) == (
+        "triggered_tags",
+        ["<tool_call>"],
+        False,
+    )
+    (one,) = fmt["tags"]
+    assert one["begin"] == "<tool_call>\n" and one["end"] == "\n</tool_call>"
+    assert one["content"]["type"] == "json_schema"
+    return {"at_least_one": fmt["at_least_one"], "schema": one["content"]["json_schema"]}
+
+
+async def test_constrained_tool_calls_send_triggered_tags(sim: SimServer) -> None:
     sim.policy = ScriptPolicy([CALL])
     async with _backend(sim.url) as backend:
         await backend.generate(_req(tools=[WEATHER], constrain_tool_calls=True))
-    tag = json.loads(sim.requests[-1]["structured_outputs"]["structural_tag"])
-    assert tag["triggers"] == ["<tool_call>"]
-    (structure,) = tag["structures"]
-    assert structure["begin"] == "<tool_call>\n" and structure["end"] == "\n</tool_call>"
-    (option,) = structure["schema"]["anyOf"]
+    tag = _tag(sim.requests[-1])
+    assert tag["at_least_one"] is False, "auto: constrained when opened, never forced"
+    (option,) = tag["schema"]["anyOf"]
+    assert list(option["properties"]) == ["name", "arguments"]
     assert option["properties"]["name"] == {"const": "get_weather"}
     assert option["properties"]["arguments"] == WEATHER.parameters
     assert all(_no_guided(b) for b in sim.requests)
+
+
+async def test_tool_choice_required_and_named_force_a_call(sim: SimServer) -> None:
+    other = ToolSpec("get_time", "Time.", {"type": "object", "properties": {}})
+    sim.policy = ScriptPolicy([CALL])
+    async with _backend(sim.url) as backend:
+        await backend.generate(_req(tools=[WEATHER, other], tool_choice="required"))
+        forced = _tag(sim.requests[-1])
+        await backend.generate(_req(tools=[WEATHER, other], tool_choice="get_weather"))
+        named = _tag(sim.requests[-1])
+        with pytest.raises(ConfigError, match="tool_choice 'nope' names no tool"):
+            await backend.generate(_req(tools=[WEATHER], tool_choice="nope"))
+    assert forced["at_least_one"] and len(forced["schema"]["anyOf"]) == 2
+    assert named["at_least_one"]
+    assert [o["properties"]["name"] for o in named["schema"]["anyOf"]] == [{"const": "get_weather"}]
+    assert "get_time" in sim.requests[-1]["prompt"], "every tool is still listed"
+
+
+async def test_tool_choice_none_shows_no_tools_and_reads_no_calls(sim: SimServer) -> None:
+    sim.policy = ScriptPolicy([CALL])
+    async with _backend(sim.url) as backend:
+        gen = await backend.generate(_req(tools=[WEATHER], tool_choice="none"))
+    body = sim.requests[-1]
+    assert "<tools>" not in body["prompt"] and "structured_outputs" not in body
+    assert gen.tool_calls == [] and gen.content == gen.text == CALL
+
+
+async def test_tool_choice_in_chat_mode_goes_to_the_server(sim: SimServer) -> None:
+    async with _backend(sim.url, mode="chat") as backend:
+        for choice in ("auto", "required", "get_weather"):
+            await backend.generate(_req(tools=[WEATHER], tool_choice=choice))
+        await backend.generate(_req(tools=[WEATHER], tool_choice="none"))
+    sent = [b.get("tool_choice") for b in sim.requests]
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    assert sent == ["auto", "required", named, None]
+    assert "tools" not in sim.requests[-1]
+    assert not any("structured_outputs" in b for b in sim.requests), "the server forces it"
 
 
 async def test_refused_constraint_falls_back_and_is_remembered() -> None:
