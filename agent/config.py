@@ -39,6 +39,9 @@ class Sampling(ConfigModel):
     repetition_penalty: float | None = Field(None, gt=0)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    stop: list[str] | None = Field(
+        None, description="More strings that end the generation (the turn's end always does)."
+    )
 
     def to_request(self) -> dict[str, Any]:
         """The fields that are set (not ``None``), as vLLM request keys."""

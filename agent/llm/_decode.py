@@ -214,12 +214,13 @@ END = object()
 class StreamState:
     """What one streamed response has told us so far."""
 
-    __slots__ = ("chunks", "finish", "first", "started", "usage")
+    __slots__ = ("chunks", "finish", "first", "started", "stop_reason", "usage")
 
     def __init__(self, started: float) -> None:
         self.started = started
         self.first: float | None = None
         self.finish: str | None = None
+        self.stop_reason: str | int | None = None
         self.usage: Usage | None = None
         self.chunks = 0
 
@@ -234,6 +235,7 @@ class StreamState:
             self.chunks += 1
             if choice.get("finish_reason"):
                 self.finish = choice["finish_reason"]
+                self.stop_reason = choice.get("stop_reason")
         if usage := chunk.get("usage"):
             details = usage.get("prompt_tokens_details") or {}
             self.usage = Usage(

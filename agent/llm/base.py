@@ -37,6 +37,9 @@ class GenerationRequest:
     sampling: Sampling = field(default_factory=Sampling)
     json_schema: dict[str, Any] | None = None
     """JSON mode: the answer must be JSON matching this schema (structured outputs)."""
+    enforce_schema: bool = True
+    """In JSON mode, the server holds the answer to ``json_schema``; ``False``: only to some
+    JSON object (the schema is still in the prompt, as Hermes' JSON mode is trained)."""
     constrain_tool_calls: bool = False
     """Ask the server to constrain every ``<tool_call>`` body to the tools' schemas."""
     tool_choice: ToolChoice = "auto"
@@ -44,6 +47,9 @@ class GenerationRequest:
     tools in the prompt and no calls parsed. See :data:`agent.config.ToolChoice`."""
     session_id: str | None = None
     """Replica affinity: requests with the same id stick to one healthy server."""
+    model: str | None = None
+    """Served model to ask for this call (a LoRA adapter's name, say); ``None``: the
+    backend's own (configured, or asked from ``/v1/models``)."""
 
 
 @dataclass
@@ -57,6 +63,9 @@ class Generation:
     tool_calls: list[ToolCall] = field(default_factory=list)
     errors: list[Malformed] = field(default_factory=list)
     finish_reason: str = "stop"
+    stop_reason: str | int | None = None
+    """What stopped it, as vLLM reports: the stop string matched, a stop token's id, or
+    ``None`` for the end of the turn (or a length limit)."""
     usage: Usage = field(default_factory=Usage)
     timings: Timings = field(default_factory=Timings)
     prompt: str | None = None

@@ -139,11 +139,18 @@ class VLLMBackend(Backend):
         mode: Literal["completions", "chat"] | None = None,
         timeout_s: float | None = None,
         max_retries: int | None = None,
+        api_key: str | None = None,
         client: httpx.AsyncClient | None = None,
         config: VLLMConfig | None = None,
     ) -> None:
         cfg = config or VLLMConfig()
-        given = {"model": model, "mode": mode, "timeout_s": timeout_s, "max_retries": max_retries}
+        given = {
+            "model": model,
+            "mode": mode,
+            "timeout_s": timeout_s,
+            "max_retries": max_retries,
+            "api_key": api_key,
+        }
         cfg = replace(cfg, **{k: v for k, v in given.items() if v is not None})
         url_list = [urls] if isinstance(urls, str) else list(urls)
         if url_list != ["http://127.0.0.1:8000"] or config is None:
@@ -267,19 +274,25 @@ class VLLMBackend(Backend):
             prompt = chatml.render(request.messages, shown, json_schema=request.json_schema)
             body |= {
                 "prompt": prompt,
-                "stop": [_STOP],
+                "stop": [_STOP, *(request.sampling.stop or ())],
                 "skip_special_tokens": False,
                 "add_special_tokens": False,
             }
             if request.json_schema is not None:
-                body["structured_outputs"] = {"json": request.json_schema}
+                body["structured_outputs"] = (
+                    {"json": request.json_schema}
+                    if request.enforce_schema
+                    else {"json_object": True}
+                )
             path = "/v1/completions"
         else:
             body["messages"] = to_openai_messages(request.messages)
             if shown:
                 body["tools"] = [t.to_openai() for t in shown]
                 body["tool_choice"] = _openai_tool_choice(request.tool_choice)
-            if request.json_schema is not None:
+            if request.json_schema is not None and not request.enforce_schema:
+                body["response_format"] = {"type": "json_object"}
+            elif request.json_schema is not None:
                 name = str(request.json_schema.get("title") or "output")
                 body["response_format"] = {
                     "type": "json_schema",
@@ -303,7 +316,7 @@ class VLLMBackend(Backend):
         started = time.perf_counter()
         try:
             async with asyncio.timeout_at(att.deadline):
-                body = {**att.body, "model": await self._model_name(url)}
+                body = {**att.body, "model": att.request.model or await self._model_name(url)}
                 tagged = att.tag is not None and url not in self._no_tag
                 if tagged:
                     body["structured_outputs"] = {"structural_tag": att.tag}
@@ -378,6 +391,7 @@ class VLLMBackend(Backend):
             tool_calls=calls,
             errors=errors,
             finish_reason=state.finish or "stop",
+            stop_reason=state.stop_reason,
             usage=usage,
             timings=Timings(ttft_s=ttft, total_s=total, tokens_per_s=max(tps, 0.0)),
             prompt=att.prompt,
