@@ -207,7 +207,7 @@ def test_a_per_call_model_is_asked_for(sim: SimServer) -> None:
     sim.policy = ScriptPolicy(["ok"])
     ChatHermes(base_url=sim.url, model="NousResearch/Hermes-3-Llama-3.1-8B").invoke("hi")
     assert sim.requests[-1]["model"] == "NousResearch/Hermes-3-Llama-3.1-8B"
-    with pytest.raises(Exception, match="does not exist|not found|404"):
+    with pytest.raises(Exception, match=r"does not exist|not found|404"):
         ChatHermes(base_url=sim.url).invoke("hi", model="no-such-adapter")
     assert sim.requests[-1]["model"] == "no-such-adapter"
 

@@ -56,8 +56,9 @@ async def test_a_constrained_repair_forces_a_valid_call(make_agent: Any, sim: An
 
 
 async def test_the_closing_call_after_a_limit_is_never_forced(make_agent: Any, sim: Any) -> None:
-    agent = make_agent([call("add", a=1, b=2)] * 3, tools=(add,), tool_choice="required",
-                       limits={"max_steps": 1})
+    agent = make_agent(
+        [call("add", a=1, b=2)] * 3, tools=(add,), tool_choice="required", limits={"max_steps": 1}
+    )
     result = await agent.run("1 + 2?")
     assert result.status == "limit" and result.limit == "max_steps"
     assert [_forced(b) for b in _bodies(sim)] == [True, None]
