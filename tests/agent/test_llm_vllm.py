@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import socket
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from agent.config import Sampling
@@ -497,3 +499,51 @@ def test_chat_decoder_reports_fragments_for_a_finished_call() -> None:
     late = decoder.feed({"delta": {"tool_calls": [{"index": 0, "function": {"arguments": "x"}}]}})
     assert [type(e).__name__ for e in late] == ["ToolCallMalformed"]
     assert "after this tool call was complete" in late[0].reason
+
+
+# -- server-sent events ----------------------------------------------------------------------
+
+
+class _Chunks(httpx.AsyncByteStream):
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    async def __aiter__(self):  # type: ignore[override]
+        for chunk in self.chunks:
+            yield chunk
+
+
+def _sse(body: bytes, cuts: list[int]) -> list[object]:
+    from agent.llm._http import sse_events
+
+    points = sorted({0, *cuts, len(body)})
+    chunks = [body[a:b] for a, b in itertools.pairwise(points)]
+    request = httpx.Request("POST", "http://sim/v1/completions")
+    response = httpx.Response(200, stream=_Chunks(chunks), request=request)
+
+    async def collect() -> list[object]:
+        return [e async for e in sse_events(response)]
+
+    return asyncio.run(collect())
+
+
+SSE = (
+    b": keep-alive\r\n\r\n"
+    b'event: message\ndata: {"choices": [{"text": "Caf\xc3\xa9 "}]}\n\n'
+    b'data:{"choices": [{"text": "\xe2\x82\xac"}]}\r\n\r\n'
+    b"data: [DONE]\n\n"
+)
+
+
+@pytest.mark.parametrize("cuts", [[], [1], [25, 26, 60], list(range(1, len(SSE)))])
+def test_sse_events_survive_any_chunking(cuts: list[int]) -> None:
+    # Chunk boundaries anywhere (inside "data:", inside a UTF-8 character, inside the
+    # JSON), CRLF or LF endings, comments and event lines: the same payloads.
+    events = _sse(SSE, cuts)
+    assert events == [{"choices": [{"text": "Café "}]}, {"choices": [{"text": "€"}]}, None]
+
+
+def test_sse_a_cut_last_line_is_no_event_and_junk_is_an_error() -> None:
+    assert _sse(b'data: {"choices": []}\n\ndata: {"choi', [7]) == [{"choices": []}]
+    with pytest.raises(BackendHTTPError, match="not a JSON object"):
+        _sse(b"data: not json\n\n", [])
