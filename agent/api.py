@@ -189,6 +189,8 @@ class Agent:
         plan = await self._plan(input, thread_id, run_id, resume)
         run_id, resumed = plan.run_id, plan.payload is None
         async with AsyncExitStack() as stack:
+            # Queued until the server has room for its context (a no-op without a budget).
+            await stack.enter_async_context(self.backend.admitted(run_id))
             ctx = await self._context(run_id, stack, resumed=resumed)
             rec = stack.enter_context(
                 RunRecorder(

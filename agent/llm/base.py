@@ -12,6 +12,7 @@ Usage(prompt_tokens=15, completion_tokens=3, cached_tokens=8)
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -99,6 +100,12 @@ class Backend(ABC):
             if isinstance(event, GenerationDone):
                 return event.generation
         raise RuntimeError(f"{type(self).__name__}.stream ended without GenerationDone")
+
+    @contextlib.asynccontextmanager
+    async def admitted(self, session_id: str) -> AsyncIterator[None]:
+        """Hold a run's place on the server for the block (KV-aware admission, where a
+        backend has it: :class:`~agent.llm.vllm.VLLMBackend`); here: no gate."""
+        yield
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Safe to call twice."""

@@ -63,6 +63,7 @@ from agent.errors import (
 )
 from agent.llm import _failures as _f
 from agent.llm import _http
+from agent.llm._admission import Admission, parse_kv_capacity
 from agent.llm._decode import (
     END,
     ChatDecoder,
@@ -107,6 +108,12 @@ class VLLMConfig:
     costs O(N) per request; shards keep N small (measured: most of the client's CPU at
     256 concurrent sessions went there with one pool)."""
     api_key: str | None = None
+    kv_budget: int | Literal["auto"] | None = None
+    """KV-aware admission (:mod:`agent.llm._admission`): runs start only while their live
+    contexts fit this many tokens per server; ``"auto"``: 90% of each server's KV cache,
+    read from its ``/metrics``; ``None``: every run starts at once."""
+    reserve_tokens: int = 4096
+    """A new run's expected context until some runs have ended (then their median peak)."""
 
 
 @dataclass
@@ -164,6 +171,9 @@ class VLLMBackend(Backend):
         self._model = cfg.model
         self._model_lock = asyncio.Lock()
         self._no_tag: set[str] = set()
+        self._gate: Admission | None = None
+        self._gate_lock = asyncio.Lock()
+        self._pins: dict[str, str] = {}  # session -> the replica it was admitted to
 
     @property
     def urls(self) -> list[str]:
@@ -196,6 +206,9 @@ class VLLMBackend(Backend):
                         if isinstance(event, GenerationDone):
                             # Before the last yield: a caller may stop iterating right here.
                             self._replicas.mark_up(url)
+                            if self._gate is not None and request.session_id is not None:
+                                use = event.generation.usage
+                                self._gate.observe(request.session_id, use.total_tokens)
                             if att.refused_by == url:  # the unconstrained retry worked
                                 self._refuse_tag(url)
                         att.yielded = True
@@ -220,6 +233,43 @@ class VLLMBackend(Backend):
                     att.tried.add(url)
                     continue  # another replica is up: no reason to wait
                 await self._sleep(att, retries - 1, exc)
+
+    @contextlib.asynccontextmanager
+    async def admitted(self, session_id: str) -> AsyncIterator[None]:
+        """Hold a run's place (``config.kv_budget``): wait until its context fits a server's
+        KV cache, then keep its requests on that server until the block ends."""
+        if self.config.kv_budget is None:
+            yield
+            return
+        gate = await self._admission()
+        async with gate.admitted(session_id, self._replicas.order(session_id)) as url:
+            self._pins[session_id] = url
+            try:
+                yield
+            finally:
+                self._pins.pop(session_id, None)
+
+    async def _admission(self) -> Admission:
+        async with self._gate_lock:
+            if self._gate is None:
+                budget = self.config.kv_budget
+                budgets = {
+                    url: budget if isinstance(budget, int) else await self._kv_budget(url)
+                    for url in self._replicas.urls
+                }
+                self._gate = Admission(budgets, reserve_tokens=self.config.reserve_tokens)
+            return self._gate
+
+    async def _kv_budget(self, url: str) -> int:
+        """90% of the server's KV cache in tokens, from its ``/metrics``."""
+        resp = await self._http().get(f"{url}/metrics")
+        capacity = parse_kv_capacity(resp.text) if resp.status_code == 200 else None
+        if capacity is None:
+            raise ConfigError(
+                f"kv_budget='auto': {url}/metrics does not report vllm:cache_config_info; "
+                "give kv_budget as a number of tokens instead"
+            )
+        return int(capacity * 0.9)
 
     async def count_tokens(self, text: str) -> int:
         """Exact token count of ``text`` from the server's ``/tokenize`` (no BOS added).
@@ -306,6 +356,9 @@ class VLLMBackend(Backend):
         return any(u != url and u not in att.tried for u in self._replicas.urls)
 
     def _pick(self, att: _Attempt) -> str:
+        pinned = self._pins.get(att.request.session_id or "")
+        if pinned is not None and pinned not in att.tried:
+            return pinned
         for url in self._replicas.order(att.request.session_id):
             if url not in att.tried:
                 return url
