@@ -21,13 +21,17 @@ a chat-mode call is only reported once the next one begins, because the protocol
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from agent.chatml import render_call
+from agent.errors import StreamInterrupted
 from agent.hermes import (
     StreamParser,
     TextDelta,
@@ -35,13 +39,17 @@ from agent.hermes import (
     ToolCallParsed,
     ToolCallStarted,
 )
-from agent.types import Malformed, Message, ToolCall, ToolSpec, Usage, new_call_id
+from agent.llm import _failures as _f
+from agent.llm import _http
+from agent.llm.base import Generation
+from agent.types import Malformed, Message, Timings, ToolCall, ToolSpec, Usage, new_call_id
 
 __all__ = [
     "END",
     "ChatDecoder",
     "CompletionsDecoder",
     "StreamState",
+    "read_stream",
     "structural_tag",
     "to_openai_messages",
 ]
@@ -236,7 +244,7 @@ class StreamState:
             if choice.get("finish_reason"):
                 self.finish = choice["finish_reason"]
                 self.stop_reason = choice.get("stop_reason")
-        if usage := chunk.get("usage"):
+        if usage := chunk.get("usage"):  # (the last chunk's, with stream_options)
             details = usage.get("prompt_tokens_details") or {}
             self.usage = Usage(
                 prompt_tokens=int(usage.get("prompt_tokens") or 0),
@@ -244,6 +252,63 @@ class StreamState:
                 cached_tokens=details.get("cached_tokens"),
             )
         return events
+
+    def generation(self, decoder: Any, prompt: str | None, url: str) -> Generation:
+        """The whole :class:`Generation` once the stream has ended."""
+        text, content, calls, errors = decoder.result()
+        usage = self.usage or Usage(completion_tokens=self.chunks)
+        total = time.perf_counter() - self.started
+        ttft = (self.first or time.perf_counter()) - self.started
+        decode_s = total - ttft
+        tps = (usage.completion_tokens - 1) / decode_s if decode_s > 0 else 0.0
+        return Generation(
+            text=text,
+            content=content,
+            tool_calls=calls,
+            errors=errors,
+            finish_reason=self.finish or "stop",
+            stop_reason=self.stop_reason,
+            usage=usage,
+            timings=Timings(ttft_s=ttft, total_s=total, tokens_per_s=max(tps, 0.0)),
+            prompt=prompt,
+            url=url,
+        )
+
+
+async def read_stream(
+    url: str, response: httpx.Response, deadline: float, decoder: Any, state: StreamState
+) -> AsyncIterator[Any]:
+    """The events of one streamed response, each read under the request's ``deadline``.
+
+    Raises ``_failures.Retry`` for a reset or a stream without a finish reason (the loop
+    in :mod:`agent.llm.vllm` decides whether a retry is still possible).
+    """
+    chunks = _http.sse_events(response)
+    try:
+        while True:
+            # The deadline wraps each read, never a yield: a timeout must not fire
+            # while the caller's own code runs between events.
+            async with asyncio.timeout_at(deadline):
+                chunk = await anext(chunks, END)
+            if chunk is END:
+                break
+            if chunk is None:
+                # [DONE]: one more pull lets sse_events read the body's end (briefly),
+                # so the connection is reused instead of closed.
+                await anext(chunks, END)
+                break
+            for event in state.take(chunk, decoder):
+                yield event
+    except TimeoutError as exc:
+        raise _f.timeout(url) from exc
+    except _f.RESETS as exc:
+        raise _f.Retry(_f.reset(url, exc)) from exc
+    finally:
+        await chunks.aclose()
+    if state.finish is None:
+        raise _f.Retry(
+            StreamInterrupted(f"stream from {url} ended without a finish reason", url=url)
+        )
 
 
 def structural_tag(tools: Sequence[ToolSpec], *, required: bool = False) -> str:

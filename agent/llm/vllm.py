@@ -54,32 +54,27 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from agent import chatml
 from agent.errors import (
     BackendHTTPError,
     BackendTimeout,
     ConfigError,
-    StreamInterrupted,
 )
 from agent.llm import _failures as _f
 from agent.llm import _http
 from agent.llm._admission import Admission, parse_kv_capacity
 from agent.llm._decode import (
-    END,
     ChatDecoder,
     CompletionsDecoder,
     StreamState,
+    read_stream,
     structural_tag,
-    to_openai_messages,
 )
-from agent.llm.base import Backend, Generation, GenerationDone, GenerationRequest
-from agent.types import Timings, ToolSpec, Usage
+from agent.llm._request import build_request
+from agent.llm.base import Backend, GenerationDone, GenerationRequest
 
 __all__ = ["VLLMBackend", "VLLMConfig", "structural_tag"]
 
 log = logging.getLogger(__name__)
-
-_STOP = "<|im_end|>"
 
 
 @dataclass(frozen=True)
@@ -307,49 +302,8 @@ class VLLMBackend(Backend):
     # -- one request ------------------------------------------------------------------
 
     def _prepare(self, request: GenerationRequest) -> _Attempt:
-        cfg = self.config
-        body: dict[str, Any] = {
-            **request.sampling.to_request(),
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        shown, forced = _tool_choice(request)
-        tag = None
-        if forced and cfg.mode == "completions":  # chat mode: the server forces it itself
-            tag = structural_tag(forced, required=True)
-        elif request.constrain_tool_calls and shown and request.json_schema is None:
-            tag = structural_tag(shown)
-        prompt = None
-        if cfg.mode == "completions":
-            prompt = chatml.render(request.messages, shown, json_schema=request.json_schema)
-            body |= {
-                "prompt": prompt,
-                "stop": [_STOP, *(request.sampling.stop or ())],
-                "skip_special_tokens": False,
-                "add_special_tokens": False,
-            }
-            if request.json_schema is not None:
-                body["structured_outputs"] = (
-                    {"json": request.json_schema}
-                    if request.enforce_schema
-                    else {"json_object": True}
-                )
-            path = "/v1/completions"
-        else:
-            body["messages"] = to_openai_messages(request.messages)
-            if shown:
-                body["tools"] = [t.to_openai() for t in shown]
-                body["tool_choice"] = _openai_tool_choice(request.tool_choice)
-            if request.json_schema is not None and not request.enforce_schema:
-                body["response_format"] = {"type": "json_object"}
-            elif request.json_schema is not None:
-                name = str(request.json_schema.get("title") or "output")
-                body["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": name, "schema": request.json_schema},
-                }
-            path = "/v1/chat/completions"
-        deadline = asyncio.get_running_loop().time() + cfg.timeout_s
+        path, body, prompt, tag = build_request(request, self.config.mode)
+        deadline = asyncio.get_running_loop().time() + self.config.timeout_s
         return _Attempt(request, path, body, prompt, tag, deadline)
 
     def _untried(self, att: _Attempt, url: str) -> bool:
@@ -393,63 +347,13 @@ class VLLMBackend(Backend):
                 else CompletionsDecoder(calls=att.request.tool_choice != "none")
             )
             state = StreamState(started)
-            async for event in self._read(url, response, att, decoder, state):
+            async for event in read_stream(url, response, att.deadline, decoder, state):
                 yield event
         finally:
             await response.aclose()
         for event in decoder.close():
             yield event
-        yield GenerationDone(self._generation(url, att, decoder, state))
-
-    async def _read(
-        self, url: str, response: httpx.Response, att: _Attempt, decoder: Any, state: StreamState
-    ) -> AsyncIterator[Any]:
-        chunks = _http.sse_events(response)
-        try:
-            while True:
-                # The deadline wraps each read, never a yield: a timeout must not fire
-                # while the caller's own code runs between events.
-                async with asyncio.timeout_at(att.deadline):
-                    chunk = await anext(chunks, END)
-                if chunk is END:
-                    break
-                if chunk is None:
-                    # [DONE]: one more pull lets sse_events read the body's end (briefly),
-                    # so the connection is reused instead of closed.
-                    await anext(chunks, END)
-                    break
-                for event in state.take(chunk, decoder):
-                    yield event
-        except TimeoutError as exc:
-            raise _f.timeout(url) from exc
-        except _f.RESETS as exc:
-            raise _f.Retry(_f.reset(url, exc)) from exc
-        finally:
-            await chunks.aclose()
-        if state.finish is None:
-            raise _f.Retry(
-                StreamInterrupted(f"stream from {url} ended without a finish reason", url=url)
-            )
-
-    def _generation(self, url: str, att: _Attempt, decoder: Any, state: StreamState) -> Generation:
-        text, content, calls, errors = decoder.result()
-        usage = state.usage or Usage(completion_tokens=state.chunks)
-        total = time.perf_counter() - state.started
-        ttft = (state.first or time.perf_counter()) - state.started
-        decode_s = total - ttft
-        tps = (usage.completion_tokens - 1) / decode_s if decode_s > 0 else 0.0
-        return Generation(
-            text=text,
-            content=content,
-            tool_calls=calls,
-            errors=errors,
-            finish_reason=state.finish or "stop",
-            stop_reason=state.stop_reason,
-            usage=usage,
-            timings=Timings(ttft_s=ttft, total_s=total, tokens_per_s=max(tps, 0.0)),
-            prompt=att.prompt,
-            url=url,
-        )
+        yield GenerationDone(state.generation(decoder, att.prompt, url))
 
     async def _raise_status(
         self, url: str, response: httpx.Response, att: _Attempt, constrained: bool
@@ -547,30 +451,6 @@ async def _require_event_stream(url: str, response: httpx.Response, att: _Attemp
         status=200,
         body=body,
     )
-
-
-def _tool_choice(request: GenerationRequest) -> tuple[list[ToolSpec], list[ToolSpec]]:
-    """The tools the prompt shows, and those one of which the model must call (none: [])."""
-    choice, tools = request.tool_choice, request.tools
-    if choice == "none":
-        return [], []
-    if choice == "auto" or not tools or request.json_schema is not None:
-        return tools, []
-    if choice == "required":
-        return tools, tools
-    named = [t for t in tools if t.name == choice]
-    if not named:
-        raise ConfigError(
-            f"tool_choice {choice!r} names no tool of this request; use auto, required, "
-            f"none or one of: {', '.join(t.name for t in tools)}"
-        )
-    return tools, named
-
-
-def _openai_tool_choice(choice: str) -> Any:
-    if choice in ("auto", "required", "none"):
-        return choice
-    return {"type": "function", "function": {"name": choice}}
 
 
 def _normalize(url: str) -> str:
