@@ -3,9 +3,11 @@
 Like vLLM with ``--tool-call-parser hermes``, the server renders the conversation with a
 chat template and parses ``<tool_call>`` blocks out of the generation. Unlike vLLM, both
 steps use the project's own format core (``agent.chatml.render``, ``agent.hermes.parse``),
-imported lazily so the simulator's other endpoints work without them. Streaming sends
-content deltas until a ``<tool_call>`` opens, then each call as vLLM does: a first delta
-with ``index``, ``id``, ``type`` and ``function.name``, then ``function.arguments`` pieces.
+imported lazily so the simulator's other endpoints work without them. As in vLLM, the
+tools are rendered even with ``tool_choice: "none"`` (only the parsing is off). Streaming
+sends content deltas until a ``<tool_call>`` opens, then each call as vLLM 0.32 does: a
+first delta with ``content: null`` and one call holding ``id`` (``chatcmpl-tool-…``),
+``type``, ``index`` and ``function.name``, then ``function.arguments`` pieces.
 
 >>> split_content_stream("Hi <tool_c")
 ('Hi ', '<tool_c')
@@ -35,17 +37,17 @@ def render_chat(body: dict[str, Any]) -> str:
     """
     from agent.chatml import render
 
-    tools = [] if body.get("tool_choice") == "none" else list(body.get("tools") or [])
-    return render(body.get("messages") or [], tools)
+    return render(body.get("messages") or [], list(body.get("tools") or []))
 
 
 def parse_output(text: str) -> tuple[str | None, list[dict[str, Any]]]:
     """Raw generation → (content, OpenAI ``tool_calls``), as vLLM's Hermes parser returns."""
     from agent.hermes import parse
+    from agent.sim.shapes import new_id
 
     parsed = parse(text)
     calls = [
-        {"id": c.id, "type": "function",
+        {"id": new_id("chatcmpl-tool"), "type": "function",
          "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
         for c in parsed.tool_calls
     ]
@@ -80,10 +82,11 @@ def tool_call_deltas(calls: list[dict[str, Any]], piece: int = 16) -> list[dict[
     deltas: list[dict[str, Any]] = []
     for index, call in enumerate(calls):
         fn = call["function"]
-        deltas.append({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
-                                        "function": {"name": fn["name"], "arguments": ""}}]})
+        deltas.append({"content": None,
+                       "tool_calls": [{"id": call["id"], "type": "function", "index": index,
+                                       "function": {"name": fn["name"]}}]})
         args = fn["arguments"]
         for start in range(0, len(args), piece):
-            deltas.append({"tool_calls": [{"index": index,
-                                            "function": {"arguments": args[start:start + piece]}}]})
+            deltas.append({"content": None, "tool_calls": [
+                {"index": index, "function": {"arguments": args[start:start + piece]}}]})
     return deltas

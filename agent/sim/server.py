@@ -25,6 +25,7 @@ from agent.sim.app import build_app
 from agent.sim.engine import PROFILES, Engine
 from agent.sim.faults import Faults
 from agent.sim.generate import SimulatedDisconnect
+from agent.sim.metrics import FINISHED_REASONS
 from agent.sim.policy import FunctionPolicy, Policy
 
 __all__ = ["SimConfig", "SimServer"]
@@ -94,6 +95,8 @@ class SimServer:
         self.engine = self.config.engine()
         self.requests: list[dict[str, Any]] = []
         self.counters = {"prompt_tokens": 0, "generation_tokens": 0, "request_success": 0}
+        self.finished = dict.fromkeys(FINISHED_REASONS, 0)
+        """Finished sequences by vLLM's ``finished_reason`` (``abort``: client went away)."""
         self.url = ""
         self._uvicorn: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
