@@ -96,7 +96,8 @@ class SimServer:
         self.requests: list[dict[str, Any]] = []
         self.counters = {"prompt_tokens": 0, "generation_tokens": 0, "request_success": 0}
         self.finished = dict.fromkeys(FINISHED_REASONS, 0)
-        """Finished sequences by vLLM's ``finished_reason`` (``abort``: client went away)."""
+        """Finished sequences by vLLM's ``finished_reason`` (only ``stop`` and ``length``
+        happen here; a request whose client went away counts nowhere, as in vLLM 0.32)."""
         self.url = ""
         self._uvicorn: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
