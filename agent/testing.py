@@ -189,17 +189,31 @@ class RealVLLM:
             return ""
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the server's whole process group (API server and engine core)."""
-        if self.process.poll() is not None:
-            return
+        """Stop the server's whole process group (API server, engine core, worker): SIGTERM,
+        then SIGKILL for whatever is still there after ``timeout`` seconds."""
+        group = self.process.pid
         with suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
+            os.killpg(group, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        with suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
+        while time.monotonic() < deadline and _group_alive(group):
+            time.sleep(0.2)  # the engine's children may outlive the API server briefly
+        if _group_alive(group):
             with suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+                os.killpg(group, signal.SIGKILL)
+        with suppress(subprocess.TimeoutExpired):
             self.process.wait(10)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _free_port() -> int:
