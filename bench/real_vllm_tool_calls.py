@@ -91,6 +91,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--per-tool", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=200)
+    ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--json", help="write every answer and its verdict here")
     args = ap.parse_args()
     specs = ToolRegistry.default(plugins=False).specs()
@@ -105,7 +106,7 @@ def main() -> None:
             counts: Counter[str] = Counter()
             for seed in range(args.per_tool):
                 body = {"model": server.model, "prompt": prompt, "seed": seed,
-                        "temperature": 0.8, "max_tokens": args.max_tokens,
+                        "temperature": args.temperature, "max_tokens": args.max_tokens,
                         "stop": ["<|im_end|>"], "skip_special_tokens": False,
                         "add_special_tokens": False,
                         "structured_outputs": {"structural_tag": triggered_tags([spec])}}
