@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
@@ -62,11 +62,9 @@ class Constraint:
 
     schema: dict[str, Any] | None = None
     tags: tuple[Tag, ...] = ()
-    triggers: tuple[str, ...] = ()
     at_least_one: bool = False
+    """A call is required (a named ``tool_choice`` is a tag for that one tool)."""
     stop_after_first: bool = False
-    named: str | None = field(default=None)
-    """Chat ``tool_choice`` naming a function (only that function may be called)."""
 
 
 def structured_kinds(body: dict[str, Any]) -> list[str]:
@@ -110,13 +108,12 @@ def _structural(tag: Any) -> Constraint:
     if isinstance(fmt, dict) and fmt.get("type") == "triggered_tags":
         tags = tuple(Tag(t["begin"], _content_schema(t.get("content") or {}), t["end"])
                      for t in fmt.get("tags") or [])
-        return Constraint(tags=tags, triggers=tuple(fmt.get("triggers") or ()),
-                          at_least_one=bool(fmt.get("at_least_one")),
+        return Constraint(tags=tags, at_least_one=bool(fmt.get("at_least_one")),
                           stop_after_first=bool(fmt.get("stop_after_first")))
     if "structures" in data:  # the legacy shape: constrains bodies, never forces a call
         tags = tuple(Tag(s["begin"], s.get("schema") or {}, s["end"])
                      for s in data["structures"])
-        return Constraint(tags=tags, triggers=tuple(data.get("triggers") or ()))
+        return Constraint(tags=tags)
     raise ValueError("structural_tag: neither a `format` nor a `structures` shape")
 
 
@@ -146,8 +143,7 @@ def _tool_choice(body: dict[str, Any]) -> Constraint | None:
                 "required": ["name", "arguments"]} for t in tools]
     schema = options[0] if len(options) == 1 else {"anyOf": options}
     return Constraint(tags=(Tag("<tool_call>\n", schema, "\n</tool_call>"),),
-                      triggers=("<tool_call>",), at_least_one=True, stop_after_first=True,
-                      named=named)
+                      at_least_one=True, stop_after_first=True)
 
 
 def enforce(text: str, c: Constraint) -> str:

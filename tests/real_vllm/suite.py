@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -127,8 +127,6 @@ class Case:
     raw: bytes | None = None
     model: bool = True
     """Put the served model's name into ``body["model"]``."""
-    notes: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _c(name: str, **body: Any) -> Case:
