@@ -161,7 +161,7 @@ REAL_VLLM_ARGS = (
     "--dtype", "bfloat16", "--max-model-len", "8192", "--enforce-eager",
     "--enable-prompt-tokens-details", "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
 )
-_HOW_TO = "run `bash .ci/real_vllm.sh` (about 3 minutes and 3.7 GB, once)"
+_HOW_TO = "run `bash .ci/real_vllm.sh` (once: 3-5 minutes, 3.7 GB outside the checkout)"
 
 
 def real_vllm_home() -> Path:
