@@ -63,7 +63,15 @@ def _chat_body(
 ) -> dict[str, Any]:
     body["messages"] = to_openai_messages(request.messages)
     if shown:
-        body["tools"] = [t.to_openai() for t in shown]
+        # vLLM enforces a forced call's arguments only for tools marked strict (measured on
+        # 0.32: a non-strict named tool came back with arguments "celsius").
+        strict = request.tool_choice != "auto" or request.constrain_tool_calls
+        tools = [t.to_openai() for t in shown]
+        body["tools"] = (
+            [{**t, "function": {**t["function"], "strict": True}} for t in tools]
+            if strict
+            else tools
+        )
         body["tool_choice"] = _openai_tool_choice(request.tool_choice)
     if request.json_schema is not None and not request.enforce_schema:
         body["response_format"] = {"type": "json_object"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httpx
 import pytest
 
 from agent.errors import ConfigError
@@ -17,8 +18,9 @@ from agent.types import Message
 A, B = "http://a", "http://b"
 
 
-async def _hold(gate: Admission, session: str, order: list[str], log: list[Any],
-                release: asyncio.Event) -> None:
+async def _hold(
+    gate: Admission, session: str, order: list[str], log: list[Any], release: asyncio.Event
+) -> None:
     async with gate.admitted(session, order) as url:
         log.append((session, url))
         await release.wait()
@@ -96,9 +98,18 @@ async def test_the_backend_admits_sessions_and_pins_them() -> None:
                 assert not second.done(), "s1's context fills the budget"
             await second
         auto = VLLMBackend(sim.url, config=VLLMConfig(urls=(sim.url,), kv_budget="auto"))
-        try:
-            async with auto.admitted("s3"):
-                pass
-        except ConfigError as exc:  # a server without vllm:cache_config_info says so
-            assert "cache_config_info" in str(exc)
+        async with auto.admitted("s3"):  # 90% of the cache vllm:cache_config_info reports
+            assert auto._gate is not None
+            assert auto._gate.budgets == {sim.url: int(sim.engine.profile.cache_tokens * 0.9)}
         await auto.aclose()
+
+
+async def test_auto_budget_needs_the_cache_metric() -> None:
+    bare = httpx.MockTransport(lambda request: httpx.Response(200, text="vllm:x 1\n"))
+    async with httpx.AsyncClient(transport=bare) as client:
+        backend = VLLMBackend(
+            "http://old", client=client, config=VLLMConfig(urls=("http://old",), kv_budget="auto")
+        )
+        with pytest.raises(ConfigError, match="does not report vllm:cache_config_info"):
+            async with backend.admitted("s"):
+                pass

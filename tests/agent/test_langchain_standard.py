@@ -31,7 +31,7 @@ _SIM: dict[str, Any] = {}
 
 @pytest.fixture(scope="module", autouse=True)
 def _simulator() -> Iterator[None]:
-    config = SimConfig(model=SERVED)
+    config = SimConfig(model=SERVED, lora_modules=(ADAPTER,))
     with run_sim(FunctionPolicy(answer), config) as sim:
         _SIM["url"] = sim.url
         yield
