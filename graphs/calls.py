@@ -30,7 +30,7 @@ from agent.events import RepairEvent, ToolResultEvent
 from agent.task import Limits
 from agent.types import ToolCall
 from graphs.state import AgentState, RunContext
-from tools.dispatch import ToolResult, idempotency_key
+from tools.dispatch import ToolResult, idempotency_key, unencodable
 
 __all__ = [
     "Planned",
@@ -118,8 +118,8 @@ def needs_approval(ctx: RunContext, call: ToolCall) -> bool:
         return True
     if isinstance(ctx.approval, tuple):
         return call.name in ctx.approval
-    if call.name not in ctx.tools:
-        return False  # unknown tools never run: the dispatcher answers with an error
+    if call.name not in ctx.tools or unencodable(call.arguments):
+        return False  # such calls never run: the dispatcher answers with an error
     return ctx.tools.get(call.name).has_side_effects(call.arguments)
 
 

@@ -16,8 +16,10 @@ returns one `ToolResult` per call, in call order, never raising for a tool's fai
    full text kept as an artifact file (``artifacts_dir/ID.txt``, `Dispatcher.read_artifact`);
 4. exceptions become error results (type and message, never a traceback), with absolute
    paths outside the workspace and secret-looking environment values scrubbed;
-5. lone surrogates (a JSON body's ``"\\ud800"``) become U+FFFD: they cannot be encoded as
-   UTF-8, so they would break the trace, the checkpoint and the request to the model.
+5. lone surrogates (a JSON body's ``"\\ud800"``) become U+FFFD in results: they cannot be
+   encoded as UTF-8, so they would break the trace, the checkpoint and the request to the
+   model. In a call's arguments they make the call an argument error (nothing could pass
+   them on intact: not the worker pipe, the CLI's output or a log).
 
 Each call gets an idempotency key (`idempotency_key`) so a resumed run can skip calls that
 already completed.
@@ -65,7 +67,7 @@ from tools.policy import ToolPolicies
 from tools.registry import ToolRegistry
 from tools.sandbox import SandboxWorker
 
-__all__ = ["Dispatcher", "ToolResult", "idempotency_key"]
+__all__ = ["Dispatcher", "ToolResult", "idempotency_key", "unencodable"]
 
 _ARTIFACT_ID = re.compile(r"^art_[0-9a-f]{16}$")
 
@@ -112,7 +114,9 @@ def idempotency_key(run_id: str, call: ToolCall, occurrence: int) -> str:
         ["v1", run_id, call.name, call.arguments, occurrence],
         sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str,
     )
-    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+    # surrogatepass: a lone surrogate in the model's arguments must give a key, not an
+    # exception that ends the run (the call itself is refused by the dispatcher).
+    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 @dataclass
@@ -189,6 +193,14 @@ class Dispatcher:
         canon = json.dumps([call.name, call.arguments], sort_keys=True, default=str)
         key = idempotency_key(self.run_id, call, self._seen[canon])
         self._seen[canon] += 1
+        bad = unencodable(call.arguments)
+        if bad is not None or valid_text(call.name) != call.name:
+            where = "the tool name" if bad is None else bad
+            text = (
+                f"{where} holds a lone surrogate (like \\ud800), which is not valid Unicode; "
+                "send valid text (drop or replace that character)"
+            )
+            return self._error(call, key, "ToolArgumentError", valid_text(text))
         if call.name not in self.registry:
             return self._error(call, key, "ToolArgumentError", self._unknown_tool(call.name))
         tool = self.registry.get(call.name)
@@ -309,6 +321,27 @@ async def _in_daemon_thread(
         raise ToolTimeout(
             f"{tool.name} did not finish within {timeout:g} s; its result is discarded"
         ) from None
+
+
+def unencodable(arguments: Any) -> str | None:
+    """Where ``arguments`` hold a string UTF-8 cannot encode (``arguments.query``), or None.
+
+    >>> unencodable({"q": ["ok", "x\\ud800"]})
+    'arguments.q[1]'
+    """
+    stack: list[tuple[str, Any]] = [("arguments", arguments)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str) and valid_text(value) != value:
+            return where
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if isinstance(k, str) and valid_text(k) != k:
+                    return f"a key of {where}"
+                stack.append((f"{where}.{k}", v))
+        elif isinstance(value, list | tuple):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(value))
+    return None
 
 
 def _schema_problems(validator: jsonschema.Draft202012Validator, args: Any) -> str:

@@ -42,7 +42,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.errors import ToolExecutionError, ToolTimeout
+from agent.errors import ToolArgumentError, ToolExecutionError, ToolTimeout
 from tools._worker import MAX_FRAME_BYTES
 from tools.base import Tool
 from tools.policy import ToolPolicies
@@ -129,10 +129,15 @@ class SandboxWorker:
         proc = await self._ensure_started()
         self._next_id += 1
         rid = self._next_id
+        frame = {"op": "call", "id": rid, "tool": name, "args": arguments, "call_id": call_id}
+        try:
+            data = json.dumps(frame, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise ToolArgumentError(
+                "the arguments hold a lone surrogate, which is not valid Unicode"
+            ) from None
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
-        frame = {"op": "call", "id": rid, "tool": name, "args": arguments, "call_id": call_id}
-        data = json.dumps(frame, ensure_ascii=False).encode()
         timeout = self.policies.sandbox.call_timeout_s
         try:
             assert proc.stdin is not None

@@ -99,6 +99,8 @@ def check_statement(query: str, *, read_only: bool) -> duckdb.Statement:
         raise ToolExecutionError(f"SQL syntax error: {_first_lines(str(exc))}") from None
     except ValueError:  # the binding has no enum member for some types (UPDATE EXTENSIONS)
         raise ToolPolicyError("statement type not allowed: unknown to the tool") from None
+    except TypeError:  # a lone surrogate: the binding cannot pass the text to DuckDB
+        raise ToolArgumentError("the query is not valid Unicode (lone surrogate)") from None
     if not statements:
         raise ToolArgumentError("empty query: send one SQL statement")
     if len(statements) > 1:
