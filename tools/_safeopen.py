@@ -41,6 +41,7 @@ __all__ = [
     "RESOLVE_NO_MAGICLINKS",
     "RESOLVE_NO_SYMLINKS",
     "describe_failure",
+    "kind_of",
     "open_beneath",
     "open_dir",
     "openat2",
@@ -258,6 +259,25 @@ def describe_failure(root_fd: int, parts: Sequence[str]) -> str | None:
     finally:
         if cur != root_fd:
             os.close(cur)
+
+
+def kind_of(mode: int) -> str:
+    """What a non-regular file is, for messages.
+
+    >>> kind_of(stat.S_IFIFO)
+    'FIFO'
+    """
+    for test, name in (
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISLNK, "symbolic link"),
+        (stat.S_ISDIR, "directory"),
+    ):
+        if test(mode):
+            return name
+    return "special file"
 
 
 def walk_tree(

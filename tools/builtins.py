@@ -47,7 +47,11 @@ def _sql_writes(arguments: dict[str, Any]) -> bool:
 def _engine(ctx: ToolContext) -> Any:
     from tools.sql import SqlEngine
 
-    return ctx.resource("sql", lambda: SqlEngine(ctx.policies.sql, ctx.workspace))
+    policies = ctx.policies
+    return ctx.resource(
+        "sql",
+        lambda: SqlEngine(policies.sql, ctx.workspace, file_writes=policies.files.allow_write),
+    )
 
 
 def _files(ctx: ToolContext) -> Any:

@@ -259,7 +259,8 @@ def _check_regular(st: os.stat_result, shown: str, limit: int) -> None:
     if stat.S_ISDIR(st.st_mode):
         raise ToolArgumentError(f"{shown} is a directory; use list_files")
     if not stat.S_ISREG(st.st_mode):
-        raise ToolPolicyError(f"{shown} is a {_kind(st.st_mode)}; only regular files are read")
+        kind = _safeopen.kind_of(st.st_mode)
+        raise ToolPolicyError(f"{shown} is a {kind}; only regular files are read")
     if st.st_nlink > 1:
         raise ToolPolicyError(
             f"{shown} has {st.st_nlink} hard links; multiply-linked files are refused "
@@ -296,7 +297,8 @@ def _check_target(dir_fd: int, name: str, shown: str) -> int | None:
     if stat.S_ISDIR(st.st_mode):
         raise ToolArgumentError(f"{shown} is a directory")
     if not stat.S_ISREG(st.st_mode):
-        raise ToolPolicyError(f"{shown} is a {_kind(st.st_mode)}; only regular files are replaced")
+        kind = _safeopen.kind_of(st.st_mode)
+        raise ToolPolicyError(f"{shown} is a {kind}; only regular files are replaced")
     if st.st_nlink > 1:
         raise ToolPolicyError(f"{shown} has {st.st_nlink} hard links; it will not be overwritten")
     if not st.st_mode & 0o222:
@@ -345,21 +347,7 @@ def _describe_entry(dir_fd: int, name: str) -> str:
         return f"{shown}  ({st.st_size} bytes)"
     if stat.S_ISLNK(st.st_mode):
         return f"{shown}  (symlink, not followed)"
-    return f"{shown}  ({_kind(st.st_mode)})"
-
-
-def _kind(mode: int) -> str:
-    for test, name in (
-        (stat.S_ISFIFO, "FIFO"),
-        (stat.S_ISSOCK, "socket"),
-        (stat.S_ISCHR, "character device"),
-        (stat.S_ISBLK, "block device"),
-        (stat.S_ISLNK, "symbolic link"),
-        (stat.S_ISDIR, "directory"),
-    ):
-        if test(mode):
-            return name
-    return "special file"
+    return f"{shown}  ({_safeopen.kind_of(st.st_mode)})"
 
 
 def _shown(parts: tuple[str, ...]) -> str:
