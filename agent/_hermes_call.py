@@ -107,8 +107,6 @@ def _decode_value(text: str) -> tuple[Any, int, str]:
 _FAIL = object()
 
 
-
-
 def _literal(text: str) -> Any:
     if len(text) > _MAX_LITERAL_CHARS or not text.startswith(("{", "[")):
         return _FAIL

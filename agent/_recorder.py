@@ -11,12 +11,14 @@ PosixPath('.agent/traces/run_1.jsonl')
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
+from agent.errors import error_kind
 from agent.events import Event, Final, StepFinished, to_dict
-from agent.llm.base import Usage
+from agent.types import RunResult, RunStatus, Usage
 
 __all__ = ["RunRecorder"]
 
@@ -24,14 +26,28 @@ __all__ = ["RunRecorder"]
 class RunRecorder:
     """The trace writer and run-store row of one run. Use as a context manager."""
 
+    API_TASK = "(python api)"
+    """The task name of runs started from code without a task."""
+
     def __init__(
-        self, run_id: str, folder: Path | None, runs: Any, *, task: str | None,
-        task_path: Path | None, model_url: str | None,
+        self,
+        run_id: str,
+        folder: Path | None,
+        runs: Any,
+        *,
+        task: str | None,
+        task_path: Path | None,
+        model_url: str | None,
+        thread_id: str | None = None,
     ) -> None:
-        self.run_id, self.runs = run_id, runs
+        self.run_id, self.runs, self.thread_id = run_id, runs, thread_id or run_id
         self.trace_path = self.trace_path_for(folder, run_id)
-        self._row = {"task": task or "(python api)", "task_path": task_path,
-                     "model_url": model_url}
+        self._row = {
+            "task": task or self.API_TASK,
+            "task_path": task_path,
+            "model_url": model_url,
+            "thread_id": self.thread_id,
+        }
         self._writer: Any = None
         self._previous_prompt = ""
 
@@ -55,7 +71,7 @@ class RunRecorder:
         if self.runs is None:
             return
         if resumed and self.runs.get(self.run_id) is not None:
-            self.runs.update(self.run_id, status="running")
+            self.runs.resume(self.run_id)
         else:
             self.runs.create(self.run_id, trace_path=str(self.trace_path), **self._row)
 
@@ -63,36 +79,58 @@ class RunRecorder:
         """Write one event to the trace (text deltas are in the step's output, whole)."""
         if self._writer is None or event.kind == "text":
             return
+        if isinstance(event, StepFinished):  # a prompt delta, then the output without it
+            output = dataclasses.asdict(event.generation)
+            self._prompt(event.step, output.pop("prompt") or "")
+            self._writer.write("model_output", step=event.step, **output)
+            return
         record = to_dict(event)
-        kind = record.pop("kind")
-        if isinstance(event, StepFinished):
-            self._prompt(event.step, event.prompt or "")
-            record.pop("prompt")
-            record["text"] = record.pop("raw")  # the trace's name for the raw output
-            kind = "model_output"
-        self._writer.write(kind, **record)
+        self._writer.write(record.pop("kind"), **record)
 
     def _prompt(self, step: int, prompt: str) -> None:
         # Prompts are append-only: keep only what each adds, so a long run's trace grows
         # linearly (agent.runs.prompt_texts rebuilds them whole).
         previous = self._previous_prompt
         prefix = len(previous) if previous and prompt.startswith(previous) else 0
-        self._writer.write("prompt", step=step, prefix_chars=prefix, text=prompt[prefix:],
-                           chars=len(prompt))
+        self._writer.write(
+            "prompt", step=step, prefix_chars=prefix, text=prompt[prefix:], chars=len(prompt)
+        )
         self._previous_prompt = prompt
 
-    def final(self, status: str, answer: Any, state: dict[str, Any]) -> Final:
-        """The run's ``Final`` event, traced and recorded in its row."""
-        final = Final(
-            run_id=self.run_id, status=status, answer=answer,
-            steps=state.get("steps", 0), tool_calls=state.get("tool_calls", 0),
-            usage=state.get("usage", {}), limit=state.get("limit"), error=state.get("error"),
+    def final(
+        self,
+        status: RunStatus,
+        answer: Any,
+        state: dict[str, Any],
+        exc: BaseException | None = None,
+    ) -> Final:
+        """The run's ``Final`` event, traced and recorded in its row (``exc``: what ended
+        a failed run)."""
+        result = RunResult(
+            run_id=self.run_id,
+            thread_id=self.thread_id,
+            status=status,
+            answer=answer,
+            steps=state.get("steps", 0),
+            tool_calls=state.get("tool_calls", 0),
+            usage=Usage(**state.get("usage", {})),
+            limit=state.get("limit"),
+            error=state.get("error"),
+            error_kind=None if exc is None else error_kind(exc),
+            error_type=None if exc is None else type(exc).__name__,
+            trace_path=None if self.trace_path is None else str(self.trace_path),
         )
+        final = Final(result)
         self.event(final)
         if self.runs is not None:
             self.runs.finish(
-                self.run_id, status=status, answer=_answer_text(answer), steps=final.steps,
-                tool_calls=final.tool_calls, usage=Usage(**final.usage), error=final.error,
+                self.run_id,
+                status=status,
+                answer=_answer_text(answer),
+                steps=result.steps,
+                tool_calls=result.tool_calls,
+                usage=result.usage,
+                error=result.error,
             )
         return final
 

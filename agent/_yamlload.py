@@ -7,6 +7,12 @@ second walk over the document, negligible for hand-written files. Problems are
 ``(line, dotted.key, message)`` triples; :func:`format_problems` renders them as
 ``FILE:LINE: key.path: what is wrong (how to fix)``.
 
+Files are hand-written configuration, so they are bounded before anything is built:
+at most :data:`MAX_FILE_BYTES`, UTF-8 (:func:`read_text`), and at most
+:data:`MAX_VALUES` values once aliases are expanded — a ten-line "billion laughs" file of
+nested aliases would otherwise expand to billions of values in whatever walks it next.
+:func:`safe_load` applies the same bounds to plain YAML data (simulator scripts).
+
 >>> _dotted(("tools", "enabled", 0))
 'tools.enabled[0]'
 """
@@ -25,6 +31,8 @@ from pydantic import BaseModel, ValidationError
 from agent.errors import ConfigError
 
 __all__ = [
+    "MAX_FILE_BYTES",
+    "MAX_VALUES",
     "URL_PATTERN",
     "Loc",
     "NestedProblem",
@@ -32,8 +40,15 @@ __all__ = [
     "format_problems",
     "line_of",
     "load_yaml_model",
+    "read_text",
+    "safe_load",
     "validate_file",
 ]
+
+MAX_FILE_BYTES = 4 * 1024 * 1024
+"""Largest configuration file read (task files, suites, scripts)."""
+MAX_VALUES = 200_000
+"""Most scalars, lists and mappings a document may hold with its aliases expanded."""
 
 URL_PATTERN = r"^https?://\S+$"
 """Fields with this pattern get "expected an http:// or https:// URL" instead of a regex."""
@@ -65,15 +80,61 @@ def load_yaml_model(path: str | Path, model: type[M]) -> M:
     return obj
 
 
+class _Unreadable(ConfigError):
+    def __init__(self, path: Path, line: int, reason: str) -> None:
+        super().__init__(f"{path}:{line}: {reason}")
+        self.line, self.reason = line, reason
+
+
+def read_text(path: Path, what: str = "file") -> str:
+    """A configuration file's text: bounded in size, UTF-8, or a ConfigError saying why.
+
+    ``read_text(Path("task.yaml"), "task file")``
+    """
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise _Unreadable(path, 1, f"cannot read the {what}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise _Unreadable(
+            path,
+            1,
+            f"the {what} is larger than {MAX_FILE_BYTES // 2**20} MiB; is it the right file?",
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise _Unreadable(
+            path,
+            line,
+            f"the {what} is not UTF-8 text (byte "
+            f"0x{raw[exc.start]:02x} at offset {exc.start}); save it as UTF-8",
+        ) from None
+
+
+def safe_load(text: str, source: str = "<yaml>") -> Any:
+    """``yaml.safe_load`` with the alias bound; YAML errors become a ConfigError.
+
+    >>> safe_load("[a, b]")
+    ['a', 'b']
+    """
+    data, _, problems = _parse_yaml(text)
+    if problems:
+        raise ConfigError("; ".join(f"{source}:{line}: {msg}" for line, _, msg in problems))
+    return data
+
+
 def validate_file(path: Path, model: type[M]) -> tuple[M | None, dict[Loc, int], list[Problem]]:
     """The validated model (None on problems), the line of every key, and the problems.
 
     ``task, lines, problems = validate_file(Path("task.yaml"), Task)``
     """
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        return None, {}, [(1, "", f"cannot read the file: {exc.strerror or exc}")]
+        text = read_text(path)
+    except _Unreadable as exc:
+        return None, {}, [(exc.line, "", exc.reason)]
     data, lines, problems = _parse_yaml(text)
     if not problems and not isinstance(data, dict):
         got = "an empty file" if data is None else f"a {type(data).__name__}"
@@ -111,9 +172,30 @@ def format_problems(path: Path, problems: list[Problem]) -> str:
 
 def _parse_yaml(text: str) -> tuple[Any, dict[Loc, int], list[Problem]]:
     """The document, the line of every key and list item, and duplicate-key problems."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # checked up front: control characters
+        line = text.count("\n", 0, exc.position) + 1
+        return (
+            None,
+            {},
+            [
+                (
+                    line,
+                    "",
+                    f"the file holds the control character U+{exc.character:04X}"
+                    " (YAML allows tab, newline and printable text only); remove it",
+                )
+            ],
+        )
     try:
         node = loader.get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_VALUES:
+            why = (
+                f"the YAML expands to more than {MAX_VALUES:,} values through its aliases "
+                "(*name); write the values out, or use fewer aliases"
+            )
+            return None, {}, [(1, "", why)]
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -127,24 +209,50 @@ def _parse_yaml(text: str) -> tuple[Any, dict[Loc, int], list[Problem]]:
     lines: dict[Loc, int] = {}
     problems: list[Problem] = []
     if node is not None:
-        _record_lines(node, (), lines, problems)
+        _record_lines(node, (), lines, problems, set())
     return data, lines, problems
 
 
-def _record_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int], problems: list) -> None:
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many values ``node`` holds with every alias expanded (linear: shared nodes are
+    counted once per reference from a memo, never walked again)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = 1  # a recursive alias counts once rather than looping
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(item, memo) for item in node.value)
+    else:
+        size = 1
+    memo[id(node)] = min(size, MAX_VALUES + 1)  # saturate: a huge count is just "too many"
+    return memo[id(node)]
+
+
+def _record_lines(
+    node: yaml.Node, loc: Loc, lines: dict[Loc, int], problems: list, seen: set[int]
+) -> None:
+    if id(node) in seen:  # an alias of a node already walked: its lines are known
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = (*loc, key_node.value)
             if key in lines:
-                problems.append((key_node.start_mark.line + 1, _dotted(key),
-                                 f"duplicate key (first at line {lines[key]}; keep one)"))
+                problems.append(
+                    (
+                        key_node.start_mark.line + 1,
+                        _dotted(key),
+                        f"duplicate key (first at line {lines[key]}; keep one)",
+                    )
+                )
                 continue
             lines[key] = key_node.start_mark.line + 1
-            _record_lines(value_node, key, lines, problems)
+            _record_lines(value_node, key, lines, problems, seen)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             lines[(*loc, i)] = item.start_mark.line + 1
-            _record_lines(item, (*loc, i), lines, problems)
+            _record_lines(item, (*loc, i), lines, problems, seen)
 
 
 def _dotted(loc: Loc) -> str:

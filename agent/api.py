@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,47 +34,22 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.types import Command, Durability
 
 from agent._recorder import RunRecorder
-from agent.errors import AgentError, ConfigError
-from agent.events import (
-    ApprovalRequest,
-    Event,
-    Final,
-    RunError,
-    RunStarted,
-)
-from agent.llm.base import Backend, Sampling
+from agent.config import ApprovalRule, Limits, Sampling, ToolChoice
+from agent.errors import AgentError, ConfigError, error_kind
+from agent.events import ApprovalRequest, Event, Final, RunError, RunStarted
+from agent.llm.base import Backend
 from agent.persistence import StoreLocation, store_location
-from agent.task import Limits, Task, load_task
+from agent.task import Task, load_task
+from agent.types import Message, RunResult, ToolCall
 from graphs.state import recursion_limit
 from tools.policy import ToolPolicies
 
-__all__ = ["Agent", "Approver", "RunResult"]
+__all__ = ["Agent", "Approver"]
 
 _log = logging.getLogger(__name__)
 
 Approver = Callable[[ApprovalRequest], "bool | dict[str, bool] | Awaitable[bool | dict[str, bool]]"]
 """Decides on calls waiting for approval: True/False for all, or ``{call_id: bool}``."""
-
-
-@dataclass
-class RunResult:
-    """What a run ended with. ``status``: done, limit, loop, invalid_output, error, or
-    awaiting_approval (paused: resume with ``agent.run(run_id=..., approve=...)``)."""
-
-    run_id: str
-    status: str
-    answer: Any = None
-    steps: int = 0
-    tool_calls: int = 0
-    usage: dict[str, Any] = field(default_factory=dict)
-    limit: str | None = None
-    error: str | None = None
-    error_type: str | None = None
-    trace_path: Path | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "done"
 
 
 class Agent:
@@ -90,17 +65,16 @@ class Agent:
         limits: Limits | None = None,
         policies: ToolPolicies | None = None,
         sampling: Sampling | None = None,
-        approval: str | Sequence[str] = "side_effects",
+        approval: ApprovalRule | Sequence[str] = "side_effects",
         store: str | Path | StoreLocation | None = ".agent",
         constrained_tool_calls: bool = False,
         constrained_repair: bool = False,
+        tool_choice: ToolChoice = "auto",
     ) -> None:
         from tools.registry import ToolRegistry
 
         self.backend = model if isinstance(model, Backend) else _http_backend(model)
-        self.tools = ToolRegistry.default().select(
-            [t for t in tools if isinstance(t, str)]
-        )
+        self.tools = ToolRegistry.default().select([t for t in tools if isinstance(t, str)])
         for obj in tools:
             if not isinstance(obj, str):
                 self.tools.register(obj)
@@ -113,6 +87,12 @@ class Agent:
         self.store = store_location(store)
         self.constrained_tool_calls = constrained_tool_calls
         self.constrained_repair = constrained_repair
+        if tool_choice not in ("auto", "required", "none") and tool_choice not in self.tools:
+            raise ConfigError(
+                f"tool_choice={tool_choice!r}: use auto, required, none or the name of one of "
+                f"the agent's tools ({', '.join(self.tools.names()) or 'none'})"
+            )
+        self.tool_choice = tool_choice
         self.task: Task | None = None
         self._vars: dict[str, str] = {}
         self.durability: Durability = "async"
@@ -122,6 +102,7 @@ class Agent:
         self._graph: Any = None
         self._resources: AsyncExitStack | None = None
         self._runs: Any = None
+        self._threads: dict[str, str] = {}  # run id -> thread id, for runs of this process
         self._open_lock = asyncio.Lock()
 
     @classmethod
@@ -141,7 +122,6 @@ class Agent:
             mode=task.model.mode,
             timeout_s=task.model.timeout_s,
         )
-        require = task.approval.require
         agent = cls(
             model,
             tools=task.tools.enabled,
@@ -149,11 +129,12 @@ class Agent:
             output_schema=task.output_schema,
             limits=task.limits,
             policies=task.tool_policies(),
-            sampling=task.model.sampling.to_sampling(),
-            approval=require if isinstance(require, str) else tuple(require),
+            sampling=task.model.sampling,
+            approval=task.approval.rule(),
             store=store_location(task.store),
             constrained_tool_calls=task.model.constrained_tool_calls,
             constrained_repair=task.model.constrained_repair,
+            tool_choice=task.model.tool_choice,
         )
         agent.task = task
         agent._vars = dict(vars or {})
@@ -165,6 +146,7 @@ class Agent:
         self,
         input: str | None = None,
         *,
+        thread_id: str | None = None,
         run_id: str | None = None,
         resume: bool = False,
         approve: Approver | str | None = None,
@@ -172,61 +154,66 @@ class Agent:
     ) -> RunResult:
         """Run to the end and return the result. See :meth:`stream` for the arguments."""
         result: RunResult | None = None
-        error_type: str | None = None
-        async for event in self.stream(input, run_id=run_id, resume=resume, approve=approve):
+        async for event in self.stream(
+            input, thread_id=thread_id, run_id=run_id, resume=resume, approve=approve
+        ):
             if on_event is not None:
                 on_event(event)
             if isinstance(event, Final):
-                result = _result(event)
-            elif isinstance(event, RunError):
-                error_type = event.error_type
+                result = event.result
         assert result is not None, "stream() always ends with a Final event"
-        result.error_type = error_type
-        result.trace_path = RunRecorder.trace_path_for(self.store.folder, result.run_id)
         return result
 
     async def stream(
         self,
         input: str | None = None,
         *,
+        thread_id: str | None = None,
         run_id: str | None = None,
         resume: bool = False,
         approve: Approver | str | None = None,
     ) -> AsyncIterator[Event]:
         """Yield the run's events, always ending with one ``Final``.
 
-        ``input`` defaults to the task's input. The ``run_id`` of an existing run continues
-        it from its last checkpoint (tool calls that completed are not repeated);
-        ``resume=True`` requires that it exists. ``approve``: ``"all"``, ``"none"`` or a
-        callable; without one, a call that needs approval pauses the run (``Final`` with
-        status ``awaiting_approval``).
+        ``input`` defaults to the task's input. ``thread_id`` continues a conversation: the
+        run answers ``input`` after the thread's earlier turns (a new thread by that id if
+        there is none; without one, the run is a thread of its own). The ``run_id`` of an
+        existing run continues it from its last checkpoint (tool calls that completed are
+        not repeated); ``resume=True`` requires that it exists. ``approve``: ``"all"``,
+        ``"none"`` or a callable; without one, a call that needs approval pauses the run
+        (``Final`` with status ``awaiting_approval``).
         """
         if isinstance(approve, str) and approve not in ("all", "none"):
             raise ConfigError(f"approve={approve!r}: use 'all', 'none' or a callable")
         await self._open()
-        run_id = run_id or _new_run_id()
-        config = {"configurable": {"thread_id": run_id}}
-        snapshot = await self._graph.aget_state(config)
-        resumed = bool(snapshot.values)
-        if resume and not resumed:
-            raise ConfigError(f"no run {run_id!r} to resume in {self.store!r}")
-        if not resumed and input is None:
-            input = self._default_input()
+        plan = await self._plan(input, thread_id, run_id, resume)
+        run_id, resumed = plan.run_id, plan.payload is None
         async with AsyncExitStack() as stack:
+            # Queued until the server has room for its context (a no-op without a budget).
+            await stack.enter_async_context(self.backend.admitted(run_id))
             ctx = await self._context(run_id, stack, resumed=resumed)
-            rec = stack.enter_context(RunRecorder(
-                run_id, self.store.folder, self._runs, task=self._task_name(),
-                task_path=self.task.path if self.task is not None else None,
-                model_url=self._model_url(),
-            ))
+            rec = stack.enter_context(
+                RunRecorder(
+                    run_id,
+                    self.store.folder,
+                    self._runs,
+                    task=self._task_name(),
+                    task_path=self.task.path if self.task is not None else None,
+                    model_url=self._model_url(),
+                    thread_id=plan.thread_id,
+                )
+            )
             rec.start(resumed)
-            start = RunStarted(run_id, self._task_name(), self._model_url(), resumed)
+            start = RunStarted(
+                run_id, self._task_name(), self._model_url(), resumed, thread_id=plan.thread_id
+            )
             rec.event(start)
-            payload = None if resumed else self._initial_state(input)
             ended = False
             try:
                 yield start
-                async for event in self._drive(payload, config, ctx, approve, rec, snapshot):
+                async for event in self._drive(
+                    plan.payload, plan.config, ctx, approve, rec, plan.snapshot
+                ):
                     ended = isinstance(event, Final)
                     yield event
             finally:
@@ -234,8 +221,13 @@ class Agent:
                     rec.interrupted()
 
     async def _drive(
-        self, payload: Any, config: dict[str, Any], ctx: Any, approve: Any,
-        rec: RunRecorder, snapshot: Any,
+        self,
+        payload: Any,
+        config: dict[str, Any],
+        ctx: Any,
+        approve: Any,
+        rec: RunRecorder,
+        snapshot: Any,
     ) -> AsyncIterator[Event]:
         """Run the graph, answering approval pauses; every way out ends in one ``Final``."""
         run_id = ctx.run_id
@@ -244,7 +236,8 @@ class Agent:
         try:
             while True:
                 if pending:
-                    request = ApprovalRequest(run_id, pending[0].value["calls"])
+                    calls = [ToolCall(**c) for c in pending[0].value["calls"]]
+                    request = ApprovalRequest(run_id, calls)
                     rec.event(request)
                     yield request
                     decision = await _decide(approve, request)
@@ -257,7 +250,10 @@ class Agent:
                 # Only our own events stream; whether the graph paused for approval is read
                 # once from its state afterwards, rather than from an update per superstep.
                 async for event in self._graph.astream(
-                    payload, config, context=ctx, stream_mode="custom",
+                    payload,
+                    config,
+                    context=ctx,
+                    stream_mode="custom",
                     durability=self.durability,
                 ):
                     rec.event(event)
@@ -287,10 +283,10 @@ class Agent:
         except Exception:
             state = {}
         state["error"] = str(exc) or type(exc).__name__
-        error = RunError(ctx.run_id, type(exc).__name__, state["error"])
+        error = RunError(ctx.run_id, error_kind(exc), type(exc).__name__, state["error"])
         rec.event(error)
         yield error
-        yield rec.final("error", None, state)
+        yield rec.final("error", None, state, exc)
 
     # --- resources --------------------------------------------------------------------
 
@@ -323,9 +319,7 @@ class Agent:
             artifacts = self.store.folder / "artifacts" / run_id
         else:  # nothing persists: artifacts live as long as the machine's temp files
             artifacts = Path(tempfile.gettempdir()) / "agent-artifacts" / run_id
-        dispatcher = Dispatcher(
-            self.tools, self.policies, run_id=run_id, artifacts_dir=artifacts
-        )
+        dispatcher = Dispatcher(self.tools, self.policies, run_id=run_id, artifacts_dir=artifacts)
         stack.push_async_callback(dispatcher.aclose)
         if self.task is not None and self.task.services:
             from agent.services import run_services
@@ -341,7 +335,8 @@ class Agent:
             output_schema=self.output_schema,
             approval=self.approval,
             constrained_tool_calls=self.constrained_tool_calls,
-            repair_constrained=self.constrained_repair,
+            constrained_repair=self.constrained_repair,
+            tool_choice=self.tool_choice,
             resumed=resumed,
         )
         # Runs before the dispatcher closes (LIFO): calls still running are cancelled, and
@@ -365,18 +360,98 @@ class Agent:
     def first_prompt(self, input: str | None = None) -> str:
         """The exact text of the run's first completions prompt (``agent prompt TASK``)."""
         from agent import chatml
+        from agent.messages import to_messages
 
-        state = self._initial_state(input if input is not None else self._default_input())
-        return chatml.render(chatml.to_messages(state["messages"]), self.tools.specs())
+        text = input if input is not None else self._default_input()
+        state = self._turn(text, "", [])
+        return chatml.render(to_messages(state["messages"]), self.tools.specs())
 
     # --- small helpers ----------------------------------------------------------------
 
-    def _initial_state(self, input: str | None) -> dict[str, Any]:
+    async def _plan(
+        self, input: str | None, thread_id: str | None, run_id: str | None, resume: bool
+    ) -> _Plan:
+        """Which thread the run belongs to, and whether it continues or starts a turn."""
+        if run_id is not None:
+            thread = self._thread_of(run_id)
+            snapshot = await self._graph.aget_state(_config(thread))
+            current = snapshot.values.get("run_id", thread)  # one-turn threads: the run's id
+            if snapshot.values and current == run_id:
+                self._check_same_task(run_id)
+                return _Plan(run_id, thread, snapshot, None)
+            if snapshot.values:
+                raise ConfigError(
+                    f"run {run_id!r} is over: its thread {thread!r} went on with run {current!r}"
+                )
+            if resume:
+                raise ConfigError(f"no run {run_id!r} to resume in {self.store!r}")
+        run_id = run_id or _new_run_id()
+        thread = thread_id or run_id
+        snapshot = await self._graph.aget_state(_config(thread))
+        if snapshot.next or snapshot.interrupts:
+            raise ConfigError(
+                f"thread {thread!r} has an unfinished run {snapshot.values.get('run_id')!r}: "
+                "continue it (run_id=...) before starting another"
+            )
+        if snapshot.values:
+            self._check_same_task(snapshot.values.get("run_id", thread))
+        self._threads[run_id] = thread
+        messages = snapshot.values.get("messages", [])
+        text = input if input is not None else self._default_input()
+        return _Plan(run_id, thread, snapshot, self._turn(text, run_id, messages))
+
+    def _turn(self, input: str, run_id: str, history: list[Any]) -> dict[str, Any]:
+        """The state that starts a run: its input after the thread's history, and every
+        per-run counter and outcome reset (limits hold per run)."""
         messages: list[Any] = []
-        if self.system:
+        if self.system and not history:
             messages.append(SystemMessage(content=self.system))
-        messages.append(HumanMessage(content=input or ""))
-        return {"messages": messages, "steps": 0, "tool_calls": 0, "repairs": 0}
+        messages.append(HumanMessage(content=input))
+        return {
+            "messages": messages,
+            "run_id": run_id,
+            "run_start": len(history),
+            "steps": 0,
+            "tool_calls": 0,
+            "repairs": 0,
+            "output_retries": 0,
+            "usage": {},
+            "denied": [],
+            "json_mode": False,
+            "constrain": False,
+            "awaiting_approval": False,
+            "limit": None,
+            "status": None,
+            "answer": None,
+            "error": None,
+        }
+
+    def _thread_of(self, run_id: str) -> str:
+        if run_id in self._threads:
+            return self._threads[run_id]
+        record = self._runs.get(run_id) if self._runs is not None else None
+        return (record.thread_id if record is not None else None) or run_id
+
+    async def history(self, thread_id: str) -> list[Message]:
+        """The conversation of a thread (or of a one-turn run, by its id) so far."""
+        from agent.messages import to_messages
+
+        await self._open()
+        snapshot = await self._graph.aget_state(_config(self._thread_of(thread_id)))
+        return to_messages(snapshot.values.get("messages", []))
+
+    def _check_same_task(self, run_id: str) -> None:
+        """A run continues only under the task that started it (its tools, its policies)."""
+        record = self._runs.get(run_id) if self._runs is not None else None
+        if record is not None and record.task != self._row_task():
+            started = f" ({record.task_path})" if record.task_path else ""
+            raise ConfigError(
+                f"run {run_id!r} belongs to task {record.task!r}{started}, not "
+                f"{self._row_task()!r}: resume it with the task that started it"
+            )
+
+    def _row_task(self) -> str:
+        return self._task_name() or RunRecorder.API_TASK
 
     def _default_input(self) -> str:
         if self.task is None:
@@ -393,11 +468,34 @@ class Agent:
         return ", ".join(urls) if urls else type(self.backend).__name__
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """A run about to go: its thread, the thread's state, and what to feed the graph
+    (``None``: continue the run from its checkpoint)."""
+
+    run_id: str
+    thread_id: str
+    snapshot: Any
+    payload: dict[str, Any] | None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return _config(self.thread_id)
+
+
+def _config(thread_id: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread_id}}
+
+
 def _http_backend(urls: str | Sequence[str], **options: Any) -> Backend:
     from agent.llm.vllm import VLLMBackend
 
-    return VLLMBackend(urls, model=options.get("name"), mode=options.get("mode"),
-                       timeout_s=options.get("timeout_s"))
+    return VLLMBackend(
+        urls,
+        model=options.get("name"),
+        mode=options.get("mode"),
+        timeout_s=options.get("timeout_s"),
+    )
 
 
 def _check_store_is_hidden(store: StoreLocation, policies: ToolPolicies, tools: Any) -> None:
@@ -426,13 +524,6 @@ async def _decide(approve: Approver | str | None, request: ApprovalRequest) -> A
         return approve == "all"
     decision = approve(request)  # type: ignore[operator]
     return await decision if inspect.isawaitable(decision) else decision
-
-
-def _result(final: Final) -> RunResult:
-    return RunResult(
-        run_id=final.run_id, status=final.status, answer=final.answer, steps=final.steps,
-        tool_calls=final.tool_calls, usage=final.usage, limit=final.limit, error=final.error,
-    )
 
 
 def _new_run_id() -> str:

@@ -52,18 +52,16 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, TypeAlias
 
 from agent._json import STRICT
-from agent.types import Message, ToolCall, ToolSpec, new_call_id
-
-if TYPE_CHECKING:
-    from langchain_core.messages import BaseMessage
+from agent.types import Message, ToolCall, ToolSpec
 
 __all__ = [
     "BOS",
     "GENERATION_PROMPT",
     "MessageLike",
+    "content_text",
     "dumps",
     "escape",
     "render",
@@ -75,7 +73,7 @@ __all__ = [
 BOS = "<|begin_of_text|>"
 GENERATION_PROMPT = "<|im_start|>assistant\n"
 
-MessageLike: TypeAlias = "Message | dict[str, Any] | BaseMessage"
+MessageLike: TypeAlias = "Message | dict[str, Any]"
 
 _FUNCTION_CALLING_PROMPT = (
     "You are a function calling AI model. You are provided with function signatures within "
@@ -145,7 +143,7 @@ def dumps(value: Any) -> str:
 
 
 def to_messages(messages: Sequence[MessageLike]) -> list[Message]:
-    """Normalise OpenAI dicts, langchain-core messages and :class:`Message` to ``Message``.
+    """Normalise OpenAI-style dicts and :class:`Message` values to ``Message``.
 
     A tool message without a name takes it from the earlier call with its ``tool_call_id``.
 
@@ -286,11 +284,9 @@ def _to_message(raw: Any, i: int) -> Message:
         return raw
     if isinstance(raw, dict):
         return _from_openai(raw, i)
-    if hasattr(raw, "type") and hasattr(raw, "content"):
-        return _from_langchain(raw, i)
     raise TypeError(
-        f"message {i}: expected a Message, an OpenAI-style dict or a langchain-core message, "
-        f"got {type(raw).__name__}"
+        f"message {i}: expected a Message or an OpenAI-style dict, got {type(raw).__name__} "
+        "(langchain-core messages: agent.messages.to_messages converts them)"
     )
 
 
@@ -308,7 +304,7 @@ def _from_openai(d: dict[str, Any], i: int) -> Message:
     calls = [_openai_call(c, i) for c in d.get("tool_calls") or ()]
     return Message(
         role,  # type: ignore[arg-type]
-        _text(d.get("content"), i),
+        content_text(d.get("content"), i),
         tool_calls=calls,
         tool_call_id=d.get("tool_call_id"),
         name=d.get("name") if role == "tool" else None,
@@ -338,41 +334,42 @@ def _openai_call(c: Any, i: int) -> ToolCall:
     return ToolCall(fn["name"], args, id=call_id) if call_id else ToolCall(fn["name"], args)
 
 
-def _from_langchain(m: Any, i: int) -> Message:
-    kind = m.type
-    if kind == "chat":
-        kind = getattr(m, "role", kind)
-    if kind == "AIMessageChunk":
-        kind = "ai"
-    role = _check_role(kind, i)
-    calls = [
-        ToolCall(c["name"], dict(c.get("args") or {}), id=c.get("id") or new_call_id())
-        for c in getattr(m, "tool_calls", None) or ()
-    ]
-    return Message(
-        role,  # type: ignore[arg-type]
-        _text(m.content, i),
-        tool_calls=calls if role == "assistant" else [],
-        tool_call_id=getattr(m, "tool_call_id", None),
-        name=getattr(m, "name", None) if role == "tool" else None,
-    )
+# Content blocks that carry a tool call: rendered from the message's tool calls, where
+# the same call is kept (LangChain v1 output and Anthropic-style histories both do).
+_CALL_BLOCKS = frozenset({"tool_call", "tool_use", "tool_call_chunk", "server_tool_call"})
+_TEXT_BLOCKS = frozenset({"text", "output_text"})
+_SKIPPED_BLOCKS = frozenset({"reasoning", "thinking"})
 
 
-def _text(content: Any, i: int) -> str:
+def content_text(content: Any, i: int = 0) -> str:
+    """The text of a message's content: a string, or the text of its content blocks.
+
+    Text blocks are joined; tool-call blocks are skipped (the message's tool calls render
+    them) and so is reasoning; any other block (an image, a file) is refused by type.
+
+    >>> content_text([{"type": "text", "text": "a"}, {"type": "tool_use", "id": "1"}, "b"])
+    'ab'
+    """
     if content is None:
         return ""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, str):
-                parts.append(part)
-            elif isinstance(part, dict) and part.get("type") == "text":
-                parts.append(str(part.get("text", "")))
-            else:
-                raise ValueError(
-                    f"message {i}: only text content is supported; got a part {part!r:.100}"
-                )
-        return "".join(parts)
-    raise ValueError(f"message {i}: content must be a string, got {type(content).__name__}")
+    if not isinstance(content, list):
+        raise ValueError(
+            f"message {i}: content must be text or a list of content blocks, "
+            f"got {type(content).__name__}"
+        )
+    parts = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+            continue
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind in _TEXT_BLOCKS:
+            parts.append(str(block.get("text", "")))
+        elif kind not in _CALL_BLOCKS and kind not in _SKIPPED_BLOCKS:
+            raise ValueError(
+                f"message {i}: a {kind or type(block).__name__!r} content block cannot be sent "
+                "to Hermes, which reads text only; send its text, or leave the block out"
+            )
+    return "".join(parts)

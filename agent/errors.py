@@ -21,9 +21,20 @@ AgentError                      base of everything below
 
 Errors the model can fix (`ToolError` and its children) are turned into tool results by
 the dispatcher; the rest propagate as typed exceptions.
+
+Code that must react to an error (an exit code, a retry, a tool result's status) reads
+its typed ``kind`` (:func:`error_kind`, :data:`ErrorKind`) or, for tool errors,
+``tool_error`` (:data:`agent.types.ToolErrorKind`) — never the class's name.
+
+>>> error_kind(BackendUnavailable("no server")), error_kind(KeyError("x"))
+('backend_unavailable', 'internal')
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
+
+from agent.types import ErrorKind, ToolErrorKind
 
 __all__ = [
     "AgentError",
@@ -33,6 +44,7 @@ __all__ = [
     "BackendUnavailable",
     "ConfigError",
     "ContextLengthExceeded",
+    "ErrorKind",
     "LimitReached",
     "ModelOutputError",
     "StreamInterrupted",
@@ -42,15 +54,25 @@ __all__ = [
     "ToolExecutionError",
     "ToolPolicyError",
     "ToolTimeout",
+    "error_kind",
 ]
+
+
+def error_kind(exc: BaseException) -> ErrorKind:
+    """The :data:`ErrorKind` of any exception (``internal`` for those not ours)."""
+    return exc.kind if isinstance(exc, AgentError) else "internal"
 
 
 class AgentError(Exception):
     """Base class of every error this framework raises on purpose."""
 
+    kind: ClassVar[ErrorKind] = "internal"
+
 
 class ConfigError(AgentError):
     """Bad configuration: a task file, a CLI option, a policy. The user must fix it."""
+
+    kind = "config"
 
 
 class ToolDefinitionError(ConfigError):
@@ -60,6 +82,8 @@ class ToolDefinitionError(ConfigError):
 class BackendError(AgentError):
     """The model server failed. ``url`` names the server when known."""
 
+    kind = "backend"
+
     def __init__(self, message: str, *, url: str | None = None) -> None:
         super().__init__(message)
         self.url = url
@@ -67,6 +91,8 @@ class BackendError(AgentError):
 
 class BackendUnavailable(BackendError):
     """The server could not be reached at all (connection refused, DNS failure)."""
+
+    kind = "backend_unavailable"
 
 
 class BackendTimeout(BackendError):
@@ -107,22 +133,33 @@ class BackendHTTPError(BackendError):
 class ModelOutputError(AgentError):
     """The model's output could not be used, even after the repair budget was spent."""
 
+    kind = "model_output"
+
 
 class ToolError(AgentError):
     """A tool call failed in a way the model can act on; becomes an error tool result."""
 
+    kind = "tool"
+    tool_error: ClassVar[ToolErrorKind] = "execution"
+
 
 class ToolArgumentError(ToolError):
     """Unknown tool, or arguments that do not match the tool's JSON Schema."""
+
+    tool_error = "arguments"
 
 
 class ToolPolicyError(ToolError):
     """The call was refused by policy or sandbox: a path outside the workspace, a host not
     allowed, a statement type not allowed."""
 
+    tool_error = "policy"
+
 
 class ToolTimeout(ToolError):
     """The call exceeded its hard timeout and was stopped."""
+
+    tool_error = "timeout"
 
 
 class ToolExecutionError(ToolError):
@@ -131,6 +168,8 @@ class ToolExecutionError(ToolError):
 
 class LimitReached(AgentError):
     """A run limit was hit; ``limit`` names it (``max_steps``, ``deadline``, …)."""
+
+    kind = "limit"
 
     def __init__(self, message: str, *, limit: str) -> None:
         super().__init__(message)

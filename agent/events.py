@@ -5,6 +5,12 @@ the class or switch on ``event.kind`` after a JSON round trip (:func:`to_dict`).
 The graph's nodes emit them through LangGraph's custom stream; :class:`agent.Agent`
 adds the run-level ones (``RunStarted``, ``Final``, ``RunError``).
 
+Events hold the core values themselves — a :class:`~agent.types.ToolCall`, a
+:class:`~agent.types.ToolResult`, a :class:`~agent.llm.base.Generation`, a
+:class:`~agent.types.RunResult` — never copies of their fields, so the JSON of an event
+nests them as they are (``{"kind": "tool_call", "step": 1, "call": {"name", "arguments",
+"id"}, "early": false}``).
+
 >>> to_dict(TextDelta(step=1, text="Hi"))
 {'kind': 'text', 'step': 1, 'text': 'Hi'}
 """
@@ -12,8 +18,11 @@ adds the run-level ones (``RunStarted``, ``Final``, ``RunError``).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
+
+from agent.llm.base import Generation
+from agent.types import ErrorKind, RunResult, ToolCall, ToolResult
 
 __all__ = [
     "ApprovalRequest",
@@ -32,10 +41,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class RunStarted:
+    """A run began (``resumed``: it continues from a checkpoint) on ``thread_id``."""
+
     run_id: str
     task: str | None = None
     model_url: str | None = None
     resumed: bool = False
+    thread_id: str | None = None
     kind: Literal["run_started"] = "run_started"
 
 
@@ -53,9 +65,7 @@ class ToolCallEvent:
     """A complete, parsed tool call. ``early``: dispatched before the generation ended."""
 
     step: int
-    call_id: str
-    name: str
-    arguments: dict[str, Any]
+    call: ToolCall
     early: bool = False
     kind: Literal["tool_call"] = "tool_call"
 
@@ -65,14 +75,7 @@ class ToolResultEvent:
     """A tool call's result. ``reused``: taken from a completed call on resume, not rerun."""
 
     step: int
-    call_id: str
-    name: str
-    status: Literal["ok", "error", "denied"]
-    content: str
-    duration_s: float = 0.0
-    error_type: str | None = None
-    sandbox: str | None = None
-    artifact_id: str | None = None
+    result: ToolResult
     reused: bool = False
     kind: Literal["tool_result"] = "tool_result"
 
@@ -89,48 +92,38 @@ class RepairEvent:
 
 @dataclass(frozen=True)
 class ApprovalRequest:
-    """Calls with side effects wait for a yes/no (``calls``: id, name, arguments)."""
+    """Calls with side effects wait for a yes/no (answer by call id)."""
 
     run_id: str
-    calls: list[dict[str, Any]]
+    calls: list[ToolCall]
     kind: Literal["approval"] = "approval"
 
 
 @dataclass(frozen=True)
 class StepFinished:
-    """One model call finished. ``prompt`` and ``raw`` are kept for traces."""
+    """One model call finished: its whole generation (prompt and raw text, for traces)."""
 
     step: int
-    finish_reason: str
-    usage: dict[str, Any]
-    timings: dict[str, float]
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[dict[str, str]] = field(default_factory=list)
-    prompt: str | None = None
-    raw: str = ""
+    generation: Generation
     kind: Literal["step"] = "step"
 
 
 @dataclass(frozen=True)
 class Final:
-    """The run ended. ``status``: done, limit, loop, invalid_output or error."""
+    """The run ended (every run's last event): how, in ``result``."""
 
-    run_id: str
-    status: str
-    answer: Any
-    steps: int
-    tool_calls: int
-    usage: dict[str, Any]
-    limit: str | None = None
-    error: str | None = None
+    result: RunResult
     kind: Literal["final"] = "final"
 
 
 @dataclass(frozen=True)
 class RunError:
-    """The run failed with an exception (backend unreachable, configuration, …)."""
+    """The run failed with an exception (backend unreachable, configuration, …).
+
+    ``error_kind`` says who must act; ``error_type`` names the exception for people."""
 
     run_id: str
+    error_kind: ErrorKind
     error_type: str
     message: str
     kind: Literal["error"] = "error"
@@ -150,6 +143,6 @@ Event = (
 
 
 def to_dict(event: Event) -> dict[str, Any]:
-    """A JSON-ready dict with ``kind`` first (shallow: fields are already plain values)."""
-    data = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+    """A JSON-ready dict with ``kind`` first; nested values become dicts too."""
+    data = dataclasses.asdict(event)
     return {"kind": data.pop("kind"), **data}

@@ -41,8 +41,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
 from agent._hermes_call import decode_short, parse_call
-from agent.llm.base import Malformed
-from agent.types import ToolCall
+from agent.types import Malformed, ToolCall
 
 __all__ = [
     "Event",

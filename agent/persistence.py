@@ -184,8 +184,13 @@ async def _postgres(url: str, stack: AsyncExitStack) -> tuple[Any, Any]:
         ) from None
     await _setup_tables(url, AsyncPostgresSaver, AsyncPostgresStore)
     pool = AsyncConnectionPool(
-        url, min_size=1, max_size=_POOL_MAX, open=False, kwargs=_connection_options(url),
-        check=AsyncConnectionPool.check_connection, name="agent-persistence",
+        url,
+        min_size=1,
+        max_size=_POOL_MAX,
+        open=False,
+        kwargs=_connection_options(url),
+        check=AsyncConnectionPool.check_connection,
+        name="agent-persistence",
     )
     try:
         await pool.open(wait=True, timeout=_CONNECT_TIMEOUT_S)

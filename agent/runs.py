@@ -19,18 +19,21 @@ prompt        step, prefix_chars, text, chars: the prompt sent is the previous p
               first prefix_chars characters + text (prompts are append-only, so this
               keeps traces linear in run length); chars is its whole length.
               prompt_texts() rebuilds every prompt whole
-model_output  step, text (raw), tool_calls, errors, finish_reason, usage, timings
-tool_call     step, call_id, name, arguments, early
-tool_result   step, call_id, name, status, content, duration_s, error_type, sandbox,
-              artifact_id, reused
+model_output  step, text (raw), content, tool_calls, errors, finish_reason, usage,
+              timings, url (the step's Generation, less its prompt)
+tool_call     step, call {name, arguments, id}, early
+tool_result   step, result {call_id, name, status, content, error, artifact_id,
+              truncated, duration_s, sandbox}, reused
 repair        step, reasons, consecutive
-approval      calls (each id, name, arguments)
-final         status, answer, steps, tool_calls, usage, limit, error
-error         error_type, message
+approval      calls (each name, arguments, id)
+final         result {run_id, status, answer, steps, tool_calls, usage, limit, error,
+              error_kind, error_type, trace_path}
+error         error_kind, error_type, message
 ```
-(The fields of the ``agent.events`` dataclasses; ``run_id`` is on every line.)
-Readers ignore fields they do not know; a new *major* version means an incompatible change
-and :func:`read_trace` refuses it.
+(The ``agent.events`` dataclasses as ``agent.events.to_dict`` writes them; ``run_id`` is
+on every line.) Readers ignore fields they do not know; a new *major* version means an
+incompatible change and :func:`read_trace` refuses it. Version 1 traces (flat
+``tool_call``/``tool_result``/``final`` fields) are still read.
 
 >>> RunRecord("r1", task="t", status="done").usage.total_tokens
 0
@@ -49,12 +52,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from agent._owner import Owner
 from agent.errors import ConfigError
-from agent.llm.base import Usage
+from agent.types import RUN_STATUSES, Usage
 
 __all__ = [
     "DEFAULT_STORE",
-    "RUN_STATUSES",
     "TRACE_EVENT_TYPES",
     "TRACE_SCHEMA_VERSION",
     "RunRecord",
@@ -66,14 +69,18 @@ __all__ = [
 ]
 
 DEFAULT_STORE = ".agent"
-RUN_STATUSES = (
-    "running", "done", "limit", "loop", "invalid_output", "error", "interrupted",
-    "awaiting_approval",
-)
-TRACE_SCHEMA_VERSION = "1.0"
+TRACE_SCHEMA_VERSION = "2.0"
+_READABLE_MAJORS = ("1", "2")
 TRACE_EVENT_TYPES = (
-    "run_started", "prompt", "model_output", "tool_call", "tool_result",
-    "repair", "approval", "final", "error",
+    "run_started",
+    "prompt",
+    "model_output",
+    "tool_call",
+    "tool_result",
+    "repair",
+    "approval",
+    "final",
+    "error",
 )
 
 # Numbered migrations: append, never edit one that has shipped.
@@ -97,11 +104,34 @@ _MIGRATIONS: list[str] = [
     )""",
     "CREATE INDEX runs_started ON runs (started_at DESC);"
     "CREATE INDEX runs_status ON runs (status, started_at DESC)",
+    # The process running the run (agent._owner): a dead owner means `interrupted`.
+    "ALTER TABLE runs ADD COLUMN host TEXT;"
+    "ALTER TABLE runs ADD COLUMN pid INTEGER;"
+    "ALTER TABLE runs ADD COLUMN pid_start INTEGER;"
+    # The conversation a run is a turn of (NULL: a run of its own).
+    "ALTER TABLE runs ADD COLUMN thread_id TEXT;"
+    "CREATE INDEX runs_thread ON runs (thread_id, started_at)",
 ]
 _COLUMNS = (
-    "run_id", "task", "task_path", "status", "answer", "started_at", "finished_at", "steps",
-    "tool_calls", "prompt_tokens", "completion_tokens", "cached_tokens", "model_url",
-    "trace_path", "error",
+    "run_id",
+    "task",
+    "task_path",
+    "status",
+    "answer",
+    "started_at",
+    "finished_at",
+    "steps",
+    "tool_calls",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "model_url",
+    "trace_path",
+    "error",
+    "host",
+    "pid",
+    "pid_start",
+    "thread_id",
 )
 _UPDATABLE = frozenset(_COLUMNS) - {"run_id"} | {"usage"}
 
@@ -139,6 +169,16 @@ class RunRecord:
     model_url: str | None = None
     trace_path: str | None = None
     error: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    pid_start: int | None = None
+    thread_id: str | None = None
+
+    @property
+    def short_id(self) -> str:
+        """The random tail of the id, which ``agent runs`` and ``--resume`` accept:
+        ``RunRecord("run_20261130T062412_ccc2ad", "t", "done").short_id == "ccc2ad"``."""
+        return self.run_id.rsplit("_", 1)[-1]
 
     @property
     def duration_s(self) -> float | None:
@@ -216,14 +256,28 @@ class RunStore:
         model_url: str | None = None,
         trace_path: str | Path | None = None,
         task_path: str | Path | None = None,
+        thread_id: str | None = None,
     ) -> RunRecord:
-        """Record a new run as ``running``; ValueError if ``run_id`` exists."""
+        """Record a new run as ``running`` by this process; ValueError if ``run_id`` exists."""
+        owner = Owner.current()
         try:
             with self._tx() as conn:
                 conn.execute(
                     "INSERT INTO runs (run_id, task, task_path, status, started_at, model_url,"
-                    " trace_path) VALUES (?, ?, ?, 'running', ?, ?, ?)",
-                    (run_id, task, _str(task_path), time.time(), model_url, _str(trace_path)),
+                    " trace_path, host, pid, pid_start, thread_id) VALUES (?, ?, ?, "
+                    "'running', ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run_id,
+                        task,
+                        _str(task_path),
+                        time.time(),
+                        model_url,
+                        _str(trace_path),
+                        owner.host,
+                        owner.pid,
+                        owner.start,
+                        thread_id,
+                    ),
                 )
         except sqlite3.IntegrityError:
             raise ValueError(f"run {run_id!r} already exists in {self.path}") from None
@@ -244,8 +298,14 @@ class RunStore:
     ) -> RunRecord:
         """Record how a run ended (``finished_at`` = now); KeyError if unknown."""
         return self.update(
-            run_id, status=status, answer=answer, steps=steps, tool_calls=tool_calls,
-            usage=usage or Usage(), error=error, finished_at=time.time(),
+            run_id,
+            status=status,
+            answer=answer,
+            steps=steps,
+            tool_calls=tool_calls,
+            usage=usage or Usage(),
+            error=error,
+            finished_at=time.time(),
         )
 
     def update(self, run_id: str, **fields: Any) -> RunRecord:
@@ -257,9 +317,11 @@ class RunStore:
             raise ValueError(f"status {fields['status']!r} is not one of {RUN_STATUSES}")
         if "usage" in fields:
             usage: Usage = fields.pop("usage")
-            fields |= {"prompt_tokens": usage.prompt_tokens,
-                       "completion_tokens": usage.completion_tokens,
-                       "cached_tokens": usage.cached_tokens}
+            fields |= {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "cached_tokens": usage.cached_tokens,
+            }
         fields = {k: _str(v) if k == "trace_path" else v for k, v in fields.items()}
         with self._tx() as conn:
             if fields:
@@ -274,21 +336,74 @@ class RunStore:
             raise KeyError(run_id)
         return record
 
+    def resume(self, run_id: str) -> RunRecord:
+        """Mark a run ``running`` again, owned by this process; KeyError if unknown."""
+        owner = Owner.current()
+        return self.update(
+            run_id, status="running", host=owner.host, pid=owner.pid, pid_start=owner.start
+        )
+
     def get(self, run_id: str) -> RunRecord | None:
-        """The run, or None."""
+        """The run, or None. A ``running`` run whose process died reads ``interrupted``."""
         with self._tx(write=False) as conn:
             row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return RunRecord._from_row(row) if row else None
+        return self._settle([RunRecord._from_row(row)])[0] if row else None
+
+    def find(self, ref: str) -> RunRecord:
+        """The one run that ``ref`` names: its id, the start of its id, or the start of its
+        short id (:attr:`RunRecord.short_id`). ConfigError if none or several match."""
+        pattern = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        with self._tx(write=False) as conn:
+            rows = conn.execute(
+                "SELECT * FROM runs WHERE run_id = ? OR run_id LIKE ? ESCAPE '\\' "
+                "OR run_id LIKE ? ESCAPE '\\' ORDER BY started_at DESC LIMIT 6",
+                (ref, pattern, "%\\_" + pattern),
+            ).fetchall()
+        records = [RunRecord._from_row(r) for r in rows]
+        exact = [r for r in records if r.run_id == ref]
+        if exact or len(records) == 1:
+            return self._settle(exact or records)[0]
+        if not records:
+            raise ConfigError(f"no run {ref!r} in {self.path} (see: agent runs list)")
+        ids = ", ".join(r.run_id for r in records[:5])
+        raise ConfigError(
+            f"{ref!r} matches several runs ({ids}{', …' if len(records) > 5 else ''})"
+            "; give more of the id"
+        )
 
     def list(self, limit: int = 20, status: str | None = None) -> list[RunRecord]:
         """The newest runs first, optionally only those with ``status``."""
         where, args = ("WHERE status = ?", [status]) if status else ("", [])
+        if status == "interrupted":  # include running rows whose process is gone
+            where, args = ("WHERE status IN ('interrupted', 'running')", [])
         with self._tx(write=False) as conn:
             rows = conn.execute(
                 f"SELECT * FROM runs {where} ORDER BY started_at DESC, rowid DESC LIMIT ?",
                 (*args, limit),
             ).fetchall()
-        return [RunRecord._from_row(r) for r in rows]
+        records = self._settle([RunRecord._from_row(r) for r in rows])
+        return [r for r in records if status is None or r.status == status]
+
+    def _settle(self, records: list[RunRecord]) -> list[RunRecord]:
+        """Mark ``running`` runs whose owner process is gone as ``interrupted`` (persisted:
+        the row is only changed if it still names that dead process)."""
+        dead = [
+            r
+            for r in records
+            if r.status == "running"
+            and r.pid is not None
+            and Owner(r.host or "", r.pid, r.pid_start).alive() is False
+        ]
+        if dead:
+            with self._tx() as conn:
+                for r in dead:
+                    conn.execute(
+                        "UPDATE runs SET status = 'interrupted' WHERE run_id = ? AND "
+                        "status = 'running' AND pid = ?",
+                        (r.run_id, r.pid),
+                    )
+                    r.status = "interrupted"
+        return records
 
 
 def _str(value: object) -> str | None:
@@ -327,8 +442,13 @@ class TraceWriter:
         """Append one event and flush it; returns the event as written."""
         if self._file is None:
             raise ValueError(f"trace {self.path} is closed")
-        event = {"v": TRACE_SCHEMA_VERSION, "ts": time.time(),
-                 "run_id": fields.pop("run_id", self.run_id), "type": type, **fields}
+        event = {
+            "v": TRACE_SCHEMA_VERSION,
+            "ts": time.time(),
+            "run_id": fields.pop("run_id", self.run_id),
+            "type": type,
+            **fields,
+        }
         line = json.dumps(event, ensure_ascii=False, default=_jsonable)
         self._file.write(line + "\n")
         self._file.flush()
@@ -385,7 +505,6 @@ def read_trace(path: str | Path) -> list[dict[str, Any]]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read trace: {exc.strerror or exc}") from None
     lines = text.split("\n")
-    major = TRACE_SCHEMA_VERSION.split(".")[0]
     events = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -397,10 +516,11 @@ def read_trace(path: str | Path) -> list[dict[str, Any]]:
                 break
             raise ConfigError(f"{path}:{n}: not a JSON trace event ({exc.msg})") from None
         version = str(event.get("v", "?")) if isinstance(event, dict) else "?"
-        if version.split(".")[0] != major:
+        if version.split(".")[0] not in _READABLE_MAJORS:
             raise ConfigError(
                 f"{path}:{n}: trace format version {version} is not supported (this program "
-                f"reads {major}.x): read it with the version that wrote it"
+                f"reads {' and '.join(m + '.x' for m in _READABLE_MAJORS)}): read it with "
+                "the version that wrote it"
             )
         events.append(event)
     return events

@@ -30,7 +30,7 @@ Choices worth knowing:
   and checkpoints) or a ``postgres://`` URL for checkpoints.
 - Missing ``{var}`` in ``input`` is caught at load time, so a run never starts half-configured.
 
->>> Limits().max_steps
+>>> Task(input="Hi").limits.max_steps
 20
 """
 
@@ -43,14 +43,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import jsonschema
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    WithJsonSchema,
-    field_validator,
-)
+from pydantic import Field, PrivateAttr, WithJsonSchema, field_validator
 
 from agent._yamlload import (
     URL_PATTERN,
@@ -62,16 +55,14 @@ from agent._yamlload import (
     load_yaml_model,
     validate_file,
 )
+from agent.config import ApprovalMode, ApprovalRule, ConfigModel, Limits, Sampling, ToolChoice
 from agent.errors import ConfigError
-from agent.llm.base import Sampling
-from tools.policy import FilesPolicy, HttpPolicy, SandboxPolicy, SqlPolicy, ToolPolicies
+from tools.policy import PolicySet, ToolPolicies
 
 __all__ = [
     "DEFAULT_MODEL_URL",
     "Approval",
-    "Limits",
     "ModelConfig",
-    "SamplingConfig",
     "ServiceSpec",
     "Task",
     "ToolsConfig",
@@ -86,29 +77,7 @@ _Url = Annotated[str, Field(pattern=URL_PATTERN)]
 _Text = Annotated[str, WithJsonSchema({"type": ["string", "number"]})]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
-
-
-class SamplingConfig(_Model):
-    """Sampling parameters; ``None`` leaves the server's default. See ``Sampling``."""
-
-    temperature: float | None = Field(0.7, ge=0)
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=-1)
-    min_p: float | None = Field(None, ge=0, le=1)
-    max_tokens: int = Field(1024, gt=0, description="Tokens generated per step at most.")
-    seed: int | None = None
-    repetition_penalty: float | None = Field(None, gt=0)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-
-    def to_sampling(self) -> Sampling:
-        """The backend's dataclass: ``SamplingConfig(seed=1).to_sampling().seed == 1``."""
-        return Sampling(**self.model_dump())
-
-
-class ModelConfig(_Model):
+class ModelConfig(ConfigModel):
     """Which server(s) and how to sample."""
 
     url: _Url | list[_Url] | None = Field(
@@ -118,17 +87,23 @@ class ModelConfig(_Model):
     mode: Literal["completions", "chat"] = Field(
         "completions", description="completions: our ChatML + parser; chat: the server's."
     )
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    sampling: Sampling = Field(default_factory=Sampling)
     constrained_tool_calls: bool = Field(
         False, description="Constrain <tool_call> bodies to the tools' schemas."
+    )
+    tool_choice: ToolChoice = Field(
+        "auto",
+        description="auto, required (a tool call is forced), none (no tools shown), or a tool's "
+        "name (a call to it is forced); required and a name hold until the run's first call.",
     )
     constrained_repair: bool = Field(
         False, description="After a malformed call, constrain the retry to the tools' schemas."
     )
     timeout_s: float = Field(120.0, gt=0, description="Total deadline of one model call.")
 
-    def urls(self, override: str | None = None, env: typing.Mapping[str, str] | None = None
-             ) -> list[str]:
+    def urls(
+        self, override: str | None = None, env: typing.Mapping[str, str] | None = None
+    ) -> list[str]:
         """Server URLs: ``override`` (``--model-url``), the file, ``AGENT_MODEL_URL``, default.
 
         >>> ModelConfig().urls(env={})
@@ -142,19 +117,10 @@ class ModelConfig(_Model):
         return [env.get("AGENT_MODEL_URL") or DEFAULT_MODEL_URL]
 
 
-_POLICY_DEFAULTS = ToolPolicies.model_fields
-
-
-class ToolsConfig(_Model):
+class ToolsConfig(PolicySet):
     """Which tools the model may call, and the policies that confine them."""
 
     enabled: list[str] = Field(default_factory=list, description="Tool names, e.g. sql_query.")
-    http: HttpPolicy = Field(default_factory=HttpPolicy)
-    sql: SqlPolicy = Field(default_factory=SqlPolicy)
-    files: FilesPolicy = Field(default_factory=FilesPolicy)
-    sandbox: SandboxPolicy = Field(default_factory=SandboxPolicy)
-    max_concurrency: int = Field(_POLICY_DEFAULTS["max_concurrency"].default, gt=0)
-    max_result_chars: int = Field(_POLICY_DEFAULTS["max_result_chars"].default, gt=0)
 
     @field_validator("enabled")
     @classmethod
@@ -164,28 +130,17 @@ class ToolsConfig(_Model):
         return names
 
 
-class Limits(_Model):
-    """When a run stops even without a final answer."""
-
-    max_steps: int = Field(
-        20, gt=0, description="Model calls at most, plus one closing call when a limit is hit."
-    )
-    max_tool_calls: int = Field(50, ge=0, description="Tool calls at most, over the run.")
-    deadline_s: float = Field(300.0, gt=0, description="Wall-clock seconds for the whole run.")
-    max_tokens: int | None = Field(None, gt=0, description="Token budget (prompt + completion).")
-    max_repairs: int = Field(3, ge=0, description="Malformed outputs sent back to fix, at most.")
-    loop_threshold: int = Field(
-        3, ge=2, description="The N-th identical call gets a notice instead of running; N+1 stops."
-    )
-
-
-class Approval(_Model):
+class Approval(ConfigModel):
     """Which tool calls wait for a human: none, side_effects (writes), all, or named tools."""
 
-    require: Literal["none", "side_effects", "all"] | list[str] = "side_effects"
+    require: ApprovalMode | list[str] = "side_effects"
+
+    def rule(self) -> ApprovalRule:
+        """As ``Agent(approval=...)`` takes it: ``Approval(require=["a"]).rule() == ("a",)``."""
+        return self.require if isinstance(self.require, str) else tuple(self.require)
 
 
-class ServiceSpec(_Model):
+class ServiceSpec(ConfigModel):
     """A local process the task needs (a fake API, a database), started before the run."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
@@ -196,7 +151,7 @@ class ServiceSpec(_Model):
     ready_timeout_s: float = Field(30.0, gt=0)
 
 
-class Task(_Model):
+class Task(ConfigModel):
     """A task file, validated. Load one with :func:`load_task`."""
 
     name: str | None = None
@@ -279,12 +234,8 @@ class Task(_Model):
 
     def tool_policies(self) -> ToolPolicies:
         """The dispatcher's policies, with the workspace as an absolute path."""
-        t = self.tools
-        return ToolPolicies(
-            workspace=self.workspace_dir(), http=t.http, sql=t.sql, files=t.files,
-            sandbox=t.sandbox, max_concurrency=t.max_concurrency,
-            max_result_chars=t.max_result_chars,
-        )
+        policies = {name: getattr(self.tools, name) for name in PolicySet.model_fields}
+        return ToolPolicies(workspace=self.workspace_dir(), **policies)
 
 
 def task_json_schema() -> dict[str, Any]:
@@ -352,9 +303,47 @@ def _check_resolved(task: Task, lines: dict[Loc, int]) -> list[Problem]:
     for name in dict.fromkeys(task.variables()):
         if name not in known:
             problems.append((line_of(lines, ("input",)), "input", _missing_var(name)))
+    problems.extend(_check_tool_names(task, lines))
     ws = task.workspace_dir()
     if not ws.is_dir():
-        problems.append((line_of(lines, ("workspace",)), "workspace",
-                         f"folder {ws} does not exist (create it, or fix the path: it is "
-                         "relative to the task file's folder)"))
+        problems.append(
+            (
+                line_of(lines, ("workspace",)),
+                "workspace",
+                f"folder {ws} does not exist (create it, or fix the path: it is "
+                "relative to the task file's folder)",
+            )
+        )
+    return problems
+
+
+def _check_tool_names(task: Task, lines: dict[Loc, int]) -> list[Problem]:
+    """Every enabled tool exists (built-ins and installed plugins), before anything starts."""
+    if not task.tools.enabled and task.model.tool_choice in ("auto", "required", "none"):
+        return []
+    from tools.registry import ToolRegistry
+
+    registry = ToolRegistry.default()
+    problems = []
+    choice = task.model.tool_choice
+    if choice not in ("auto", "required", "none") and choice not in task.tools.enabled:
+        problems.append(
+            (
+                line_of(lines, ("model", "tool_choice")),
+                "model.tool_choice",
+                f"'{choice}' is not auto, required, none or an enabled tool "
+                f"(enabled: {', '.join(task.tools.enabled) or 'none'})",
+            )
+        )
+    for i, name in enumerate(task.tools.enabled):
+        if name not in registry:
+            close = registry.closest(name)
+            hint = f"did you mean '{close}'? " if close else ""
+            problems.append(
+                (
+                    line_of(lines, ("tools", "enabled", i)),
+                    f"tools.enabled[{i}]",
+                    f"unknown tool '{name}' ({hint}available: {', '.join(registry.names())})",
+                )
+            )
     return problems

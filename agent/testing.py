@@ -27,8 +27,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-import pytest
-
 from agent.errors import BackendError
 from agent.hermes import TextDelta, ToolCallParsed
 from agent.llm.base import Backend, Generation, GenerationDone, GenerationRequest
@@ -51,9 +49,14 @@ __all__ = [
 
 
 @contextmanager
-def run_sim(policy: Policy | None = None, config: SimConfig | None = None, *,
-            faults: Faults | None = None, host: str = "127.0.0.1",
-            port: int = 0) -> Iterator[SimServer]:
+def run_sim(
+    policy: Policy | None = None,
+    config: SimConfig | None = None,
+    *,
+    faults: Faults | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> Iterator[SimServer]:
     """Run a simulated vLLM server for the ``with`` block; ``port=0`` picks a free port.
 
     >>> with run_sim() as sim:
@@ -68,9 +71,14 @@ def run_sim(policy: Policy | None = None, config: SimConfig | None = None, *,
 
 
 @asynccontextmanager
-async def arun_sim(policy: Policy | None = None, config: SimConfig | None = None, *,
-                   faults: Faults | None = None, host: str = "127.0.0.1",
-                   port: int = 0) -> AsyncIterator[SimServer]:
+async def arun_sim(
+    policy: Policy | None = None,
+    config: SimConfig | None = None,
+    *,
+    faults: Faults | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> AsyncIterator[SimServer]:
     """:func:`run_sim` for ``async with``; start and stop run off the caller's loop."""
     server = SimServer(policy, config, faults)
     await asyncio.to_thread(server.start, host, port)
@@ -80,31 +88,6 @@ async def arun_sim(policy: Policy | None = None, config: SimConfig | None = None
         # Closing waits for open streams; doing it in a thread keeps the caller's loop
         # (which may own those streams' clients) running meanwhile.
         await asyncio.to_thread(server.close)
-
-
-@pytest.fixture
-def sim() -> Iterator[SimServer]:
-    """A running instant-profile simulated server with an empty ``FunctionPolicy``."""
-    with run_sim(FunctionPolicy()) as server:
-        yield server
-
-
-@pytest.fixture
-def sim_factory() -> Iterator[Callable[..., SimServer]]:
-    """Start more simulated servers: ``sim_factory(policy=None, config=None, faults=None)``."""
-    started: list[SimServer] = []
-
-    def start(policy: Policy | None = None, config: SimConfig | None = None,
-              faults: Faults | None = None) -> SimServer:
-        server = SimServer(policy, config, faults).start()
-        started.append(server)
-        return server
-
-    try:
-        yield start
-    finally:
-        for server in started:
-            server.close()
 
 
 class ScriptedBackend(Backend):
@@ -137,3 +120,37 @@ class ScriptedBackend(Backend):
             else:
                 await asyncio.sleep(float(item))
         yield GenerationDone(Generation(text=text, content=text, tool_calls=calls))
+
+
+try:  # the fixtures need pytest; the helpers above (and `agent run --sim`) do not
+    import pytest
+except ImportError:  # pragma: no cover - a plain install without the dev extra
+    pytest = None  # type: ignore[assignment]
+
+if pytest is not None:
+
+    @pytest.fixture
+    def sim() -> Iterator[SimServer]:
+        """A running instant-profile simulated server with an empty ``FunctionPolicy``."""
+        with run_sim(FunctionPolicy()) as server:
+            yield server
+
+    @pytest.fixture
+    def sim_factory() -> Iterator[Callable[..., SimServer]]:
+        """Start more simulated servers: ``sim_factory(policy=None, config=None, faults=None)``."""
+        started: list[SimServer] = []
+
+        def start(
+            policy: Policy | None = None,
+            config: SimConfig | None = None,
+            faults: Faults | None = None,
+        ) -> SimServer:
+            server = SimServer(policy, config, faults).start()
+            started.append(server)
+            return server
+
+        try:
+            yield start
+        finally:
+            for server in started:
+                server.close()

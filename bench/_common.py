@@ -47,7 +47,9 @@ class SimChild:
     def __init__(self, ref: str, profile: str = "instant", speed: float = 1.0) -> None:
         code = _CHILD.format(root=str(ROOT), ref=ref, profile=profile, speed=speed)
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
             text=True,
         )
         assert self.proc.stdout is not None

@@ -184,15 +184,17 @@ class Ours:
 
     def __init__(self, url: str, store: Path) -> None:
         from agent.api import Agent
-        from agent.llm.base import Sampling
-        from agent.task import Limits
+        from agent.config import Limits, Sampling
         from tools.base import tool
 
         lookup = tool(name="lookup")(_lookup_doc(_lookup))
         self.store = store
         self.db = store / "checkpoints.db"
         self.agent = Agent(
-            _timed_backend(url), tools=(lookup,), store=store, approval="none",
+            _timed_backend(url),
+            tools=(lookup,),
+            store=store,
+            approval="none",
             limits=Limits(max_steps=250, max_tool_calls=300, deadline_s=3600),
             sampling=Sampling(temperature=0.0, max_tokens=256),
         )
@@ -201,8 +203,9 @@ class Ours:
     async def run(self, n: int) -> None:
         result = await self.agent.run(_prompt(n))
         if result.status != "done" or result.tool_calls != n:
-            raise RuntimeError(f"ours: {result.status} after {result.tool_calls} calls: "
-                               f"{result.error}")
+            raise RuntimeError(
+                f"ours: {result.status} after {result.tool_calls} calls: {result.error}"
+            )
         self.thread_id = result.run_id
 
     async def aclose(self) -> None:
@@ -231,8 +234,13 @@ class Stock:
         saver = AsyncSqliteSaver(self._conn)
         await saver.setup()
         lookup = StructuredTool.from_function(_lookup_doc(_lookup), name="lookup")
-        model = TimedChatHermes(base_url=self.url, model=MODEL, temperature=0.0,
-                                max_tokens=256, backend=_timed_backend(self.url))
+        model = TimedChatHermes(
+            base_url=self.url,
+            model=MODEL,
+            temperature=0.0,
+            max_tokens=256,
+            backend=_timed_backend(self.url),
+        )
         self.graph = create_agent(model, [lookup], checkpointer=saver)
         return self
 
@@ -305,9 +313,7 @@ async def timed_run(contender: Any, n: int) -> Sample:
     return Sample(wall, cpu, c.model_s, c.chat_s, c.tool_s, c.model_calls, c.tool_calls)
 
 
-async def measure_overhead(
-    contenders: list[Any], steps: int, reps: int
-) -> dict[str, list[Sample]]:
+async def measure_overhead(contenders: list[Any], steps: int, reps: int) -> dict[str, list[Sample]]:
     """``reps`` interleaved runs of each contender after one warm-up run each."""
     for c in contenders:
         await c.run(steps)
@@ -351,14 +357,23 @@ def checkpoint_bytes(db: Path, thread_id: str) -> dict[str, int]:
     """What the checkpointer stored for one thread, and its file's size after VACUUM."""
     with closing(sqlite3.connect(db)) as con:
         cp_rows, cp = _blob_bytes(
-            con, "SELECT COUNT(*), SUM(LENGTH(CAST(checkpoint AS BLOB)) "
-            "+ LENGTH(CAST(metadata AS BLOB))) FROM checkpoints WHERE thread_id = ?", thread_id)
+            con,
+            "SELECT COUNT(*), SUM(LENGTH(CAST(checkpoint AS BLOB)) "
+            "+ LENGTH(CAST(metadata AS BLOB))) FROM checkpoints WHERE thread_id = ?",
+            thread_id,
+        )
         wr_rows, wr = _blob_bytes(
-            con, "SELECT COUNT(*), SUM(LENGTH(CAST(value AS BLOB))) FROM writes "
-            "WHERE thread_id = ?", thread_id)
+            con,
+            "SELECT COUNT(*), SUM(LENGTH(CAST(value AS BLOB))) FROM writes WHERE thread_id = ?",
+            thread_id,
+        )
     return {
-        "checkpoints": cp_rows, "checkpoint_bytes": cp, "writes": wr_rows, "write_bytes": wr,
-        "checkpointer_bytes": cp + wr, "file_bytes_after_vacuum": _vacuumed_size(db),
+        "checkpoints": cp_rows,
+        "checkpoint_bytes": cp,
+        "writes": wr_rows,
+        "write_bytes": wr,
+        "checkpointer_bytes": cp + wr,
+        "file_bytes_after_vacuum": _vacuumed_size(db),
     }
 
 
@@ -371,8 +386,12 @@ def store_bytes(folder: Path, thread_id: str) -> dict[str, int]:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
             if "store" not in tables:
                 continue
-            n, b = _blob_bytes(con, "SELECT COUNT(*), SUM(LENGTH(CAST(value AS BLOB))) "
-                               "FROM store WHERE prefix LIKE '%' || ?", thread_id)
+            n, b = _blob_bytes(
+                con,
+                "SELECT COUNT(*), SUM(LENGTH(CAST(value AS BLOB))) "
+                "FROM store WHERE prefix LIKE '%' || ?",
+                thread_id,
+            )
         rows, size = rows + n, size + b
         if "checkpoints" not in tables:  # a file of its own: count it
             files += _vacuumed_size(db)
@@ -421,8 +440,12 @@ async def profile(contender: Any, steps: int, top: int) -> list[dict[str, Any]]:
     stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
     rows = sorted(stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
     return [
-        {"where": f"{_short(f)}:{line}({fn})", "calls": nc, "tottime_ms": tt * 1e3,
-         "cumtime_ms": ct * 1e3}
+        {
+            "where": f"{_short(f)}:{line}({fn})",
+            "calls": nc,
+            "tottime_ms": tt * 1e3,
+            "cumtime_ms": ct * 1e3,
+        }
         for (f, line, fn), (_cc, nc, tt, ct, _callers) in rows
     ]
 
@@ -448,8 +471,10 @@ async def persistence_calls(contender: Any, steps: int) -> dict[str, dict[str, f
             for m in methods:
                 delattr(obj, m)  # back to the class's method
     calls = steps + 1
-    return {k: {"calls_per_step": len(v) / calls, "ms_per_step": sum(v) / calls * 1e3}
-            for k, v in spent.items()}
+    return {
+        k: {"calls_per_step": len(v) / calls, "ms_per_step": sum(v) / calls * 1e3}
+        for k, v in spent.items()
+    }
 
 
 def _timed_method(method: Any, spent: list[float]) -> Any:
@@ -478,8 +503,10 @@ async def run_all(quick: bool, want_profile: bool) -> dict[str, Any]:
     result: dict[str, Any] = {"quick": quick, "steps_per_run": steps, "profile": "instant"}
     with SimChild("bench.overhead:policy") as sim, tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        contenders: list[Any] = [Ours(sim.url, root / "ours"),
-                                 await Stock(sim.url, root / "stock").open()]
+        contenders: list[Any] = [
+            Ours(sim.url, root / "ours"),
+            await Stock(sim.url, root / "stock").open(),
+        ]
         if not quick:
             contenders.append(await Stock(sim.url, root / "stock-sync", "sync").open())
         try:
@@ -487,7 +514,8 @@ async def run_all(quick: bool, want_profile: bool) -> dict[str, Any]:
             if want_profile:
                 result["hotspots"] = {c.name: await profile(c, steps, 15) for c in contenders[:2]}
                 result["persistence"] = {
-                    c.name: await persistence_calls(c, steps) for c in contenders[:2]}
+                    c.name: await persistence_calls(c, steps) for c in contenders[:2]
+                }
         finally:
             for c in contenders:
                 await c.aclose()
@@ -496,15 +524,18 @@ async def run_all(quick: bool, want_profile: bool) -> dict[str, Any]:
     ours, stock = result["overhead"]["ours"], result["overhead"]["langgraph"]
     cp_ours, cp_stock = result["checkpoints"]["ours"], result["checkpoints"]["langgraph"]
     result["overhead_ratio_vs_langgraph"] = (
-        ours["overhead_ms_per_step"] / stock["overhead_ms_per_step"])
+        ours["overhead_ms_per_step"] / stock["overhead_ms_per_step"]
+    )
     result["cpu_ratio_vs_langgraph"] = ours["cpu_ms_per_step"] / stock["cpu_ms_per_step"]
     result["checkpoint_bytes_ratio_vs_langgraph"] = (
-        cp_ours["checkpointer_bytes"] / cp_stock["checkpointer_bytes"])
+        cp_ours["checkpointer_bytes"] / cp_stock["checkpointer_bytes"]
+    )
     result["checkpoint_bytes_ratio_incl_store_vs_langgraph"] = (
-        (cp_ours["checkpointer_bytes"] + cp_ours["store_bytes"]) / cp_stock["checkpointer_bytes"])
+        cp_ours["checkpointer_bytes"] + cp_ours["store_bytes"]
+    ) / cp_stock["checkpointer_bytes"]
     result["file_bytes_ratio_vs_langgraph"] = (
-        (cp_ours["file_bytes_after_vacuum"] + cp_ours["store_file_bytes_after_vacuum"])
-        / cp_stock["file_bytes_after_vacuum"])
+        cp_ours["file_bytes_after_vacuum"] + cp_ours["store_file_bytes_after_vacuum"]
+    ) / cp_stock["file_bytes_after_vacuum"]
     return result
 
 
@@ -517,35 +548,51 @@ def print_table(r: dict[str, Any]) -> None:
 
 def _print_overhead(r: dict[str, Any]) -> None:
     o = r["overhead"]
-    print(f"Per agent step ({r['steps_per_run']} tool steps + answer = "
-          f"{o['ours']['model_calls_per_run']} model calls per run; median of "
-          f"{o['ours']['runs']} interleaved runs; simulator: {r['profile']}, child process)")
-    print(f"  {'':16} {'wall ms':>8} {'model ms':>9} {'tool ms':>8} {'overhead ms':>12}"
-          f" {'(min)':>6} {'adapter ms':>11} {'client CPU ms':>14}")
+    print(
+        f"Per agent step ({r['steps_per_run']} tool steps + answer = "
+        f"{o['ours']['model_calls_per_run']} model calls per run; median of "
+        f"{o['ours']['runs']} interleaved runs; simulator: {r['profile']}, child process)"
+    )
+    print(
+        f"  {'':16} {'wall ms':>8} {'model ms':>9} {'tool ms':>8} {'overhead ms':>12}"
+        f" {'(min)':>6} {'adapter ms':>11} {'client CPU ms':>14}"
+    )
     for name, s in o.items():
-        print(f"  {name:16} {s['wall_ms_per_step']:8.2f} {s['model_ms_per_step']:9.2f}"
-              f" {s['tool_ms_per_step']:8.3f} {s['overhead_ms_per_step']:12.2f}"
-              f" {s['overhead_ms_per_step_min']:6.2f} {s['adapter_ms_per_step']:11.2f}"
-              f" {s['cpu_ms_per_step']:14.2f}")
-    print(f"  overhead ours / langgraph: {r['overhead_ratio_vs_langgraph']:.2f}  (goal <= 0.5)"
-          f"   client CPU ratio: {r['cpu_ratio_vs_langgraph']:.2f}")
+        print(
+            f"  {name:16} {s['wall_ms_per_step']:8.2f} {s['model_ms_per_step']:9.2f}"
+            f" {s['tool_ms_per_step']:8.3f} {s['overhead_ms_per_step']:12.2f}"
+            f" {s['overhead_ms_per_step_min']:6.2f} {s['adapter_ms_per_step']:11.2f}"
+            f" {s['cpu_ms_per_step']:14.2f}"
+        )
+    print(
+        f"  overhead ours / langgraph: {r['overhead_ratio_vs_langgraph']:.2f}  (goal <= 0.5)"
+        f"   client CPU ratio: {r['cpu_ratio_vs_langgraph']:.2f}"
+    )
 
 
 def _print_checkpoints(r: dict[str, Any]) -> None:
     print("\nCheckpoint bytes, one 200-step run each (SQLite, AsyncSqliteSaver)")
-    print(f"  {'':16} {'ckpts':>6} {'ckpt bytes':>12} {'writes':>7} {'write bytes':>12}"
-          f" {'total':>12} {'store bytes':>12} {'files (VACUUM)':>15} {'run s':>6}")
+    print(
+        f"  {'':16} {'ckpts':>6} {'ckpt bytes':>12} {'writes':>7} {'write bytes':>12}"
+        f" {'total':>12} {'store bytes':>12} {'files (VACUUM)':>15} {'run s':>6}"
+    )
     for name, c in r["checkpoints"].items():
         files = c["file_bytes_after_vacuum"] + c.get("store_file_bytes_after_vacuum", 0)
-        print(f"  {name:16} {c['checkpoints']:6d} {c['checkpoint_bytes']:12,d}"
-              f" {c['writes']:7d} {c['write_bytes']:12,d} {c['checkpointer_bytes']:12,d}"
-              f" {c.get('store_bytes', 0):12,d} {files:15,d} {c['wall_s']:6.1f}")
-    print(f"  checkpointer bytes ours / langgraph: {r['checkpoint_bytes_ratio_vs_langgraph']:.4f}"
-          f"  (goal <= 0.1); with saved tool results: "
-          f"{r['checkpoint_bytes_ratio_incl_store_vs_langgraph']:.4f}; files after VACUUM: "
-          f"{r['file_bytes_ratio_vs_langgraph']:.4f}")
-    print(f"  (ours also wrote {r['checkpoints']['ours']['trace_bytes']:,d} bytes of JSONL "
-          "trace for that run; not counted)")
+        print(
+            f"  {name:16} {c['checkpoints']:6d} {c['checkpoint_bytes']:12,d}"
+            f" {c['writes']:7d} {c['write_bytes']:12,d} {c['checkpointer_bytes']:12,d}"
+            f" {c.get('store_bytes', 0):12,d} {files:15,d} {c['wall_s']:6.1f}"
+        )
+    print(
+        f"  checkpointer bytes ours / langgraph: {r['checkpoint_bytes_ratio_vs_langgraph']:.4f}"
+        f"  (goal <= 0.1); with saved tool results: "
+        f"{r['checkpoint_bytes_ratio_incl_store_vs_langgraph']:.4f}; files after VACUUM: "
+        f"{r['file_bytes_ratio_vs_langgraph']:.4f}"
+    )
+    print(
+        f"  (ours also wrote {r['checkpoints']['ours']['trace_bytes']:,d} bytes of JSONL "
+        "trace for that run; not counted)"
+    )
 
 
 def _print_profile(r: dict[str, Any]) -> None:
@@ -556,16 +603,19 @@ def _print_profile(r: dict[str, Any]) -> None:
     for name, rows in r.get("hotspots", {}).items():
         print(f"\nTop functions by own time, one {r['steps_per_run']}-step run: {name}")
         for h in rows:
-            print(f"  {h['tottime_ms']:8.1f} ms own {h['cumtime_ms']:8.1f} ms cum"
-                  f" {h['calls']:7d}x  {h['where']}")
+            print(
+                f"  {h['tottime_ms']:8.1f} ms own {h['cumtime_ms']:8.1f} ms cum"
+                f" {h['calls']:7d}x  {h['where']}"
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs (under a minute)")
     parser.add_argument("--json", action="store_true", help="print a JSON object last")
-    parser.add_argument("--profile", action="store_true",
-                        help="cProfile one run of each and print the hotspots")
+    parser.add_argument(
+        "--profile", action="store_true", help="cProfile one run of each and print the hotspots"
+    )
     args = parser.parse_args()
     result = asyncio.run(run_all(args.quick, args.profile))
     print_table(result)

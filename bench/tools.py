@@ -41,8 +41,7 @@ from tools.policy import ToolPolicies  # noqa: E402
 from tools.registry import ToolRegistry  # noqa: E402
 
 QUERY = (
-    "SELECT k, count(*) AS n, sum(v) AS s, avg(v) AS a "
-    "FROM 'data.parquet' GROUP BY k ORDER BY k"
+    "SELECT k, count(*) AS n, sum(v) AS s, avg(v) AS a FROM 'data.parquet' GROUP BY k ORDER BY k"
 )
 
 
@@ -67,8 +66,12 @@ async def _dispatch_overhead(ws: Path, calls: int) -> dict[str, Any]:
         for i in range(calls):
             await d.call(ToolCall("noop", {"x": i}))
         in_process = (time.perf_counter() - start) / calls * 1000
-    return {"dispatch_ms_per_call": sandboxed, "inprocess_ms_per_call": in_process,
-            "sandbox": first.sandbox, "calls": calls}
+    return {
+        "dispatch_ms_per_call": sandboxed,
+        "inprocess_ms_per_call": in_process,
+        "sandbox": first.sandbox,
+        "calls": calls,
+    }
 
 
 def _make_data(ws: Path, rows: int) -> None:
@@ -89,8 +92,9 @@ async def _duckdb(ws: Path, rows: int, runs: int) -> dict[str, Any]:
 
     _make_data(ws, rows)
     policies = ToolPolicies(workspace=ws)
-    raw = duckdb.connect(config={"threads": policies.sql.threads,
-                                 "memory_limit": policies.sql.memory_limit})
+    raw = duckdb.connect(
+        config={"threads": policies.sql.threads, "memory_limit": policies.sql.memory_limit}
+    )
     raw.execute(f"SET file_search_path = '{ws}'")
     registry = ToolRegistry.default(plugins=False)
     raw_ms: list[float] = []
@@ -110,8 +114,12 @@ async def _duckdb(ws: Path, rows: int, runs: int) -> dict[str, Any]:
             assert result.ok, result.content
     raw.close()
     raw_med, tool_med = statistics.median(raw_ms), statistics.median(tool_ms)
-    return {"duckdb_rows": rows, "duckdb_raw_ms": raw_med, "duckdb_tool_ms": tool_med,
-            "duckdb_ratio_to_raw": tool_med / raw_med}
+    return {
+        "duckdb_rows": rows,
+        "duckdb_raw_ms": raw_med,
+        "duckdb_tool_ms": tool_med,
+        "duckdb_ratio_to_raw": tool_med / raw_med,
+    }
 
 
 async def _main(quick: bool) -> dict[str, Any]:
@@ -131,14 +139,18 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="End with one JSON object line.")
     args = parser.parse_args()
     out = asyncio.run(_main(args.quick))
-    print(f"dispatch, sandboxed ({out['sandbox']}): {out['dispatch_ms_per_call']:.3f} ms/call "
-          f"(goal <= 2 ms); in-process: {out['inprocess_ms_per_call']:.3f} ms/call")
+    print(
+        f"dispatch, sandboxed ({out['sandbox']}): {out['dispatch_ms_per_call']:.3f} ms/call "
+        f"(goal <= 2 ms); in-process: {out['inprocess_ms_per_call']:.3f} ms/call"
+    )
     if out.get("duckdb_ratio_to_raw") is None:
         print(f"duckdb: {out.get('duckdb')}")
     else:
-        print(f"duckdb, {out['duckdb_rows']:,} rows GROUP BY: raw {out['duckdb_raw_ms']:.1f} ms, "
-              f"tool {out['duckdb_tool_ms']:.1f} ms, ratio {out['duckdb_ratio_to_raw']:.2f} "
-              "(goal <= 1.2)")
+        print(
+            f"duckdb, {out['duckdb_rows']:,} rows GROUP BY: raw {out['duckdb_raw_ms']:.1f} ms, "
+            f"tool {out['duckdb_tool_ms']:.1f} ms, ratio {out['duckdb_ratio_to_raw']:.2f} "
+            "(goal <= 1.2)"
+        )
     if args.json:
         print(json.dumps(out))
 

@@ -11,38 +11,44 @@ Budget: every call decided ``run`` takes one slot, in call order, even if the us
 denies it (denial is only known after the approval step). Loop notices take none.
 
 Idempotency: a completed call's result is saved in the LangGraph store under its key
-(run, tool, arguments, occurrence). A resumed run re-runs the step it was killed in and
-reuses those results instead of calling the tools again.
+(:func:`idempotency_key`: run, tool, arguments, occurrence). A resumed run re-runs the
+step it was killed in and reuses those results instead of calling the tools again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.messages import AIMessage
 from langgraph.runtime import Runtime
 
+from agent.config import Limits
 from agent.events import RepairEvent, ToolResultEvent
-from agent.task import Limits
-from agent.types import ToolCall
+from agent.messages import malformed_messages, tool_calls_of, tool_message
+from agent.types import ToolCall, ToolResult, ToolStatus
 from graphs.state import AgentState, RunContext
-from tools.dispatch import ToolResult, idempotency_key, unencodable
 
 __all__ = [
     "Planned",
     "call_counts",
+    "executed",
+    "idempotency_key",
+    "last_ai",
     "may_dispatch_early",
     "needs_approval",
     "plan_turn",
     "repair_node",
+    "repair_update",
     "run_call",
+    "run_messages",
     "skipped",
     "start_call",
-    "tool_message",
     "tools_node",
 ]
 
@@ -74,7 +80,7 @@ def plan_turn(
 ) -> list[Planned]:
     """Decide every call of a turn, in order (``prior``: counts of earlier turns' calls).
 
-    >>> from agent.task import Limits
+    >>> from agent.config import Limits
     >>> [p.decision for p in plan_turn("r", [ToolCall("f", {}, "1")] * 2, {}, 0,
     ...                                Limits(max_tool_calls=1))]
     ['run', 'over_budget']
@@ -95,6 +101,28 @@ def plan_turn(
     return out
 
 
+def idempotency_key(run_id: str, call: ToolCall, occurrence: int) -> str:
+    """Stable key of the ``occurrence``-th identical call (same tool and arguments) of a
+    run, counted from 1. ASCII-only JSON, so arguments holding lone surrogates hash too.
+
+    >>> idempotency_key("r", ToolCall("f", {"b": 1, "a": 2}), 1) == \\
+    ...     idempotency_key("r", ToolCall("f", {"a": 2, "b": 1}, id="other"), 1)
+    True
+    """
+    payload = json.dumps(
+        ["v2", run_id, call.name, call.arguments, occurrence],
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def run_messages(state: AgentState) -> list[Any]:
+    """The messages of the current run (a thread's earlier turns excluded)."""
+    return state["messages"][state.get("run_start", 0) :]
+
+
 def call_counts(messages: Iterable[Any]) -> dict[str, int]:
     """How often each (tool, arguments) signature was called in ``messages``.
 
@@ -104,8 +132,8 @@ def call_counts(messages: Iterable[Any]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for message in messages:
         if isinstance(message, AIMessage):
-            for tc in message.tool_calls:
-                sig = _signature(ToolCall(tc["name"], tc["args"], tc["id"]))
+            for call in tool_calls_of(message):
+                sig = _signature(call)
                 counts[sig] = counts.get(sig, 0) + 1
     return counts
 
@@ -118,9 +146,7 @@ def needs_approval(ctx: RunContext, call: ToolCall) -> bool:
         return True
     if isinstance(ctx.approval, tuple):
         return call.name in ctx.approval
-    if call.name not in ctx.tools or unencodable(call.arguments):
-        return False  # such calls never run: the dispatcher answers with an error
-    return ctx.tools.get(call.name).has_side_effects(call.arguments)
+    return ctx.tools.has_side_effects(call)
 
 
 def may_dispatch_early(ctx: RunContext, planned: Planned) -> bool:
@@ -140,8 +166,8 @@ async def tools_node(state: AgentState, runtime: Runtime[RunContext]) -> dict[st
     """Run the last turn's calls (reusing early or saved results), answers in call order."""
     ctx = runtime.context
     ai, step = last_ai(state), state.get("steps", 0)
-    calls = [ToolCall(tc["name"], tc["args"], tc["id"]) for tc in ai.tool_calls]
-    prior = call_counts(m for m in state["messages"] if m is not ai)
+    calls = tool_calls_of(ai)
+    prior = call_counts(m for m in run_messages(state) if m is not ai)
     plan = plan_turn(ctx.run_id, calls, prior, state.get("tool_calls", 0), ctx.limits)
     denied = set(state.get("denied", []))
     pending = [_start(runtime, p, denied, step) for p in plan]
@@ -151,7 +177,7 @@ async def tools_node(state: AgentState, runtime: Runtime[RunContext]) -> dict[st
         "messages": messages,
         "tool_calls": state.get("tool_calls", 0) + executed(results),
     }
-    reasons = [f"{r.name}: {r.content}" for r in results if r.error_type == "ToolArgumentError"]
+    reasons = [f"{r.name}: {r.content}" for r in results if r.error == "arguments"]
     reasons += [f"malformed call: {c['error']}" for c in ai.invalid_tool_calls]
     update.update(repair_update(state, runtime, reasons, step))
     if any(p.decision == "loop_stop" for p in plan):
@@ -190,8 +216,10 @@ async def _gather(
         for task in late:
             task.cancel()
     results = [
-        p if isinstance(p, ToolResult)
-        else skipped(planned.call, "Not run: the run's deadline passed.") if p in late
+        p
+        if isinstance(p, ToolResult)
+        else skipped(planned.call, "Not run: the run's deadline passed.")
+        if p in late
         else p.result()
         for planned, p in zip(plan, pending, strict=True)
     ]
@@ -200,7 +228,7 @@ async def _gather(
 
 def executed(results: Iterable[ToolResult]) -> int:
     """Calls that really ran (or were reused), not refused, denied or cancelled."""
-    return sum(r.error_type != "Skipped" for r in results)
+    return sum(r.ran for r in results)
 
 
 async def repair_node(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
@@ -228,7 +256,7 @@ def repair_update(
             "error": f"the model produced unusable tool calls {repairs} times in a row: "
             + "; ".join(reasons),
         }
-    return {"repairs": repairs, "constrain": ctx.repair_constrained}
+    return {"repairs": repairs, "constrain": ctx.constrained_repair}
 
 
 # --- one call -----------------------------------------------------------------------------
@@ -239,24 +267,22 @@ def start_call(runtime: Runtime[RunContext], call: ToolCall, key: str, step: int
     runtime.context.inflight[call.id] = asyncio.ensure_future(run_call(runtime, call, key, step))
 
 
-async def run_call(
-    runtime: Runtime[RunContext], call: ToolCall, key: str, step: int
-) -> ToolResult:
+async def run_call(runtime: Runtime[RunContext], call: ToolCall, key: str, step: int) -> ToolResult:
     """One call: a result saved under its idempotency key is reused, else it runs."""
     ctx, store = runtime.context, runtime.store
     namespace = (_RESULTS_NS, ctx.run_id)
     # Only a resumed run can have results saved before this process started.
     saved = await store.aget(namespace, key) if store is not None and ctx.resumed else None
     if saved is not None:
-        result = ToolResult(**{**saved.value, "call_id": call.id})
+        result = dataclasses.replace(_result_from(saved.value), call_id=call.id)
         _emit(runtime, result, step, reused=True)
         return result
     result = await ctx.dispatcher.call(call)
-    if store is not None and not ctx.closing and result.error_type != "ToolTimeout":
+    if store is not None and not ctx.closing and result.error != "timeout":
         # Saved in the background: awaiting would not narrow the window in which a crash
         # loses a completed call (it ends when the write lands either way), it would only
         # hold up the next step. The run settles these before it ends.
-        fields = {**_fields(result), "idempotency_key": key}
+        fields = {**dataclasses.asdict(result), "idempotency_key": key}
         task = asyncio.create_task(store.aput(namespace, key, fields))
         ctx.saving.add(task)
         task.add_done_callback(ctx.saving.discard)
@@ -265,32 +291,22 @@ async def run_call(
 
 
 def _emit(runtime: Runtime[RunContext], r: ToolResult, step: int, *, reused: bool) -> None:
-    runtime.stream_writer(
-        ToolResultEvent(
-            step=step, call_id=r.call_id, name=r.name, status=r.status, content=r.content,
-            duration_s=r.duration_s, error_type=r.error_type, sandbox=r.sandbox,
-            artifact_id=r.artifact_id, reused=reused,
-        )
-    )
+    runtime.stream_writer(ToolResultEvent(step, r, reused=reused))
 
 
-def _fields(r: ToolResult) -> dict[str, Any]:
-    return {
-        "call_id": r.call_id, "name": r.name, "status": r.status, "content": r.content,
-        "error_type": r.error_type, "artifact_id": r.artifact_id, "truncated": r.truncated,
-        "idempotency_key": r.idempotency_key, "duration_s": r.duration_s, "sandbox": r.sandbox,
-    }
+_RESULT_FIELDS = frozenset(f.name for f in dataclasses.fields(ToolResult))
+
+
+def _result_from(saved: dict[str, Any]) -> ToolResult:
+    return ToolResult(**{k: v for k, v in saved.items() if k in _RESULT_FIELDS})
 
 
 # --- messages -----------------------------------------------------------------------------
 
 
-def skipped(call: ToolCall, content: str, *, status: str = "error") -> ToolResult:
-    """A result for a call that did not run (``error_type="Skipped"``)."""
-    return ToolResult(
-        call_id=call.id, name=call.name, status=status,  # type: ignore[arg-type]
-        content=content, error_type="Skipped",
-    )
+def skipped(call: ToolCall, content: str, *, status: ToolStatus = "skipped") -> ToolResult:
+    """A result for a call that did not run: ``skipped`` by the run, or ``denied``."""
+    return ToolResult(call_id=call.id, name=call.name, status=status, content=content)
 
 
 def _loop_notice(call: ToolCall, seen: int) -> str:
@@ -299,34 +315,6 @@ def _loop_notice(call: ToolCall, seen: int) -> str:
         "result will not change. Use the results you already have, or try something "
         "different. Repeating it again stops the run."
     )
-
-
-def tool_message(result: ToolResult) -> ToolMessage:
-    """The ``tool`` turn entry for one result."""
-    return ToolMessage(
-        content=result.content,
-        tool_call_id=result.call_id,
-        name=result.name,
-        status="success" if result.status == "ok" else "error",
-        additional_kwargs={"artifact_id": result.artifact_id} if result.artifact_id else {},
-    )
-
-
-def malformed_messages(ai: AIMessage) -> list[ToolMessage]:
-    """One error entry per call of ``ai`` that could not be parsed."""
-    return [
-        ToolMessage(
-            content=(
-                f"Error: your tool call could not be parsed: {c['error']} "
-                'Write each call as <tool_call>\n{"name": <tool-name>, "arguments": '
-                "<args-dict>}\n</tool_call> with valid JSON."
-            ),
-            tool_call_id=c["id"],
-            name="invalid_tool_call",
-            status="error",
-        )
-        for c in ai.invalid_tool_calls
-    ]
 
 
 def last_ai(state: AgentState) -> AIMessage:

@@ -10,30 +10,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
-from agent import chatml, jsonmode
+from agent import jsonmode
+from agent.config import ToolChoice
 from agent.events import RepairEvent, StepFinished, TextDelta, ToolCallEvent
 from agent.hermes import TextDelta as ParsedText
 from agent.hermes import ToolCallParsed
 from agent.llm.base import Generation, GenerationDone, GenerationRequest
-from agent.types import ToolCall
+from agent.messages import (
+    ai_message,
+    malformed_messages,
+    to_messages,
+    tool_calls_of,
+    tool_message,
+)
 from graphs.calls import (
     call_counts,
     executed,
     last_ai,
-    malformed_messages,
     may_dispatch_early,
     needs_approval,
     plan_turn,
     repair_node,
+    repair_update,
+    run_messages,
     skipped,
     start_call,
-    tool_message,
     tools_node,
 )
 from graphs.state import AgentState, RunContext
@@ -44,10 +52,10 @@ __all__ = [
     "final_node",
     "model_node",
     "repair_node",
-    "step_event",
     "tools_node",
 ]
 
+_EMPTY_REPLY = "Your reply was empty. Answer the question, or call a tool if you need one."
 _FINAL_PROMPT = (
     "The run has reached its {limit} limit, so no more tools will run. Do not call tools. "
     "Give your best final answer now from what you already know."
@@ -72,7 +80,7 @@ async def model_node(state: AgentState, runtime: Runtime[RunContext]) -> dict[st
         # The turn is lost; calls it started are side-effect free and are cancelled by
         # the final node. The model never sees them.
         return {"limit": "deadline", "steps": step}
-    runtime.stream_writer(step_event(step, generation))
+    runtime.stream_writer(StepFinished(step, generation))
     return _after_generation(state, ctx, generation, step)
 
 
@@ -89,13 +97,25 @@ def _limit_before_call(state: AgentState, ctx: RunContext) -> str | None:
 
 def _request(state: AgentState, ctx: RunContext, *, json_mode: bool) -> GenerationRequest:
     return GenerationRequest(
-        messages=chatml.to_messages(state["messages"]),
+        messages=to_messages(state["messages"]),
         tools=ctx.dispatcher.specs(),
         sampling=ctx.sampling,
         json_schema=ctx.output_schema if json_mode else None,
-        constrain_tool_calls=ctx.constrained_tool_calls or state.get("constrain", False),
+        constrain_tool_calls=ctx.constrained_tool_calls,
+        tool_choice=_tool_choice(state, ctx),
         session_id=ctx.run_id,
     )
+
+
+def _tool_choice(state: AgentState, ctx: RunContext) -> ToolChoice:
+    """This step's choice: a constrained repair forces a valid call; ``required`` or a
+    tool's name hold until the run's first call (after it the model must be free to
+    answer); ``none`` holds throughout."""
+    if ctx.tool_choice == "none":
+        return "none"
+    if state.get("constrain"):
+        return "required"
+    return ctx.tool_choice if state.get("tool_calls", 0) == 0 else "auto"
 
 
 async def _generate(
@@ -109,7 +129,7 @@ async def _generate(
     """Stream one generation and emit its events; with ``dispatch``, start the calls that
     :func:`graphs.calls.plan_turn` would run and that are safe, as soon as each is parsed."""
     ctx, write = runtime.context, runtime.stream_writer
-    prior, seen = call_counts(state["messages"]), []
+    prior, seen = call_counts(run_messages(state)), []
     async with contextlib.aclosing(ctx.backend.stream(request)) as events:
         async for event in events:
             if isinstance(event, ParsedText):
@@ -122,8 +142,7 @@ async def _generate(
                 early = dispatch and may_dispatch_early(ctx, planned)
                 if early:
                     start_call(runtime, planned.call, planned.key, step)
-                call = event.call
-                write(ToolCallEvent(step, call.id, call.name, call.arguments, early=early))
+                write(ToolCallEvent(step, event.call, early=early))
             elif isinstance(event, GenerationDone):
                 return event.generation
     raise RuntimeError("the backend's stream ended without GenerationDone")
@@ -134,7 +153,7 @@ def _after_generation(
 ) -> dict[str, Any]:
     usage = _add_usage(state.get("usage", {}), generation)
     update: dict[str, Any] = {
-        "messages": [_ai_message(generation)],
+        "messages": [ai_message(generation)],
         "steps": step,
         "usage": usage,
         "json_mode": False,
@@ -149,56 +168,6 @@ def _after_generation(
     return update
 
 
-def _ai_message(generation: Generation) -> AIMessage:
-    return AIMessage(
-        content=generation.content,
-        tool_calls=[
-            {"name": c.name, "args": c.arguments, "id": c.id, "type": "tool_call"}
-            for c in generation.tool_calls
-        ],
-        invalid_tool_calls=[
-            {
-                "name": None,
-                "args": e.raw,
-                "id": f"invalid_{i}",
-                "error": e.reason,
-                "type": "invalid_tool_call",
-            }
-            for i, e in enumerate(generation.errors)
-        ],
-        response_metadata={"finish_reason": generation.finish_reason, "raw": generation.text},
-        usage_metadata={
-            "input_tokens": generation.usage.prompt_tokens,
-            "output_tokens": generation.usage.completion_tokens,
-            "total_tokens": generation.usage.total_tokens,
-        },
-    )
-
-
-def step_event(step: int, generation: Generation) -> StepFinished:
-    """The ``StepFinished`` event of one generation (traces keep prompt and raw text)."""
-    usage = generation.usage
-    return StepFinished(
-        step=step,
-        finish_reason=generation.finish_reason,
-        usage={
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "cached_tokens": usage.cached_tokens,
-        },
-        timings={
-            "ttft_s": generation.timings.ttft_s,
-            "total_s": generation.timings.total_s,
-            "tokens_per_s": generation.timings.tokens_per_s,
-        },
-        tool_calls=[{"id": c.id, "name": c.name, "arguments": c.arguments}
-                    for c in generation.tool_calls],
-        errors=[{"raw": e.raw, "reason": e.reason} for e in generation.errors],
-        prompt=generation.prompt,
-        raw=generation.text,
-    )
-
-
 # --- approval ---------------------------------------------------------------------------
 
 
@@ -208,18 +177,16 @@ async def approval_node(state: AgentState, runtime: Runtime[RunContext]) -> dict
     The runner resumes with ``Command(resume={call_id: bool, ...})`` (or one bool for all).
     """
     ctx = runtime.context
-    asks = [
-        {"id": tc["id"], "name": tc["name"], "arguments": tc["args"]}
-        for tc in last_ai(state).tool_calls
-        if needs_approval(ctx, ToolCall(tc["name"], tc["args"], tc["id"]))
-    ]
+    asks = [c for c in tool_calls_of(last_ai(state)) if needs_approval(ctx, c)]
     if not asks:
         return {}
-    decision = interrupt({"run_id": ctx.run_id, "calls": asks})
+    # The interrupt's value is checkpointed: plain dicts, which the runner turns back into
+    # ToolCall values for the ApprovalRequest.
+    decision = interrupt({"run_id": ctx.run_id, "calls": [dataclasses.asdict(c) for c in asks]})
     if isinstance(decision, bool):
-        denied = [] if decision else [a["id"] for a in asks]
+        denied = [] if decision else [c.id for c in asks]
     else:
-        denied = [a["id"] for a in asks if not decision.get(a["id"], False)]
+        denied = [c.id for c in asks if not decision.get(c.id, False)]
     return {"denied": denied}
 
 
@@ -234,6 +201,8 @@ async def answer_node(state: AgentState, runtime: Runtime[RunContext]) -> dict[s
     """
     ctx = runtime.context
     content = last_ai(state).content
+    if not content.strip() and ctx.output_schema is None:
+        return _empty_answer(state, runtime)
     if ctx.output_schema is None:
         return {"status": "done", "answer": content}
     value, errors = _check_json(content, ctx.output_schema)
@@ -249,6 +218,17 @@ async def answer_node(state: AgentState, runtime: Runtime[RunContext]) -> dict[s
     runtime.stream_writer(RepairEvent(step=state.get("steps", 0), reasons=errors, consecutive=1))
     retry = HumanMessage(content=jsonmode.retry_message(errors, ctx.output_schema))
     return {"messages": [retry], "output_retries": retries + 1, "json_mode": True}
+
+
+def _empty_answer(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """An empty reply is no answer: ask again, as a repair (past the budget: ``error``)."""
+    update = repair_update(state, runtime, ["the reply was empty"], state.get("steps", 0))
+    if update.get("status"):
+        return {
+            **update,
+            "error": f"the model gave an empty answer {update['repairs']} times in a row",
+        }
+    return {**update, "constrain": False, "messages": [HumanMessage(content=_EMPTY_REPLY)]}
 
 
 def _check_json(content: str, schema: dict[str, Any]) -> tuple[Any, list[str]]:
@@ -267,6 +247,8 @@ async def final_node(state: AgentState, runtime: Runtime[RunContext]) -> dict[st
     messages = [*opened, HumanMessage(content=_FINAL_PROMPT.format(limit=limit))]
     final_state: AgentState = {**state, "messages": [*state["messages"], *messages]}
     request = _request(final_state, ctx, json_mode=ctx.output_schema is not None)
+    if request.tool_choice != "none":  # the last call must be free to answer, not call
+        request.tool_choice = "auto"
     grace = min(30.0, max(5.0, ctx.limits.deadline_s * 0.1))
     step = state.get("steps", 0) + 1
     update: dict[str, Any] = {
@@ -280,14 +262,14 @@ async def final_node(state: AgentState, runtime: Runtime[RunContext]) -> dict[st
             generation = await _generate(request, runtime, step, final_state, dispatch=False)
     except TimeoutError:
         return {**update, "error": f"no final answer within {grace:g} s after the limit"}
-    runtime.stream_writer(step_event(step, generation))
+    runtime.stream_writer(StepFinished(step, generation))
     answer: Any = generation.content
     if ctx.output_schema is not None:
         value, errors = _check_json(generation.content, ctx.output_schema)
         answer = generation.content if errors else value
     return {
         **update,
-        "messages": [*messages, _ai_message(generation)],
+        "messages": [*messages, ai_message(generation)],
         "steps": step,
         "usage": _add_usage(state.get("usage", {}), generation),
         "answer": answer,
@@ -305,14 +287,13 @@ async def _close_open_calls(
     if ctx.inflight and limit != "deadline":
         await asyncio.wait(ctx.inflight.values())  # each is bounded by its hard timeout
     if isinstance(last, AIMessage):
-        for tc in last.tool_calls:
-            task = ctx.inflight.pop(tc["id"], None)
+        for call in tool_calls_of(last):
+            task = ctx.inflight.pop(call.id, None)
             if task is not None and task.done() and not task.cancelled():
                 results.append(task.result())
             else:
                 if task is not None:
                     task.cancel()
-                call = ToolCall(tc["name"], tc["args"], tc["id"])
                 results.append(skipped(call, f"Not run: the {limit} limit was reached."))
     for task in ctx.inflight.values():  # from a turn the deadline cut short
         task.cancel()

@@ -17,22 +17,20 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
 from langchain_core.messages import AnyMessage
 from langgraph.channels import DeltaChannel
 
-from agent.llm.base import Backend, Sampling
-from agent.task import Limits
+from agent.config import ApprovalRule, Limits, Sampling, ToolChoice
+from agent.llm.base import Backend
+from agent.types import LimitName, RunStatus, ToolResult
 
 if TYPE_CHECKING:
-    from tools.dispatch import Dispatcher, ToolResult
+    from tools.dispatch import Dispatcher
     from tools.registry import ToolRegistry
 
-__all__ = ["AgentState", "Approval", "Limits", "RunContext", "Status", "recursion_limit"]
-
-Status = Literal["done", "limit", "loop", "invalid_output", "error"]
-Approval = Literal["none", "side_effects", "all"]
+__all__ = ["AgentState", "RunContext", "recursion_limit"]
 
 
 def _append(state: list[AnyMessage], writes: Sequence[Any]) -> list[AnyMessage]:
@@ -45,6 +43,11 @@ def _append(state: list[AnyMessage], writes: Sequence[Any]) -> list[AnyMessage]:
 
 class AgentState(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], DeltaChannel(_append, snapshot_frequency=1000)]
+    """The thread's whole conversation: every turn so far."""
+    run_id: str
+    """The run now (or last) going on this thread."""
+    run_start: int
+    """Index of the run's first message: what came before belongs to earlier turns."""
     steps: int
     """Model calls made."""
     tool_calls: int
@@ -61,8 +64,8 @@ class AgentState(TypedDict, total=False):
     """Next model call answers in JSON mode (structured outputs)."""
     constrain: bool
     """Next model call constrains tool calls to the tools' schemas (repair retry)."""
-    limit: str | None
-    status: Status | None
+    limit: LimitName | None
+    status: RunStatus | None
     answer: Any
     error: str | None
 
@@ -83,9 +86,11 @@ class RunContext:
     limits: Limits = field(default_factory=Limits)
     sampling: Sampling = field(default_factory=Sampling)
     output_schema: dict[str, Any] | None = None
-    approval: Approval | tuple[str, ...] = "side_effects"
+    approval: ApprovalRule = "side_effects"
     constrained_tool_calls: bool = False
-    repair_constrained: bool = False
+    constrained_repair: bool = False
+    tool_choice: ToolChoice = "auto"
+    """The run's choice; ``required`` or a name holds only until its first tool call."""
     early_dispatch: bool = True
     resumed: bool = False
     """The run continues from a checkpoint: completed tool results may be saved already."""

@@ -16,10 +16,14 @@ EXAMPLES = sorted(p.name for p in (ROOT / "examples").iterdir() if (p / "task.ya
 EXPECTED = {
     "sales_duckdb": lambda a: "North" in a and "61,997" in a,
     "weather_api": lambda a: "Lisbon" in a,
-    "incident_report": lambda a: a == {
-        "report_path": "reports/october.md", "incidents": 2,
-        "most_severe": "CDN certificate expiry (SEV1)",
-    },
+    "incident_report": lambda a: (
+        a
+        == {
+            "report_path": "reports/october.md",
+            "incidents": 2,
+            "most_severe": "CDN certificate expiry (SEV1)",
+        }
+    ),
 }
 
 
@@ -33,7 +37,10 @@ def test_example_runs(name: str, tmp_path: Path) -> None:
     folder = ROOT / "examples" / name
     done = subprocess.run(
         [AGENT, "run", str(folder / "task.yaml"), "--sim", str(folder / "script.yaml"), "--json"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])

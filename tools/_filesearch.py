@@ -59,8 +59,15 @@ _HELPER = "from tools._filesearch import serve; serve()"
 
 
 def search(
-    fd: int, rel: str, *, is_dir: bool, pattern: str, glob: str | None, max_results: int,
-    max_read_bytes: int, timeout: float,
+    fd: int,
+    rel: str,
+    *,
+    is_dir: bool,
+    pattern: str,
+    glob: str | None,
+    max_results: int,
+    max_read_bytes: int,
+    timeout: float,
 ) -> Found:
     """Scan ``fd`` (a folder or an open file at ``rel``) in a helper killed at ``timeout``.
 

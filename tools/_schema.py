@@ -171,7 +171,7 @@ def check_schema(name: str, schema: Any) -> None:
 
     if not isinstance(schema, dict) or schema.get("type") != "object":
         raise ToolDefinitionError(
-            f"Tool {name!r}: parameters must be a JSON Schema object with \"type\": \"object\", "
+            f'Tool {name!r}: parameters must be a JSON Schema object with "type": "object", '
             'e.g. {"type": "object", "properties": {"q": {"type": "string"}}}.'
         )
     try:

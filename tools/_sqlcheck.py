@@ -64,9 +64,7 @@ _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
 _LEADING = re.compile(rf"{_GAP}*", re.S)
 
 
-def check_statement(
-    query: str, *, read_only: bool, file_writes: bool = True
-) -> duckdb.Statement:
+def check_statement(query: str, *, read_only: bool, file_writes: bool = True) -> duckdb.Statement:
     """The single statement of ``query`` if its type is allowed, else a ``ToolError``.
 
     ``file_writes``: whether ``COPY … TO`` may write a file (``tools.files.allow_write``).

@@ -43,7 +43,7 @@ import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["MAX_FRAME_BYTES", "main", "valid_text"]
+__all__ = ["MAX_FRAME_BYTES", "main", "unencodable", "valid_text"]
 
 _HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 256 * 1024 * 1024
@@ -59,6 +59,29 @@ def valid_text(text: str) -> str:
     True
     """
     return _SURROGATE.sub("\ufffd", text)
+
+
+def unencodable(arguments: Any) -> str | None:
+    """Where ``arguments`` hold a string UTF-8 cannot encode (``arguments.query``), or None.
+
+    A call with such arguments never runs: the dispatcher answers with an argument error.
+
+    >>> unencodable({"q": ["ok", "x\\ud800"]})
+    'arguments.q[1]'
+    """
+    stack: list[tuple[str, Any]] = [("arguments", arguments)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str) and valid_text(value) != value:
+            return where
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if isinstance(k, str) and valid_text(k) != k:
+                    return f"a key of {where}"
+                stack.append((f"{where}.{k}", v))
+        elif isinstance(value, list | tuple):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(value))
+    return None
 
 
 def _read_frame(stream: BinaryIO) -> dict[str, Any] | None:

@@ -36,7 +36,6 @@ __all__ = [
 ]
 
 
-
 def _sql_writes(arguments: dict[str, Any]) -> bool:
     """Judged by DuckDB's own parse: ``WITH … DELETE`` and ``EXPLAIN ANALYZE COPY`` write."""
     from tools.sql import writes
@@ -145,9 +144,7 @@ def write_file(path: str, content: str, ctx: ToolContext) -> str:
 
 
 @tool(sandbox="process")
-def search_files(
-    pattern: str, ctx: ToolContext, path: str = ".", glob: str | None = None
-) -> str:
+def search_files(pattern: str, ctx: ToolContext, path: str = ".", glob: str | None = None) -> str:
     """Search text files of the workspace for a regular expression; returns matching lines.
 
     Args:

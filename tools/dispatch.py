@@ -21,9 +21,6 @@ returns one `ToolResult` per call, in call order, never raising for a tool's fai
    model. In a call's arguments they make the call an argument error (nothing could pass
    them on intact: not the worker pipe, the CLI's output or a log).
 
-Each call gets an idempotency key (`idempotency_key`) so a resumed run can skip calls that
-already completed.
-
 >>> import asyncio, tempfile
 >>> from agent.types import ToolCall
 >>> from tools.base import tool
@@ -43,9 +40,7 @@ already completed.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -55,75 +50,27 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import jsonschema
 
-from agent.errors import ToolArgumentError, ToolError, ToolTimeout
-from agent.types import Message, ToolCall, ToolSpec
-from tools._worker import valid_text
+from agent.errors import ToolArgumentError, ToolError, ToolExecutionError, ToolTimeout
+from agent.types import ToolCall, ToolResult, ToolSpec
+from tools._worker import unencodable, valid_text
 from tools.base import Tool, ToolContext, render_result
 from tools.policy import ToolPolicies
 from tools.registry import ToolRegistry
 from tools.sandbox import SandboxWorker
 
-__all__ = ["Dispatcher", "ToolResult", "idempotency_key", "unencodable"]
+__all__ = ["Dispatcher"]
 
 _ARTIFACT_ID = re.compile(r"^art_[0-9a-f]{16}$")
-
-
-@dataclass
-class ToolResult:
-    """The outcome of one tool call, ready to go back to the model as a ``tool`` turn.
-
-    >>> ToolResult("call_1", "add", "ok", "3").to_message().role
-    'tool'
-    """
-
-    call_id: str
-    name: str
-    status: Literal["ok", "error"]
-    content: str
-    """What the model sees (capped; errors explain what to change)."""
-    error_type: str | None = None
-    """``ToolArgumentError``, ``ToolPolicyError``, ``ToolTimeout``, ``ToolExecutionError``."""
-    artifact_id: str | None = None
-    """Id of the full result on disk when ``truncated``."""
-    truncated: bool = False
-    idempotency_key: str = ""
-    duration_s: float = 0.0
-    sandbox: Literal["bwrap", "process", "none"] = "none"
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    def to_message(self) -> Message:
-        """This result as a framework ``tool`` message."""
-        return Message("tool", self.content, tool_call_id=self.call_id, name=self.name)
-
-
-def idempotency_key(run_id: str, call: ToolCall, occurrence: int) -> str:
-    """Stable key of the ``occurrence``-th (0-based) identical call within a run.
-
-    >>> idempotency_key("r", ToolCall("f", {"b": 1, "a": 2}), 0) == \\
-    ...     idempotency_key("r", ToolCall("f", {"a": 2, "b": 1}, id="other"), 0)
-    True
-    """
-    payload = json.dumps(
-        ["v1", run_id, call.name, call.arguments, occurrence],
-        sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str,
-    )
-    # surrogatepass: a lone surrogate in the model's arguments must give a key, not an
-    # exception that ends the run (the call itself is refused by the dispatcher).
-    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 @dataclass
 class _Prepared:
     call: ToolCall
     tool: Tool
-    key: str
 
 
 class Dispatcher:
@@ -146,7 +93,6 @@ class Dispatcher:
             t.name: jsonschema.Draft202012Validator(t.parameters) for t in self.registry
         }
         self._sem = asyncio.Semaphore(policies.max_concurrency)
-        self._seen: collections.Counter[str] = collections.Counter()
         self._ctx = ToolContext(run_id=run_id, workspace=self.workspace, policies=policies)
         self._scrub = _Scrubber(self.workspace)
         by_name = {t.name: t for t in self.registry}
@@ -161,12 +107,6 @@ class Dispatcher:
     def specs(self) -> list[ToolSpec]:
         """What the model sees of every tool."""
         return self.registry.specs()
-
-    def side_effects(self, call: ToolCall) -> bool:
-        """Whether ``call`` would change the world (unknown tools: assume yes)."""
-        return call.name not in self.registry or self.registry.get(call.name).has_side_effects(
-            call.arguments
-        )
 
     async def dispatch(self, calls: Sequence[ToolCall]) -> list[ToolResult]:
         """Validate all calls, then run the valid ones concurrently; results in call order."""
@@ -190,19 +130,15 @@ class Dispatcher:
 
     # -- internals ------------------------------------------------------------------------
     def _prepare(self, call: ToolCall) -> _Prepared | ToolResult:
-        canon = json.dumps([call.name, call.arguments], sort_keys=True, default=str)
-        key = idempotency_key(self.run_id, call, self._seen[canon])
-        self._seen[canon] += 1
         bad = unencodable(call.arguments)
         if bad is not None or valid_text(call.name) != call.name:
-            where = "the tool name" if bad is None else bad
-            text = (
+            where = "the tool name" if bad is None else valid_text(bad)
+            return self._error(call, ToolArgumentError(
                 f"{where} holds a lone surrogate (like \\ud800), which is not valid Unicode; "
                 "send valid text (drop or replace that character)"
-            )
-            return self._error(call, key, "ToolArgumentError", valid_text(text))
+            ))  # fmt: skip
         if call.name not in self.registry:
-            return self._error(call, key, "ToolArgumentError", self._unknown_tool(call.name))
+            return self._error(call, ToolArgumentError(self._unknown_tool(call.name)))
         tool = self.registry.get(call.name)
         problems = _schema_problems(self._validators[tool.name], call.arguments)
         if problems:
@@ -210,8 +146,8 @@ class Dispatcher:
                 f"Invalid arguments for tool {tool.name!r}:\n{problems}\n"
                 f"Expected arguments schema: {json.dumps(tool.parameters)}"
             )
-            return self._error(call, key, "ToolArgumentError", text)
-        return _Prepared(call, tool, key)
+            return self._error(call, ToolArgumentError(text))
+        return _Prepared(call, tool)
 
     def _unknown_tool(self, name: str) -> str:
         close = self.registry.closest(name)
@@ -228,28 +164,38 @@ class Dispatcher:
         kind = self.worker.kind if tool.sandbox == "process" else "none"
         async with self._sem:
             start = time.perf_counter()
+            error: ToolError | None = None
             try:
                 text = await self._execute(tool, call)
-                status, error_type = "ok", None
             except ToolError as exc:
-                status, error_type = "error", type(exc).__name__
-                text = f"{error_type}: {self._scrub(str(exc))}"
+                error, text = exc, f"{type(exc).__name__}: {self._scrub(str(exc))}"
             except Exception as exc:
-                status, error_type = "error", "ToolExecutionError"
-                text = f"{error_type}: {self._scrub(f'{type(exc).__name__}: {exc}')}"
+                error = ToolExecutionError(self._scrub(f"{type(exc).__name__}: {exc}"))
+                text = f"ToolExecutionError: {error}"
             duration = time.perf_counter() - start
         content, artifact = await self._cap(valid_text(text))
         return ToolResult(
-            call.id, call.name, status, content, error_type, artifact, artifact is not None,
-            prep.key, duration, kind,
+            call.id,
+            call.name,
+            "ok" if error is None else "error",
+            content,
+            error=None if error is None else error.tool_error,
+            artifact_id=artifact,
+            truncated=artifact is not None,
+            duration_s=duration,
+            sandbox=kind,
         )
 
     async def _execute(self, tool: Tool, call: ToolCall) -> str:
         if tool.sandbox == "process":
             return await self.worker.call(tool.name, call.arguments, call_id=call.id)
         ctx = ToolContext(
-            run_id=self.run_id, call_id=call.id, workspace=self.workspace,
-            policies=self.policies, state=self._ctx.state, lock=self._ctx.lock,
+            run_id=self.run_id,
+            call_id=call.id,
+            workspace=self.workspace,
+            policies=self.policies,
+            state=self._ctx.state,
+            lock=self._ctx.lock,
         )
         try:
             args, kwargs = tool.bind(call.arguments, ctx)
@@ -285,12 +231,12 @@ class Dispatcher:
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         (self.artifacts_dir / f"{artifact}.txt").write_text(text, encoding="utf-8")
 
-    def _error(self, call: ToolCall, key: str, error_type: str, text: str) -> ToolResult:
+    def _error(self, call: ToolCall, exc: ToolError) -> ToolResult:
         limit = self.policies.max_result_chars
-        content = f"{error_type}: {text}"
+        content = f"{type(exc).__name__}: {exc}"
         if len(content) > limit:  # a huge schema must not flood the context either
             content = content[: limit - 15] + " [truncated]"
-        return ToolResult(call.id, call.name, "error", content, error_type, idempotency_key=key)
+        return ToolResult(call.id, call.name, "error", content, error=exc.tool_error)
 
 
 async def _in_daemon_thread(
@@ -323,27 +269,6 @@ async def _in_daemon_thread(
         ) from None
 
 
-def unencodable(arguments: Any) -> str | None:
-    """Where ``arguments`` hold a string UTF-8 cannot encode (``arguments.query``), or None.
-
-    >>> unencodable({"q": ["ok", "x\\ud800"]})
-    'arguments.q[1]'
-    """
-    stack: list[tuple[str, Any]] = [("arguments", arguments)]
-    while stack:
-        where, value = stack.pop()
-        if isinstance(value, str) and valid_text(value) != value:
-            return where
-        if isinstance(value, dict):
-            for k, v in value.items():
-                if isinstance(k, str) and valid_text(k) != k:
-                    return f"a key of {where}"
-                stack.append((f"{where}.{k}", v))
-        elif isinstance(value, list | tuple):
-            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(value))
-    return None
-
-
 def _schema_problems(validator: jsonschema.Draft202012Validator, args: Any) -> str:
     errors = sorted(validator.iter_errors(args), key=jsonschema.exceptions.relevance)
     lines = []
@@ -372,7 +297,8 @@ class _Scrubber:
         self.ws = str(workspace)
         self.secrets = sorted(
             {v for k, v in os.environ.items() if len(v) >= 6 and _SECRET_NAME.search(k)},
-            key=len, reverse=True,
+            key=len,
+            reverse=True,
         )
 
     def __call__(self, text: str) -> str:

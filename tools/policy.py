@@ -12,16 +12,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-__all__ = ["FilesPolicy", "HttpPolicy", "SandboxPolicy", "SqlPolicy", "ToolPolicies"]
+from agent.config import ConfigModel
+
+__all__ = [
+    "FilesPolicy",
+    "HttpPolicy",
+    "PolicySet",
+    "SandboxPolicy",
+    "SqlPolicy",
+    "ToolPolicies",
+]
 
 
-class _Policy(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class HttpPolicy(_Policy):
+class HttpPolicy(ConfigModel):
     """Policy of ``http_request``."""
 
     allowed_hosts: list[str] = Field(
@@ -41,7 +46,7 @@ class HttpPolicy(_Policy):
     max_redirects: int = Field(3, ge=0, le=10, description="Redirects followed at most.")
 
 
-class SqlPolicy(_Policy):
+class SqlPolicy(ConfigModel):
     """Policy of ``sql_query`` and ``sql_tables`` (DuckDB)."""
 
     database: Path | None = Field(
@@ -55,7 +60,7 @@ class SqlPolicy(_Policy):
     threads: int = Field(2, gt=0, description="DuckDB threads.")
 
 
-class FilesPolicy(_Policy):
+class FilesPolicy(ConfigModel):
     """Policy of ``list_files``, ``read_file``, ``write_file`` and ``search_files``."""
 
     allow_write: bool = Field(False, description="Enable write_file.")
@@ -70,7 +75,7 @@ class FilesPolicy(_Policy):
     )
 
 
-class SandboxPolicy(_Policy):
+class SandboxPolicy(ConfigModel):
     """Limits of the worker process that runs file and DuckDB tools."""
 
     memory_mb: int = Field(2048, gt=0, description="Address-space limit of the worker (MiB).")
@@ -82,10 +87,10 @@ class SandboxPolicy(_Policy):
     )
 
 
-class ToolPolicies(_Policy):
-    """All policies of one run. ``workspace`` confines the file and DuckDB tools."""
+class PolicySet(ConfigModel):
+    """Every tool policy but the workspace: a task file's ``tools:`` section extends it
+    (adding ``enabled``) and its top-level ``workspace:`` completes it."""
 
-    workspace: Path = Field(Path("."), description="Folder the file and SQL tools are confined to.")
     http: HttpPolicy = Field(default_factory=HttpPolicy)
     sql: SqlPolicy = Field(default_factory=SqlPolicy)
     files: FilesPolicy = Field(default_factory=FilesPolicy)
@@ -94,3 +99,9 @@ class ToolPolicies(_Policy):
     max_result_chars: int = Field(
         16_000, gt=0, description="Characters of a tool result shown to the model."
     )
+
+
+class ToolPolicies(PolicySet):
+    """All policies of one run. ``workspace`` confines the file and DuckDB tools."""
+
+    workspace: Path = Field(Path("."), description="Folder the file and SQL tools are confined to.")

@@ -34,7 +34,8 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from agent.errors import AgentError, ToolDefinitionError
-from agent.types import ToolSpec
+from agent.types import ToolCall, ToolSpec
+from tools._worker import unencodable
 from tools.base import Tool, as_tool
 
 __all__ = ["ENTRY_POINT_GROUP", "ToolRegistry"]
@@ -138,6 +139,17 @@ class ToolRegistry:
             raise KeyError(
                 f"unknown tool {name!r}" + (f"; did you mean {hint!r}?" if hint else "")
             ) from None
+
+    def has_side_effects(self, call: ToolCall) -> bool:
+        """Whether running ``call`` would change the world, for approval.
+
+        An unknown tool has none: it never runs (the dispatcher answers with an error), and
+        neither has a call whose arguments hold a lone surrogate, for the same reason.
+        """
+        tool = self._tools.get(call.name)
+        if tool is None or unencodable(call.arguments) is not None:
+            return False
+        return tool.has_side_effects(call.arguments)
 
     def closest(self, name: str) -> str | None:
         """The registered name most like ``name`` (difflib), if any is close."""

@@ -176,8 +176,11 @@ class SandboxWorker:
                 await proc.stdin.drain()
                 reply = await asyncio.shield(fut)
         except TimeoutError:
-            await self._kill(proc, f"the worker was restarted because another call ({name}) "
-                             "timed out; retry this call")
+            await self._kill(
+                proc,
+                f"the worker was restarted because another call ({name}) "
+                "timed out; retry this call",
+            )
             raise ToolTimeout(
                 f"{name} did not finish within {timeout:g} s and was killed "
                 "(its sandbox worker is restarted for the next call)"
@@ -314,10 +317,11 @@ class SandboxWorker:
             self._stderr.append(chunk)  # kept for start-up diagnostics; bounded
 
     async def _kill(self, proc: asyncio.subprocess.Process, reason: str) -> None:
+        # The worker leads its own process group, so this kills it and all it started.
+        # Not proc.kill() as well: Popen.send_signal polls first, and that poll would reap
+        # the dead worker behind asyncio's child watcher ("Unknown child process pid").
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
         await proc.wait()
         self._fail_pending(reason)
         for task in self._tasks:

@@ -198,7 +198,8 @@ class SqlEngine:
             raise ToolPolicyError(
                 "the workspace holds files the SQL tool will not open"
                 + (f" ({when})" if when else "")
-                + ": " + ", ".join(found)
+                + ": "
+                + ", ".join(found)
                 + ". A file with more than one hard link may be a link to a file outside "
                 "the workspace, and a special file can hang a query; no query runs until "
                 "they are removed from the workspace (ask the user)"

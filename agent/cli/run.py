@@ -8,8 +8,10 @@ keeps only the answer; ``--json`` prints one JSON object instead. Exit codes: 0 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import shutil
+import signal
 import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -21,14 +23,27 @@ from agent.cli._options import parse_vars
 
 __all__ = ["run_cmd"]
 
-_UNREACHABLE = ("BackendUnavailable",)
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    task: Path
+    vars: dict[str, str]
+    model_url: str | None
+    sim_script: Path | None
+    resume: str | None
+    approve: str | None
+    as_json: bool
+    trace_file: Path | None
+    store: str | None
 
 
 @click.command("run")
 @click.argument("task", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result.")
 @click.option(
-    "--model-url", envvar="AGENT_MODEL_URL", show_envvar=True,
+    "--model-url",
+    envvar="AGENT_MODEL_URL",
+    show_envvar=True,
     help="vLLM URL; overrides the task file's model.url.",
 )
 @click.option(
@@ -37,7 +52,12 @@ _UNREACHABLE = ("BackendUnavailable",)
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Start the simulated vLLM server with this script and run against it.",
 )
-@click.option("--resume", "resume_id", metavar="RUN_ID", help="Continue a run from its checkpoint.")
+@click.option(
+    "--resume",
+    "resume",
+    metavar="RUN_ID",
+    help="Continue a run from its checkpoint (its id, or the start of its short id).",
+)
 @click.option(
     "--approve",
     type=click.Choice(["ask", "all", "none"]),
@@ -46,64 +66,138 @@ _UNREACHABLE = ("BackendUnavailable",)
     "Default: ask on a terminal, none otherwise.",
 )
 @click.option(
-    "--var", "vars_", multiple=True, metavar="K=V",
+    "--var",
+    "vars_",
+    multiple=True,
+    metavar="K=V",
     help="Fill {K} in the task's input (repeatable).",
 )
-@click.option("--trace", "trace_file", type=click.Path(path_type=Path), help="Copy the trace here.")
+@click.option(
+    "--trace",
+    "trace_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Copy the trace here (its folder must exist).",
+)
+@click.option(
+    "--store",
+    envvar="AGENT_STORE",
+    show_envvar=True,
+    help="Run store folder (or postgresql:// URL); overrides the task file's store.",
+)
 def run_cmd(
     task: Path,
     as_json: bool,
     model_url: str | None,
     sim_script: Path | None,
-    resume_id: str | None,
+    resume: str | None,
     approve: str | None,
     vars_: tuple[str, ...],
     trace_file: Path | None,
+    store: str | None,
 ) -> None:
-    """Run TASK.yaml until the model gives a final answer."""
+    """Run TASK.yaml until the model gives a final answer.
+
+    Ctrl-C or SIGTERM stops the run (exit 130 or 143) and marks it interrupted; it
+    prints the command that continues it.
+    """
     from agent.errors import ConfigError
 
-    try:
-        variables = parse_vars(vars_)
-        code = asyncio.run(
-            _run(task, variables, model_url, sim_script, resume_id, approve, as_json, trace_file)
+    if trace_file is not None and not trace_file.parent.is_dir():
+        raise click.BadParameter(
+            f"folder {trace_file.parent} does not exist (create it first)", param_hint="--trace"
         )
+    started: list[str] = []
+    try:
+        options = _Options(
+            task,
+            parse_vars(vars_),
+            model_url,
+            sim_script,
+            resume,
+            approve,
+            as_json,
+            trace_file,
+            store,
+        )
+        code = _run_until_signal(options, started)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    except (KeyboardInterrupt, asyncio.CancelledError) as stop:
+        code = 143 if isinstance(stop, asyncio.CancelledError) else 130
+        if started:
+            click.echo(
+                f"interrupted: run {started[0]} stopped; continue it with: agent run "
+                f"{task} --resume {started[0].rsplit('_', 1)[-1]}",
+                err=True,
+            )
     sys.exit(code)
 
 
-async def _run(
-    task_path: Path,
-    variables: dict[str, str],
-    model_url: str | None,
-    sim_script: Path | None,
-    resume_id: str | None,
-    approve: str | None,
-    as_json: bool,
-    trace_file: Path | None,
-) -> int:
+def _run_until_signal(options: _Options, started: list[str]) -> int:
+    """Run in an event loop where SIGTERM cancels the run as Ctrl-C does."""
+
+    async def main() -> int:
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        assert task is not None
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            return await _run(options, started)
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    return asyncio.run(main())
+
+
+async def _run(o: _Options, started: list[str]) -> int:
     from agent.api import Agent
     from agent.task import load_task
 
     console = _console()
-    task = load_task(task_path, variables)
+    task = load_task(o.task, o.vars)
+    if o.store is not None:
+        task = task.model_copy(update={"store": o.store})
+    run_id = _resolve_run(task, o.resume) if o.resume else None
+    result = None
     async with AsyncExitStack() as stack:
-        if sim_script is not None:
-            model_url = await _start_sim(sim_script, stack, console)
-        agent = Agent.from_task(task, vars=variables, model_url=model_url)
+        model_url = o.model_url
+        if o.sim_script is not None:
+            model_url = await _start_sim(o.sim_script, stack, console)
+        agent = Agent.from_task(task, vars=o.vars, model_url=model_url)
         stack.push_async_callback(agent.aclose)
-        approver = _approver(approve, console)
-        printer = _Progress(console, quiet=as_json)
+        printer = _Progress(console, quiet=o.as_json, started=started)
         result = await agent.run(
-            run_id=resume_id, resume=resume_id is not None, approve=approver, on_event=printer
+            run_id=run_id,
+            resume=run_id is not None,
+            approve=_approver(o.approve, console),
+            on_event=printer,
         )
-    if trace_file is not None and result.trace_path and result.trace_path.exists():
-        shutil.copyfile(result.trace_path, trace_file)
-    _report(result, as_json)
-    if result.error_type in _UNREACHABLE:
+    _report(result, o.as_json)  # the answer first: nothing below may lose it
+    if o.trace_file is not None and result.trace_path and Path(result.trace_path).exists():
+        try:
+            shutil.copyfile(result.trace_path, o.trace_file)
+        except OSError as exc:
+            click.echo(
+                f"error: --trace {o.trace_file}: {exc.strerror or exc} (the trace is "
+                f"kept at {result.trace_path})",
+                err=True,
+            )
+            return 2
+    if result.error_kind == "backend_unavailable":
         return 3
     return 0 if result.ok else 1
+
+
+def _resolve_run(task: Any, ref: str) -> str:
+    """The full id of the run ``--resume REF`` names (a unique start of its id or short id)."""
+    from agent.errors import ConfigError
+    from agent.persistence import store_location
+    from agent.runs import RunStore
+
+    folder = store_location(task.store).folder
+    db = folder / "runs.db" if folder is not None else None
+    if db is None or not db.is_file():
+        raise ConfigError(f"no run {ref!r} to resume: no run store at {folder}")
+    return RunStore(db).find(ref).run_id
 
 
 async def _start_sim(script: Path, stack: AsyncExitStack, console: Any) -> str:
@@ -127,9 +221,9 @@ def _approver(mode: str | None, console: Any) -> Any:
     async def ask(request: Any) -> dict[str, bool]:
         decisions = {}
         for call in request.calls:
-            args = json.dumps(call["arguments"], ensure_ascii=False)
-            prompt = f"Allow {call['name']}({args})?"
-            decisions[call["id"]] = await asyncio.to_thread(click.confirm, prompt, err=True)
+            args = json.dumps(call.arguments, ensure_ascii=False)
+            prompt = f"Allow {call.name}({args})?"
+            decisions[call.id] = await asyncio.to_thread(click.confirm, prompt, err=True)
         return decisions
 
     return ask
@@ -144,10 +238,12 @@ def _console() -> Any:
 class _Progress:
     """Prints events as they come: steps, tool calls with durations, tokens/s."""
 
-    def __init__(self, console: Any, *, quiet: bool) -> None:
-        self.console, self.quiet = console, quiet
+    def __init__(self, console: Any, *, quiet: bool, started: list[str]) -> None:
+        self.console, self.quiet, self.started = console, quiet, started
 
     def __call__(self, event: Any) -> None:
+        if event.kind == "run_started":
+            self.started[:] = [event.run_id]
         if self.quiet:
             return
         handler = getattr(self, f"_on_{event.kind}", None)
@@ -159,23 +255,24 @@ class _Progress:
         self.console.print(f"[bold]{verb}[/] {e.run_id}  task={e.task}  model={e.model_url}")
 
     def _on_step(self, e: Any) -> None:
-        t = e.timings
+        t, usage = e.generation.timings, e.generation.usage
         self.console.print(
-            f"[cyan]step {e.step}[/]  {e.usage.get('completion_tokens', 0)} tokens  "
-            f"{t.get('tokens_per_s', 0):.0f} tok/s  ttft {t.get('ttft_s', 0) * 1000:.0f} ms"
-            f"  cached {e.usage.get('cached_tokens') or 0}/{e.usage.get('prompt_tokens', 0)}"
+            f"[cyan]step {e.step}[/]  {usage.completion_tokens} tokens  "
+            f"{t.tokens_per_s:.0f} tok/s  ttft {t.ttft_s * 1000:.0f} ms"
+            f"  cached {usage.cached_tokens or 0}/{usage.prompt_tokens}"
         )
 
     def _on_tool_call(self, e: Any) -> None:
-        args = json.dumps(e.arguments, ensure_ascii=False)
+        args = json.dumps(e.call.arguments, ensure_ascii=False)
         early = " [dim](early)[/]" if e.early else ""
-        self.console.print(f"  → {e.name}({_clip(args, 120)}){early}", markup=True)
+        self.console.print(f"  → {e.call.name}({_clip(args, 120)}){early}", markup=True)
 
     def _on_tool_result(self, e: Any) -> None:
-        mark = "[green]✓[/]" if e.status == "ok" else "[red]✗[/]"
+        r = e.result
+        mark = "[green]✓[/]" if r.ok else "[red]✗[/]"
         reused = " (reused)" if e.reused else ""
         self.console.print(
-            f"  {mark} {e.name} {e.duration_s * 1000:.0f} ms{reused}  {_clip(e.content, 100)!r}"
+            f"  {mark} {r.name} {r.duration_s * 1000:.0f} ms{reused}  {_clip(r.content, 100)!r}"
         )
 
     def _on_repair(self, e: Any) -> None:
@@ -183,17 +280,18 @@ class _Progress:
         self.console.print(f"  [yellow]repair {e.consecutive}[/]: {reasons}")
 
     def _on_approval(self, e: Any) -> None:
-        names = ", ".join(c["name"] for c in e.calls)
+        names = ", ".join(c.name for c in e.calls)
         self.console.print(f"  [magenta]approval needed[/]: {names}")
 
     def _on_error(self, e: Any) -> None:
         self.console.print(f"[red]error[/] {e.error_type}: {e.message}")
 
     def _on_final(self, e: Any) -> None:
-        limit = f" ({e.limit})" if e.limit else ""
+        r = e.result
+        limit = f" ({r.limit})" if r.limit else ""
         self.console.print(
-            f"[bold]{e.status}{limit}[/] after {e.steps} steps, {e.tool_calls} tool calls, "
-            f"{e.usage.get('prompt_tokens', 0) + e.usage.get('completion_tokens', 0)} tokens"
+            f"[bold]{r.status}{limit}[/] after {r.steps} steps, {r.tool_calls} tool calls, "
+            f"{r.usage.total_tokens} tokens"
         )
 
 
@@ -204,18 +302,8 @@ def _clip(text: str, n: int) -> str:
 
 def _report(result: Any, as_json: bool) -> None:
     if as_json:
-        payload = {
-            "run_id": result.run_id,
-            "status": result.status,
-            "answer": result.answer,
-            "steps": result.steps,
-            "tool_calls": result.tool_calls,
-            "usage": result.usage,
-            "limit": result.limit,
-            "error": result.error,
-            "error_type": result.error_type,
-            "trace": str(result.trace_path) if result.trace_path else None,
-        }
+        payload = dataclasses.asdict(result)
+        payload["trace"] = payload.pop("trace_path")
         click.echo(json.dumps(payload, ensure_ascii=False, default=str))
         return
     answer = result.answer

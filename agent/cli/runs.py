@@ -11,18 +11,19 @@ Exit codes: 0 success, 2 unknown run id or bad store path.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import click
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from agent.errors import ConfigError
-from agent.runs import RUN_STATUSES, RunRecord, RunStore, read_trace, resolve_store_path
+from agent.runs import RunRecord, RunStore, read_trace, resolve_store_path
+from agent.types import RUN_STATUSES
 
 __all__ = ["runs_group"]
 
@@ -30,12 +31,20 @@ _STORE_HELP = "Run store: a folder holding runs.db, or a .db file. [env AGENT_ST
 
 
 def _open_store(store: str | None) -> RunStore | None:
-    """The store, or None when it does not exist yet. Exits 2 on a bad path."""
+    """The store, or None when the default one does not exist yet (no runs so far).
+
+    Exits 2 on a bad path, and on a store named by ``--store``/``AGENT_STORE`` that does
+    not exist: a typo there must not read as "no runs".
+    """
     try:
         path = resolve_store_path(store)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    return RunStore(path) if path.is_file() else None
+    if path.is_file():
+        return RunStore(path)
+    if store:
+        raise click.UsageError(f"no run store at {path} (check --store / AGENT_STORE)")
+    return None
 
 
 @click.group("runs")
@@ -45,8 +54,9 @@ def runs_group() -> None:
 
 @runs_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1),
-              help="Runs shown at most.")
+@click.option(
+    "--limit", default=20, show_default=True, type=click.IntRange(min=1), help="Runs shown at most."
+)
 @click.option("--status", type=click.Choice(RUN_STATUSES), help="Only runs with this status.")
 @click.option("--store", envvar="AGENT_STORE", help=_STORE_HELP)
 def list_cmd(as_json: bool, limit: int, status: str | None, store: str | None) -> None:
@@ -60,32 +70,68 @@ def list_cmd(as_json: bool, limit: int, status: str | None, store: str | None) -
     if not records:
         click.echo("no runs yet" if rs else f"no run store at {resolve_store_path(store)}")
         return
-    table = Table("id", "status", "task", "steps", "tool calls", "tokens", "started",
-                  "duration")
+    console = Console()
+    # Fits 80 columns whole: the short id is what `runs show` and `--resume` take.
+    table = Table(
+        "id",
+        "status",
+        "task",
+        "steps",
+        "calls",
+        "tokens",
+        "started",
+        "took",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
+    )
+    for col in table.columns:
+        col.no_wrap = True
+    table.columns[0].min_width = 6
+    table.columns[2].overflow = "ellipsis"
+    table.columns[2].ratio = 1  # the task name gives way first
     for r in records:
-        table.add_row(r.run_id, _status(r.status), r.task, str(r.steps), str(r.tool_calls),
-                      f"{r.usage.total_tokens:,}", _when(r.started_at), _duration(r))
-    Console().print(table)
+        table.add_row(
+            r.short_id,
+            _status(r.status),
+            escape(r.task),
+            str(r.steps),
+            str(r.tool_calls),
+            f"{r.usage.total_tokens:,}",
+            _when(r.started_at, "%m-%d %H:%M"),
+            _duration(r),
+        )
+    console.print(table)
 
 
 @runs_group.command("show")
-@click.argument("run_id")
+@click.argument("run_id", metavar="RUN_ID")
 @click.option("--json", "as_json", is_flag=True, help="Print the record and trace as JSON.")
 @click.option("--full", is_flag=True, help="Do not shorten long prompts and outputs.")
 @click.option("--width", default=400, show_default=True, help="Characters shown per text.")
 @click.option("--store", envvar="AGENT_STORE", help=_STORE_HELP)
 def show_cmd(run_id: str, as_json: bool, full: bool, width: int, store: str | None) -> None:
-    """One run: its record and a readable rendering of its trace."""
+    """One run: its record and a readable rendering of its trace.
+
+    RUN_ID is the run's id, or a unique start of it or of its short id (the id column of
+    `agent runs list`).
+    """
     rs = _open_store(store)
-    record = rs.get(run_id) if rs else None
-    if record is None:
-        click.echo(f"error: no run {run_id!r} in {resolve_store_path(store)} "
-                   "(see: agent runs list)", err=True)
-        sys.exit(2)
+    if rs is None:
+        raise click.UsageError(
+            f"no run {run_id!r}: no run store at {resolve_store_path(store)} (see: agent runs list)"
+        )
+    try:
+        record = rs.find(run_id)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     events, problem = _load_trace(record)
     if as_json:
-        click.echo(json.dumps({"run": record.to_dict(), "trace": events, "trace_error": problem},
-                              indent=2))
+        click.echo(
+            json.dumps({"run": record.to_dict(), "trace": events, "trace_error": problem}, indent=2)
+        )
         return
     console = Console()
     _print_record(console, record)
@@ -111,12 +157,19 @@ def _print_record(console: Console, r: RunRecord) -> None:
     usage = r.usage
     cached = "" if usage.cached_tokens is None else f", {usage.cached_tokens:,} cached"
     rows = [
-        ("run", r.run_id), ("task", r.task + (f"  ({r.task_path})" if r.task_path else "")),
-        ("status", _status(r.status)), ("started", _when(r.started_at)),
-        ("duration", _duration(r)), ("steps", str(r.steps)), ("tool calls", str(r.tool_calls)),
-        ("tokens", f"{usage.prompt_tokens:,} prompt + {usage.completion_tokens:,} "
-                   f"completion{cached}"),
-        ("model", r.model_url or "-"), ("trace", r.trace_path or "-"),
+        ("run", r.run_id),
+        ("task", r.task + (f"  ({r.task_path})" if r.task_path else "")),
+        ("status", _status(r.status)),
+        ("started", _when(r.started_at)),
+        ("duration", _duration(r)),
+        ("steps", str(r.steps)),
+        ("tool calls", str(r.tool_calls)),
+        (
+            "tokens",
+            f"{usage.prompt_tokens:,} prompt + {usage.completion_tokens:,} completion{cached}",
+        ),
+        ("model", r.model_url or "-"),
+        ("trace", r.trace_path or "-"),
     ]
     if r.error:
         rows.append(("error", f"[red]{_escape(r.error)}[/]"))
@@ -143,13 +196,16 @@ def _print_event(console: Console, e: dict[str, Any], width: int | None) -> None
         for err in e.get("errors") or []:
             body += f"\n  [red]malformed: {_escape(str(err.get('reason', err)))}[/]"
         if usage:
-            body += (f"\n  [dim]{usage.get('prompt_tokens', 0)} prompt / "
-                     f"{usage.get('completion_tokens', 0)} completion tokens[/]")
+            body += (
+                f"\n  [dim]{usage.get('prompt_tokens', 0)} prompt / "
+                f"{usage.get('completion_tokens', 0)} completion tokens[/]"
+            )
     elif kind == "tool_call":
-        body = _cut(_call(e), width)
+        body = _cut(_call(e.get("call") or e), width)  # version 1 traces were flat
     elif kind == "tool_result":
-        style = "red" if e.get("is_error") else "green"
-        body = f"[{style}]{e.get('name', '?')}[/] → {_cut(str(e.get('content', '')), width)}"
+        r = e.get("result") or e
+        style = "green" if r.get("status") == "ok" else "red"
+        body = f"[{style}]{r.get('name', '?')}[/] → {_cut(str(r.get('content', '')), width)}"
     elif kind in ("final", "error", "repair", "approval", "run_started"):
         shown = {k: v for k, v in e.items() if k not in ("v", "ts", "run_id", "type", "step")}
         body = _cut(json.dumps(shown, ensure_ascii=False, default=str), width)
@@ -178,8 +234,8 @@ def _status(status: str) -> str:
     return f"[{color}]{status}[/]"
 
 
-def _when(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+def _when(ts: float, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    return time.strftime(fmt, time.localtime(ts))
 
 
 def _duration(r: RunRecord) -> str:

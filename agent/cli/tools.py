@@ -37,9 +37,12 @@ def tools_cmd(as_json: bool) -> None:
     registry = _load_registry()
     if as_json:
         rows = [
-            {**t.spec().to_openai()["function"], "sandbox": t.sandbox,
-             "side_effects": t.side_effects if isinstance(t.side_effects, bool) else "depends",
-             "source": registry.sources.get(t.name)}
+            {
+                **t.spec().to_openai()["function"],
+                "sandbox": t.sandbox,
+                "side_effects": t.side_effects if isinstance(t.side_effects, bool) else "depends",
+                "source": registry.sources.get(t.name),
+            }
             for t in registry
         ]
         click.echo(json.dumps({"tools": rows}, ensure_ascii=False))
@@ -54,17 +57,34 @@ def tool_group() -> None:
 
 @tool_group.command("call")
 @click.argument("name")
-@click.option("--args", "args_json", default="{}", show_default=True,
-              help="The call's arguments as a JSON object.")
-@click.option("--workspace", type=click.Path(file_okay=False, path_type=Path), default=".",
-              show_default=True, help="Folder the file and SQL tools are confined to.")
-@click.option("--allow-host", "hosts", multiple=True,
-              help="Host http_request may reach (repeatable).")
+@click.option(
+    "--args",
+    "args_json",
+    default="{}",
+    show_default=True,
+    help="The call's arguments as a JSON object.",
+)
+@click.option(
+    "--workspace",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".",
+    show_default=True,
+    help="Folder the file and SQL tools are confined to.",
+)
+@click.option(
+    "--allow-host", "hosts", multiple=True, help="Host http_request may reach (repeatable)."
+)
 @click.option("--allow-private-network", is_flag=True, help="Let http_request reach loopback/LAN.")
-@click.option("--allow-write", is_flag=True,
-              help="Allow write_file, writing SQL and every HTTP method.")
-@click.option("--timeout", type=float, default=30.0, show_default=True,
-              help="Hard timeout of the call, seconds.")
+@click.option(
+    "--allow-write", is_flag=True, help="Allow write_file, writing SQL and every HTTP method."
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Hard timeout of the call, seconds.",
+)
 def call_cmd(
     name: str,
     args_json: str,
@@ -88,15 +108,21 @@ def call_cmd(
         raise click.UsageError(f"--workspace {workspace} is not a directory")
     from tools.policy import ToolPolicies
 
-    policies = ToolPolicies.model_validate({
-        "workspace": workspace.resolve(),
-        "http": {"allowed_hosts": list(hosts), "allow_private_network": allow_private_network,
-                 "allowed_methods": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
-                 if allow_write else ["GET"]},
-        "files": {"allow_write": allow_write},
-        "sql": {"read_only": not allow_write},
-        "sandbox": {"call_timeout_s": timeout},
-    })
+    policies = ToolPolicies.model_validate(
+        {
+            "workspace": workspace.resolve(),
+            "http": {
+                "allowed_hosts": list(hosts),
+                "allow_private_network": allow_private_network,
+                "allowed_methods": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+                if allow_write
+                else ["GET"],
+            },
+            "files": {"allow_write": allow_write},
+            "sql": {"read_only": not allow_write},
+            "sandbox": {"call_timeout_s": timeout},
+        }
+    )
     registry = _load_registry()
     if name in registry:
         from agent.errors import ConfigError
@@ -109,7 +135,7 @@ def call_cmd(
     out = asyncio.run(_call(registry, name, arguments, policies))
     click.echo(json.dumps(out, ensure_ascii=False))
     if out["status"] != "ok":
-        sys.exit(2 if out["error_type"] == "ToolArgumentError" else 1)
+        sys.exit(2 if out["error"] == "arguments" else 1)
 
 
 async def _call(

@@ -4,9 +4,9 @@
 ``ChatHermes`` (langchain-core) load on first use, so ``import agent.llm`` stays cheap for
 code that only needs the types.
 
->>> from agent.llm import Sampling
->>> Sampling(temperature=0.0).to_request()["temperature"]
-0.0
+>>> from agent.llm import Usage
+>>> Usage(3, 4).total_tokens
+7
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from agent.llm.base import (
     Generation,
     GenerationDone,
     GenerationRequest,
-    Malformed,
-    Sampling,
     Timings,
     Usage,
 )
@@ -35,8 +33,6 @@ __all__ = [
     "Generation",
     "GenerationDone",
     "GenerationRequest",
-    "Malformed",
-    "Sampling",
     "Timings",
     "Usage",
     "VLLMBackend",

@@ -6,82 +6,27 @@ yields the format core's parser events (``agent.hermes``: text deltas, tool call
 parsed or malformed) as they are known, and ends with one :class:`GenerationDone`
 carrying the whole :class:`Generation`.
 
->>> Sampling(temperature=0.0).max_tokens
-1024
+>>> Usage(10, 2) + Usage(5, 1, cached_tokens=8)
+Usage(prompt_tokens=15, completion_tokens=3, cached_tokens=8)
 """
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agent.types import Message, ToolCall, ToolSpec
+from agent.config import Sampling, ToolChoice
+from agent.types import Malformed, Message, Timings, ToolCall, ToolSpec, Usage
 
 __all__ = [
     "Backend",
     "Generation",
     "GenerationDone",
     "GenerationRequest",
-    "Malformed",
-    "Sampling",
-    "Timings",
-    "Usage",
 ]
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Sampling parameters sent to vLLM (``None`` leaves the server's default)."""
-
-    temperature: float | None = 0.7
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    max_tokens: int = 1024
-    seed: int | None = None
-    repetition_penalty: float | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-
-    def to_request(self) -> dict[str, Any]:
-        """The non-``None`` fields, as vLLM request keys."""
-        return {k: v for k, v in self.__dict__.items() if v is not None}
-
-
-@dataclass
-class Usage:
-    """Token counts of one or more generations; ``cached_tokens`` only when reported."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int | None = None
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def __add__(self, other: Usage) -> Usage:
-        cached = (
-            None
-            if self.cached_tokens is None and other.cached_tokens is None
-            else (self.cached_tokens or 0) + (other.cached_tokens or 0)
-        )
-        return Usage(
-            self.prompt_tokens + other.prompt_tokens,
-            self.completion_tokens + other.completion_tokens,
-            cached,
-        )
-
-
-@dataclass
-class Timings:
-    """Seconds to the first token, in all, and decode speed (completion tokens / second)."""
-
-    ttft_s: float = 0.0
-    total_s: float = 0.0
-    tokens_per_s: float = 0.0
 
 
 @dataclass
@@ -93,18 +38,19 @@ class GenerationRequest:
     sampling: Sampling = field(default_factory=Sampling)
     json_schema: dict[str, Any] | None = None
     """JSON mode: the answer must be JSON matching this schema (structured outputs)."""
+    enforce_schema: bool = True
+    """In JSON mode, the server holds the answer to ``json_schema``; ``False``: only to some
+    JSON object (the schema is still in the prompt, as Hermes' JSON mode is trained)."""
     constrain_tool_calls: bool = False
     """Ask the server to constrain every ``<tool_call>`` body to the tools' schemas."""
+    tool_choice: ToolChoice = "auto"
+    """``required`` / a tool name: a call is forced (structured outputs); ``none``: no
+    tools in the prompt and no calls parsed. See :data:`agent.config.ToolChoice`."""
     session_id: str | None = None
     """Replica affinity: requests with the same id stick to one healthy server."""
-
-
-@dataclass(frozen=True)
-class Malformed:
-    """A tool call block that could not be used, with a reason the model can act on."""
-
-    raw: str
-    reason: str
+    model: str | None = None
+    """Served model to ask for this call (a LoRA adapter's name, say); ``None``: the
+    backend's own (configured, or asked from ``/v1/models``)."""
 
 
 @dataclass
@@ -118,6 +64,9 @@ class Generation:
     tool_calls: list[ToolCall] = field(default_factory=list)
     errors: list[Malformed] = field(default_factory=list)
     finish_reason: str = "stop"
+    stop_reason: str | int | None = None
+    """What stopped it, as vLLM reports: the stop string matched, a stop token's id, or
+    ``None`` for the end of the turn (or a length limit)."""
     usage: Usage = field(default_factory=Usage)
     timings: Timings = field(default_factory=Timings)
     prompt: str | None = None
@@ -151,6 +100,12 @@ class Backend(ABC):
             if isinstance(event, GenerationDone):
                 return event.generation
         raise RuntimeError(f"{type(self).__name__}.stream ended without GenerationDone")
+
+    @contextlib.asynccontextmanager
+    async def admitted(self, session_id: str) -> AsyncIterator[None]:
+        """Hold a run's place on the server for the block (KV-aware admission, where a
+        backend has it: :class:`~agent.llm.vllm.VLLMBackend`); here: no gate."""
+        yield
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Safe to call twice."""

@@ -50,39 +50,31 @@ import zlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import httpx
 
-from agent import chatml
 from agent.errors import (
     BackendHTTPError,
     BackendTimeout,
-    StreamInterrupted,
+    ConfigError,
 )
 from agent.llm import _failures as _f
 from agent.llm import _http
+from agent.llm._admission import Admission, parse_kv_capacity
 from agent.llm._decode import (
-    END,
     ChatDecoder,
     CompletionsDecoder,
     StreamState,
+    read_stream,
     structural_tag,
-    to_openai_messages,
 )
-from agent.llm.base import (
-    Backend,
-    Generation,
-    GenerationDone,
-    GenerationRequest,
-    Timings,
-    Usage,
-)
+from agent.llm._request import build_request
+from agent.llm.base import Backend, GenerationDone, GenerationRequest
 
 __all__ = ["VLLMBackend", "VLLMConfig", "structural_tag"]
 
 log = logging.getLogger(__name__)
-
-_STOP = "<|im_end|>"
 
 
 @dataclass(frozen=True)
@@ -111,6 +103,12 @@ class VLLMConfig:
     costs O(N) per request; shards keep N small (measured: most of the client's CPU at
     256 concurrent sessions went there with one pool)."""
     api_key: str | None = None
+    kv_budget: int | Literal["auto"] | None = None
+    """KV-aware admission (:mod:`agent.llm._admission`): runs start only while their live
+    contexts fit this many tokens per server; ``"auto"``: 90% of each server's KV cache,
+    read from its ``/metrics``; ``None``: every run starts at once."""
+    reserve_tokens: int = 4096
+    """A new run's expected context until some runs have ended (then their median peak)."""
 
 
 @dataclass
@@ -143,11 +141,18 @@ class VLLMBackend(Backend):
         mode: Literal["completions", "chat"] | None = None,
         timeout_s: float | None = None,
         max_retries: int | None = None,
+        api_key: str | None = None,
         client: httpx.AsyncClient | None = None,
         config: VLLMConfig | None = None,
     ) -> None:
         cfg = config or VLLMConfig()
-        given = {"model": model, "mode": mode, "timeout_s": timeout_s, "max_retries": max_retries}
+        given = {
+            "model": model,
+            "mode": mode,
+            "timeout_s": timeout_s,
+            "max_retries": max_retries,
+            "api_key": api_key,
+        }
         cfg = replace(cfg, **{k: v for k, v in given.items() if v is not None})
         url_list = [urls] if isinstance(urls, str) else list(urls)
         if url_list != ["http://127.0.0.1:8000"] or config is None:
@@ -161,6 +166,9 @@ class VLLMBackend(Backend):
         self._model = cfg.model
         self._model_lock = asyncio.Lock()
         self._no_tag: set[str] = set()
+        self._gate: Admission | None = None
+        self._gate_lock = asyncio.Lock()
+        self._pins: dict[str, str] = {}  # session -> the replica it was admitted to
 
     @property
     def urls(self) -> list[str]:
@@ -193,6 +201,9 @@ class VLLMBackend(Backend):
                         if isinstance(event, GenerationDone):
                             # Before the last yield: a caller may stop iterating right here.
                             self._replicas.mark_up(url)
+                            if self._gate is not None and request.session_id is not None:
+                                use = event.generation.usage
+                                self._gate.observe(request.session_id, use.total_tokens)
                             if att.refused_by == url:  # the unconstrained retry worked
                                 self._refuse_tag(url)
                         att.yielded = True
@@ -217,6 +228,43 @@ class VLLMBackend(Backend):
                     att.tried.add(url)
                     continue  # another replica is up: no reason to wait
                 await self._sleep(att, retries - 1, exc)
+
+    @contextlib.asynccontextmanager
+    async def admitted(self, session_id: str) -> AsyncIterator[None]:
+        """Hold a run's place (``config.kv_budget``): wait until its context fits a server's
+        KV cache, then keep its requests on that server until the block ends."""
+        if self.config.kv_budget is None:
+            yield
+            return
+        gate = await self._admission()
+        async with gate.admitted(session_id, self._replicas.order(session_id)) as url:
+            self._pins[session_id] = url
+            try:
+                yield
+            finally:
+                self._pins.pop(session_id, None)
+
+    async def _admission(self) -> Admission:
+        async with self._gate_lock:
+            if self._gate is None:
+                budget = self.config.kv_budget
+                budgets = {
+                    url: budget if isinstance(budget, int) else await self._kv_budget(url)
+                    for url in self._replicas.urls
+                }
+                self._gate = Admission(budgets, reserve_tokens=self.config.reserve_tokens)
+            return self._gate
+
+    async def _kv_budget(self, url: str) -> int:
+        """90% of the server's KV cache in tokens, from its ``/metrics``."""
+        resp = await self._http().get(f"{url}/metrics")
+        capacity = parse_kv_capacity(resp.text) if resp.status_code == 200 else None
+        if capacity is None:
+            raise ConfigError(
+                f"kv_budget='auto': {url}/metrics does not report vllm:cache_config_info; "
+                "give kv_budget as a number of tokens instead"
+            )
+        return int(capacity * 0.9)
 
     async def count_tokens(self, text: str) -> int:
         """Exact token count of ``text`` from the server's ``/tokenize`` (no BOS added).
@@ -254,45 +302,17 @@ class VLLMBackend(Backend):
     # -- one request ------------------------------------------------------------------
 
     def _prepare(self, request: GenerationRequest) -> _Attempt:
-        cfg = self.config
-        body: dict[str, Any] = {
-            **request.sampling.to_request(),
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        tag = None
-        if request.constrain_tool_calls and request.tools and request.json_schema is None:
-            tag = structural_tag(request.tools)
-        prompt = None
-        if cfg.mode == "completions":
-            prompt = chatml.render(request.messages, request.tools, json_schema=request.json_schema)
-            body |= {
-                "prompt": prompt,
-                "stop": [_STOP],
-                "skip_special_tokens": False,
-                "add_special_tokens": False,
-            }
-            if request.json_schema is not None:
-                body["structured_outputs"] = {"json": request.json_schema}
-            path = "/v1/completions"
-        else:
-            body["messages"] = to_openai_messages(request.messages)
-            if request.tools:
-                body["tools"] = [t.to_openai() for t in request.tools]
-            if request.json_schema is not None:
-                name = str(request.json_schema.get("title") or "output")
-                body["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": name, "schema": request.json_schema},
-                }
-            path = "/v1/chat/completions"
-        deadline = asyncio.get_running_loop().time() + cfg.timeout_s
+        path, body, prompt, tag = build_request(request, self.config.mode)
+        deadline = asyncio.get_running_loop().time() + self.config.timeout_s
         return _Attempt(request, path, body, prompt, tag, deadline)
 
     def _untried(self, att: _Attempt, url: str) -> bool:
         return any(u != url and u not in att.tried for u in self._replicas.urls)
 
     def _pick(self, att: _Attempt) -> str:
+        pinned = self._pins.get(att.request.session_id or "")
+        if pinned is not None and pinned not in att.tried:
+            return pinned
         for url in self._replicas.order(att.request.session_id):
             if url not in att.tried:
                 return url
@@ -303,7 +323,7 @@ class VLLMBackend(Backend):
         started = time.perf_counter()
         try:
             async with asyncio.timeout_at(att.deadline):
-                body = {**att.body, "model": await self._model_name(url)}
+                body = {**att.body, "model": att.request.model or await self._model_name(url)}
                 tagged = att.tag is not None and url not in self._no_tag
                 if tagged:
                     body["structured_outputs"] = {"structural_tag": att.tag}
@@ -321,64 +341,19 @@ class VLLMBackend(Backend):
             if response.status_code != 200:
                 await self._raise_status(url, response, att, tagged)
             await _require_event_stream(url, response, att)
-            decoder = ChatDecoder() if self.config.mode == "chat" else CompletionsDecoder()
+            decoder = (
+                ChatDecoder()
+                if self.config.mode == "chat"
+                else CompletionsDecoder(calls=att.request.tool_choice != "none")
+            )
             state = StreamState(started)
-            async for event in self._read(url, response, att, decoder, state):
+            async for event in read_stream(url, response, att.deadline, decoder, state):
                 yield event
         finally:
             await response.aclose()
         for event in decoder.close():
             yield event
-        yield GenerationDone(self._generation(url, att, decoder, state))
-
-    async def _read(
-        self, url: str, response: httpx.Response, att: _Attempt, decoder: Any, state: StreamState
-    ) -> AsyncIterator[Any]:
-        chunks = _http.sse_events(response)
-        try:
-            while True:
-                # The deadline wraps each read, never a yield: a timeout must not fire
-                # while the caller's own code runs between events.
-                async with asyncio.timeout_at(att.deadline):
-                    chunk = await anext(chunks, END)
-                if chunk is END:
-                    break
-                if chunk is None:
-                    # [DONE]: one more pull lets sse_events read the body's end (briefly),
-                    # so the connection is reused instead of closed.
-                    await anext(chunks, END)
-                    break
-                for event in state.take(chunk, decoder):
-                    yield event
-        except TimeoutError as exc:
-            raise _f.timeout(url) from exc
-        except _f.RESETS as exc:
-            raise _f.Retry(_f.reset(url, exc)) from exc
-        finally:
-            await chunks.aclose()
-        if state.finish is None:
-            raise _f.Retry(
-                StreamInterrupted(f"stream from {url} ended without a finish reason", url=url)
-            )
-
-    def _generation(self, url: str, att: _Attempt, decoder: Any, state: StreamState) -> Generation:
-        text, content, calls, errors = decoder.result()
-        usage = state.usage or Usage(completion_tokens=state.chunks)
-        total = time.perf_counter() - state.started
-        ttft = (state.first or time.perf_counter()) - state.started
-        decode_s = total - ttft
-        tps = (usage.completion_tokens - 1) / decode_s if decode_s > 0 else 0.0
-        return Generation(
-            text=text,
-            content=content,
-            tool_calls=calls,
-            errors=errors,
-            finish_reason=state.finish or "stop",
-            usage=usage,
-            timings=Timings(ttft_s=ttft, total_s=total, tokens_per_s=max(tps, 0.0)),
-            prompt=att.prompt,
-            url=url,
-        )
+        yield GenerationDone(state.generation(decoder, att.prompt, url))
 
     async def _raise_status(
         self, url: str, response: httpx.Response, att: _Attempt, constrained: bool
@@ -471,10 +446,20 @@ async def _require_event_stream(url: str, response: httpx.Response, att: _Attemp
         body = ""
     raise BackendHTTPError(
         f"{url} answered 200 with {kind or 'no content type'} instead of an event stream: "
-        f"{body!r} — is this a vLLM server?", url=url, status=200, body=body,
+        f"{body!r} — is this a vLLM server?",
+        url=url,
+        status=200,
+        body=body,
     )
 
 
 def _normalize(url: str) -> str:
+    """``http(s)://host[:port]`` without a trailing ``/`` or ``/v1``; ConfigError otherwise."""
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"model URL {url!r} is not an http:// or https:// URL with a host "
+            "(e.g. http://127.0.0.1:8000)"
+        )
     url = url.rstrip("/")
     return url[:-3] if url.endswith("/v1") else url

@@ -52,10 +52,16 @@ class _AbortResponse(Response):
     """Starts a response, sends half the body, then drops the connection."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code,
-                    "headers": self.raw_headers})
-        await send({"type": "http.response.body", "body": self.body[: len(self.body) // 2],
-                    "more_body": True})
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        await send(
+            {
+                "type": "http.response.body",
+                "body": self.body[: len(self.body) // 2],
+                "more_body": True,
+            }
+        )
         raise SimulatedDisconnect("simulated disconnect before the body was complete")
 
 
@@ -72,9 +78,16 @@ class _Handlers:
 
     async def models(self, request: Request) -> Response:
         cfg = self.s.config
-        card = {"id": cfg.model, "object": "model", "created": int(time.time()),
-                "owned_by": "vllm", "root": cfg.model, "parent": None,
-                "max_model_len": cfg.max_model_len, "permission": []}
+        card = {
+            "id": cfg.model,
+            "object": "model",
+            "created": int(time.time()),
+            "owned_by": "vllm",
+            "root": cfg.model,
+            "parent": None,
+            "max_model_len": cfg.max_model_len,
+            "permission": [],
+        }
         return JSONResponse({"object": "list", "data": [card]})
 
     async def tokenize(self, request: Request) -> Response:
@@ -90,9 +103,14 @@ class _Handlers:
         strs = pieces(prompt)
         if special:
             ids, strs = [SPECIAL_TOKENS["<|begin_of_text|>"], *ids], ["<|begin_of_text|>", *strs]
-        return JSONResponse({"count": len(ids), "max_model_len": self.s.config.max_model_len,
-                             "tokens": ids,
-                             "token_strs": strs if body.get("return_token_strs") else None})
+        return JSONResponse(
+            {
+                "count": len(ids),
+                "max_model_len": self.s.config.max_model_len,
+                "tokens": ids,
+                "token_strs": strs if body.get("return_token_strs") else None,
+            }
+        )
 
     async def detokenize(self, request: Request) -> Response:
         try:
@@ -105,11 +123,18 @@ class _Handlers:
         e, c = self.s.engine, self.s.counters
         text = metrics.render(
             self.s.config.model,
-            {"num_requests_running": len(e.running), "num_requests_waiting": len(e.waiting),
-             "kv_cache_usage_perc": e.kv_usage},
-            {"prefix_cache_queries": e.cache.queries, "prefix_cache_hits": e.cache.hits,
-             "prompt_tokens": c["prompt_tokens"], "generation_tokens": c["generation_tokens"],
-             "request_success": c["request_success"]},
+            {
+                "num_requests_running": len(e.running),
+                "num_requests_waiting": len(e.waiting),
+                "kv_cache_usage_perc": e.kv_usage,
+            },
+            {
+                "prefix_cache_queries": e.cache.queries,
+                "prefix_cache_hits": e.cache.hits,
+                "prompt_tokens": c["prompt_tokens"],
+                "generation_tokens": c["generation_tokens"],
+                "request_success": c["request_success"],
+            },
             {"time_to_first_token_seconds": e.ttft, "inter_token_latency_seconds": e.itl},
         )
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
@@ -124,14 +149,23 @@ class _Handlers:
                 prompt = prompt[0]
             if not isinstance(prompt, str):
                 raise RequestError("the simulator accepts one string prompt", 400, "prompt")
-            job = prepare(self.s, body, prompt, add_special=body.get("add_special_tokens", True),
-                          endpoint="/v1/completions")
+            job = prepare(
+                self.s,
+                body,
+                prompt,
+                add_special=body.get("add_special_tokens", True),
+                endpoint="/v1/completions",
+            )
         except RequestError as exc:
             return _error(exc)
         if body.get("stream"):
             return _sse(self._stream_completion(job, body))
-        return await self._whole(job, lambda use: shapes.completion_response(
-            job.rid, self.s.config.model, job.text, job.finish, job.stop_reason, use))
+        return await self._whole(
+            job,
+            lambda use: shapes.completion_response(
+                job.rid, self.s.config.model, job.text, job.finish, job.stop_reason, use
+            ),
+        )
 
     async def chat_completions(self, request: Request) -> Response:
         try:
@@ -141,8 +175,13 @@ class _Handlers:
                 prompt = chat.render_chat(body)
             except (KeyError, TypeError, ValueError) as exc:
                 raise RequestError(f"cannot render the messages: {exc}", 400, "messages") from exc
-            job = prepare(self.s, body, prompt, add_special=body.get("add_special_tokens", False),
-                          endpoint="/v1/chat/completions")
+            job = prepare(
+                self.s,
+                body,
+                prompt,
+                add_special=body.get("add_special_tokens", False),
+                endpoint="/v1/chat/completions",
+            )
         except RequestError as exc:
             return _error(exc)
         if body.get("stream"):
@@ -152,8 +191,9 @@ class _Handlers:
     def _chat_body(self, job: Job, body: dict[str, Any], use: dict[str, Any]) -> dict[str, Any]:
         content, calls = _parse(job.text, body)
         finish = "tool_calls" if calls and job.finish == "stop" else job.finish
-        return shapes.chat_response(job.rid, self.s.config.model, content, calls, finish,
-                                    job.stop_reason, use)
+        return shapes.chat_response(
+            job.rid, self.s.config.model, content, calls, finish, job.stop_reason, use
+        )
 
     async def _whole(self, job: Job, build: Any) -> Response:
         seq = self.s.engine.submit(job.ids, job.out_pieces, job.n_tokens)
@@ -176,8 +216,9 @@ class _Handlers:
         c["prompt_tokens"] += len(job.ids)
         c["generation_tokens"] += job.n_tokens
         c["request_success"] += 1
-        return shapes.usage(len(job.ids), job.n_tokens,
-                            cached if self.s.config.prompt_tokens_details else None)
+        return shapes.usage(
+            len(job.ids), job.n_tokens, cached if self.s.config.prompt_tokens_details else None
+        )
 
     async def _stream_completion(self, job: Job, body: dict[str, Any]) -> AsyncIterator[bytes]:
         model, sent = self.s.config.model, 0
@@ -186,9 +227,15 @@ class _Handlers:
             async for chunk in token_chunks(seq, job, self.s.closing):
                 sent += len(chunk)
                 last = sent >= job.n_tokens
-                yield shapes.sse(shapes.completion_chunk(
-                    job.rid, model, "".join(chunk), job.finish if last else None,
-                    job.stop_reason if last else None))
+                yield shapes.sse(
+                    shapes.completion_chunk(
+                        job.rid,
+                        model,
+                        "".join(chunk),
+                        job.finish if last else None,
+                        job.stop_reason if last else None,
+                    )
+                )
             async for tail in self._tail(job, body, seq.cached_tokens, "text_completion"):
                 yield tail
         finally:
@@ -199,11 +246,15 @@ class _Handlers:
         tools_on = _tools_on(body)
         seq = self.s.engine.submit(job.ids, job.out_pieces, job.n_tokens)
         try:
-            yield shapes.sse(shapes.chat_chunk(job.rid, model, {"role": "assistant",
-                                                                 "content": ""}))
+            yield shapes.sse(
+                shapes.chat_chunk(job.rid, model, {"role": "assistant", "content": ""})
+            )
             async for chunk in token_chunks(seq, job, self.s.closing):
-                safe, buf = chat.split_content_stream(buf + "".join(chunk)) if tools_on else (
-                    buf + "".join(chunk), "")
+                safe, buf = (
+                    chat.split_content_stream(buf + "".join(chunk))
+                    if tools_on
+                    else (buf + "".join(chunk), "")
+                )
                 if safe:
                     yield shapes.sse(shapes.chat_chunk(job.rid, model, {"content": safe}))
             _content, calls = _parse(job.text, body)
@@ -218,8 +269,9 @@ class _Handlers:
         finally:
             self.s.engine.cancel(seq)
 
-    async def _tail(self, job: Job, body: dict[str, Any], cached: int,
-                    obj: str) -> AsyncIterator[bytes]:
+    async def _tail(
+        self, job: Job, body: dict[str, Any], cached: int, obj: str
+    ) -> AsyncIterator[bytes]:
         use = self._usage(job, cached)
         if (body.get("stream_options") or {}).get("include_usage"):
             yield shapes.sse(shapes.usage_chunk(job.rid, obj, self.s.config.model, use))
@@ -241,13 +293,15 @@ def _sse(gen: AsyncIterator[bytes]) -> StreamingResponse:
 def build_app(server: SimServer) -> Starlette:
     """The ASGI app serving ``server``'s state."""
     h = _Handlers(server)
-    return Starlette(routes=[
-        Route("/health", h.health, methods=["GET"]),
-        Route("/version", h.version, methods=["GET"]),
-        Route("/v1/models", h.models, methods=["GET"]),
-        Route("/v1/completions", h.completions, methods=["POST"]),
-        Route("/v1/chat/completions", h.chat_completions, methods=["POST"]),
-        Route("/tokenize", h.tokenize, methods=["POST"]),
-        Route("/detokenize", h.detokenize, methods=["POST"]),
-        Route("/metrics", h.metrics, methods=["GET"]),
-    ])
+    return Starlette(
+        routes=[
+            Route("/health", h.health, methods=["GET"]),
+            Route("/version", h.version, methods=["GET"]),
+            Route("/v1/models", h.models, methods=["GET"]),
+            Route("/v1/completions", h.completions, methods=["POST"]),
+            Route("/v1/chat/completions", h.chat_completions, methods=["POST"]),
+            Route("/tokenize", h.tokenize, methods=["POST"]),
+            Route("/detokenize", h.detokenize, methods=["POST"]),
+            Route("/metrics", h.metrics, methods=["GET"]),
+        ]
+    )

@@ -45,8 +45,11 @@ def parse_output(text: str) -> tuple[str | None, list[dict[str, Any]]]:
 
     parsed = parse(text)
     calls = [
-        {"id": c.id, "type": "function",
-         "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
+        {
+            "id": c.id,
+            "type": "function",
+            "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)},
+        }
         for c in parsed.tool_calls
     ]
     content = parsed.content
@@ -80,10 +83,25 @@ def tool_call_deltas(calls: list[dict[str, Any]], piece: int = 16) -> list[dict[
     deltas: list[dict[str, Any]] = []
     for index, call in enumerate(calls):
         fn = call["function"]
-        deltas.append({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
-                                        "function": {"name": fn["name"], "arguments": ""}}]})
+        deltas.append(
+            {
+                "tool_calls": [
+                    {
+                        "index": index,
+                        "id": call["id"],
+                        "type": "function",
+                        "function": {"name": fn["name"], "arguments": ""},
+                    }
+                ]
+            }
+        )
         args = fn["arguments"]
         for start in range(0, len(args), piece):
-            deltas.append({"tool_calls": [{"index": index,
-                                            "function": {"arguments": args[start:start + piece]}}]})
+            deltas.append(
+                {
+                    "tool_calls": [
+                        {"index": index, "function": {"arguments": args[start : start + piece]}}
+                    ]
+                }
+            )
     return deltas

@@ -110,7 +110,10 @@ def _check_request(server: SimServer, body: dict[str, Any]) -> None:
     if refused:
         raise RequestError(
             f"structured output kind {refused[0]!r} is not supported by this server "
-            "(simulated refusal: SimConfig.refuse_structured)", 400, "structured_outputs")
+            "(simulated refusal: SimConfig.refuse_structured)",
+            400,
+            "structured_outputs",
+        )
 
 
 def _context(server: SimServer, body: dict[str, Any], ids: list[int]) -> int:
@@ -119,8 +122,9 @@ def _context(server: SimServer, body: dict[str, Any], ids: list[int]) -> int:
     if max_tokens is None:
         max_tokens = body.get("max_completion_tokens")
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-        raise RequestError(f"max_tokens must be an integer >= 1, got {max_tokens!r}", 400,
-                           "max_tokens")
+        raise RequestError(
+            f"max_tokens must be an integer >= 1, got {max_tokens!r}", 400, "max_tokens"
+        )
     if len(ids) >= limit or (max_tokens is not None and len(ids) + max_tokens > limit):
         raise RequestError(shapes.context_error(limit, len(ids), max_tokens), 400)
     return max_tokens if max_tokens is not None else limit - len(ids)
@@ -131,8 +135,9 @@ def _stops(body: dict[str, Any]) -> list[str]:
     return [stop] if isinstance(stop, str) else list(stop)
 
 
-def prepare(server: SimServer, body: dict[str, Any], prompt: str, *, add_special: bool,
-            endpoint: str) -> Job:
+def prepare(
+    server: SimServer, body: dict[str, Any], prompt: str, *, add_special: bool, endpoint: str
+) -> Job:
     """Check a request and ask the policy; raises :class:`RequestError`."""
     _check_request(server, body)
     status = server.faults.draw_error()
@@ -151,8 +156,18 @@ def prepare(server: SimServer, body: dict[str, Any], prompt: str, *, add_special
     out, finish, stop_reason = apply_stop_and_length(text, _stops(body), max_tokens)
     f = server.faults
     prefix = "chatcmpl" if "chat" in endpoint else "cmpl"
-    return Job(shapes.new_id(prefix), prompt, ids, "".join(out), out, finish, stop_reason,
-               f.disconnect_after_tokens, f.stall_s, f.stall_after_tokens)
+    return Job(
+        shapes.new_id(prefix),
+        prompt,
+        ids,
+        "".join(out),
+        out,
+        finish,
+        stop_reason,
+        f.disconnect_after_tokens,
+        f.stall_s,
+        f.stall_after_tokens,
+    )
 
 
 async def _stall(seconds: float, closing: threading.Event) -> None:

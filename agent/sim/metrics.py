@@ -44,8 +44,12 @@ class Histogram:
         return out
 
 
-def render(model: str, gauges: dict[str, float], counters: dict[str, float],
-           histograms: dict[str, Histogram]) -> str:
+def render(
+    model: str,
+    gauges: dict[str, float],
+    counters: dict[str, float],
+    histograms: dict[str, Histogram],
+) -> str:
     """The ``/metrics`` body. Names are given without the ``vllm:`` prefix.
 
     >>> "vllm:prefix_cache_hits_total" in render("m", {}, {"prefix_cache_hits": 3}, {})
@@ -54,11 +58,17 @@ def render(model: str, gauges: dict[str, float], counters: dict[str, float],
     labels = f'model_name="{model}"'
     out: list[str] = []
     for name, value in gauges.items():
-        out += [f"# HELP vllm:{name} {_HELP.get(name, name)}", f"# TYPE vllm:{name} gauge",
-                f"vllm:{name}{{{labels}}} {float(value)}"]
+        out += [
+            f"# HELP vllm:{name} {_HELP.get(name, name)}",
+            f"# TYPE vllm:{name} gauge",
+            f"vllm:{name}{{{labels}}} {float(value)}",
+        ]
     for name, value in counters.items():
-        out += [f"# HELP vllm:{name} {_HELP.get(name, name)}", f"# TYPE vllm:{name} counter",
-                f"vllm:{name}_total{{{labels}}} {float(value)}"]
+        out += [
+            f"# HELP vllm:{name} {_HELP.get(name, name)}",
+            f"# TYPE vllm:{name} counter",
+            f"vllm:{name}_total{{{labels}}} {float(value)}",
+        ]
     for name, hist in histograms.items():
         out += [f"# HELP vllm:{name} {_HELP.get(name, name)}", f"# TYPE vllm:{name} histogram"]
         out += hist.lines(f"vllm:{name}", labels)

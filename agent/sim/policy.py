@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
-
 from agent.errors import ConfigError
 
 __all__ = [
@@ -113,16 +111,16 @@ class ScriptPolicy:
 
         Raises ``ConfigError`` naming the file and the offending entry.
         """
+        from agent._yamlload import read_text, safe_load
+
         path = Path(path)
+        text = read_text(path, "script")
+        if path.suffix != ".json":
+            return cls(safe_load(text, str(path)), source=str(path))
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read script: {exc}") from exc
-        try:
-            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            kind = path.suffix.lstrip(".").upper() or "YAML"
-            raise ConfigError(f"{path}: not valid {kind}: {exc}") from exc
+            data = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise ConfigError(f"{path}: not valid JSON: {exc}") from None
         return cls(data, source=str(path))
 
     def __call__(self, request: SimRequest) -> str:

@@ -86,8 +86,12 @@ class SimServer:
     every generation request body received, in order.
     """
 
-    def __init__(self, policy: Policy | None = None, config: SimConfig | None = None,
-                 faults: Faults | None = None) -> None:
+    def __init__(
+        self,
+        policy: Policy | None = None,
+        config: SimConfig | None = None,
+        faults: Faults | None = None,
+    ) -> None:
         self.config = config or SimConfig()
         self.policy: Policy = policy or FunctionPolicy()
         self.faults = faults or Faults()
@@ -137,11 +141,17 @@ class SimServer:
         sock.bind((host, port))
         bound = sock.getsockname()[1]
         self.url = f"http://{f'[{host}]' if ':' in host else host}:{bound}"
-        config = uvicorn.Config(build_app(self), log_level="warning", lifespan="off",
-                                timeout_graceful_shutdown=2, access_log=False)
+        config = uvicorn.Config(
+            build_app(self),
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+            access_log=False,
+        )
         self._uvicorn = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._run, args=(sock,), daemon=True,
-                                        name=f"agent-sim-{bound}")
+        self._thread = threading.Thread(
+            target=self._run, args=(sock,), daemon=True, name=f"agent-sim-{bound}"
+        )
         self._thread.start()
         if not self._ready.wait(timeout) or self._failure is not None:
             self.close()

@@ -86,35 +86,68 @@ def _head(rid: str, obj: str, model: str) -> dict[str, Any]:
     return {"id": rid, "object": obj, "created": int(time.time()), "model": model}
 
 
-def completion_response(rid: str, model: str, text: str, finish: str, stop_reason: Any,
-                        use: dict[str, Any]) -> dict[str, Any]:
+def completion_response(
+    rid: str, model: str, text: str, finish: str, stop_reason: Any, use: dict[str, Any]
+) -> dict[str, Any]:
     """A whole ``/v1/completions`` answer."""
-    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish,
-              "stop_reason": stop_reason, "prompt_logprobs": None}
+    choice = {
+        "index": 0,
+        "text": text,
+        "logprobs": None,
+        "finish_reason": finish,
+        "stop_reason": stop_reason,
+        "prompt_logprobs": None,
+    }
     return {**_head(rid, "text_completion", model), "choices": [choice], "usage": use}
 
 
-def completion_chunk(rid: str, model: str, text: str, finish: str | None = None,
-                     stop_reason: Any = None) -> dict[str, Any]:
+def completion_chunk(
+    rid: str, model: str, text: str, finish: str | None = None, stop_reason: Any = None
+) -> dict[str, Any]:
     """One streamed ``/v1/completions`` chunk."""
-    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish,
-              "stop_reason": stop_reason}
+    choice = {
+        "index": 0,
+        "text": text,
+        "logprobs": None,
+        "finish_reason": finish,
+        "stop_reason": stop_reason,
+    }
     return {**_head(rid, "text_completion", model), "choices": [choice]}
 
 
-def chat_response(rid: str, model: str, content: str | None, tool_calls: list[dict[str, Any]],
-                  finish: str, stop_reason: Any, use: dict[str, Any]) -> dict[str, Any]:
+def chat_response(
+    rid: str,
+    model: str,
+    content: str | None,
+    tool_calls: list[dict[str, Any]],
+    finish: str,
+    stop_reason: Any,
+    use: dict[str, Any],
+) -> dict[str, Any]:
     """A whole ``/v1/chat/completions`` answer."""
-    message = {"role": "assistant", "content": content, "refusal": None, "annotations": None,
-               "audio": None, "function_call": None, "tool_calls": tool_calls,
-               "reasoning_content": None}
-    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish,
-              "stop_reason": stop_reason}
+    message = {
+        "role": "assistant",
+        "content": content,
+        "refusal": None,
+        "annotations": None,
+        "audio": None,
+        "function_call": None,
+        "tool_calls": tool_calls,
+        "reasoning_content": None,
+    }
+    choice = {
+        "index": 0,
+        "message": message,
+        "logprobs": None,
+        "finish_reason": finish,
+        "stop_reason": stop_reason,
+    }
     return {**_head(rid, "chat.completion", model), "choices": [choice], "usage": use}
 
 
-def chat_chunk(rid: str, model: str, delta: dict[str, Any], finish: str | None = None,
-               stop_reason: Any = None) -> dict[str, Any]:
+def chat_chunk(
+    rid: str, model: str, delta: dict[str, Any], finish: str | None = None, stop_reason: Any = None
+) -> dict[str, Any]:
     """One streamed ``/v1/chat/completions`` chunk."""
     choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
     if finish is not None:

@@ -34,8 +34,14 @@ def test_readme_documents_every_task_key() -> None:
     def keys(model: type[BaseModel], prefix: str = "") -> list[str]:
         out = []
         for name, field in model.model_fields.items():
-            sub = next((a for a in getattr(field.annotation, "__args__", (field.annotation,))
-                        if isinstance(a, type) and issubclass(a, BaseModel)), None)
+            sub = next(
+                (
+                    a
+                    for a in getattr(field.annotation, "__args__", (field.annotation,))
+                    if isinstance(a, type) and issubclass(a, BaseModel)
+                ),
+                None,
+            )
             if sub is None and isinstance(field.annotation, type):
                 sub = field.annotation if issubclass(field.annotation, BaseModel) else None
             if sub is not None and name != "services":

@@ -10,8 +10,10 @@ from click.testing import CliRunner
 from agent.chatml import render
 from agent.cli import main
 
-OUTPUT = ('I will check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n'
-          '</tool_call>\n<tool_call>\n{"arguments": {}}\n</tool_call>')
+OUTPUT = (
+    'I will check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n'
+    '</tool_call>\n<tool_call>\n{"arguments": {}}\n</tool_call>'
+)
 PROMPT_INPUT = {
     "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
     "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}],

@@ -45,8 +45,13 @@ def test_lone_surrogates_in_plain_text_do_not_break_the_prompt() -> None:
 def test_tool_results_with_non_json_numbers_are_embedded_as_text(result: str) -> None:
     messages = [
         {"role": "user", "content": "q"},
-        {"role": "assistant", "content": "", "tool_calls": [
-            {"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "1", "name": "f", "content": result},
     ]
     body = chatml.render(messages).split("<tool_response>\n")[1].split("\n</tool_response>")[0]
@@ -61,8 +66,10 @@ def test_json_mode_answers_must_be_real_json(answer: str) -> None:
 
 @pytest.mark.parametrize("junk", ["Let's go", 'say "hi', "plain words"])
 def test_junk_after_a_calls_json_never_hides_the_next_call(junk: str) -> None:
-    text = (f'<tool_call>{{"name": "f", "arguments": {{}}}} {junk}</tool_call>\n'
-            '<tool_call>{"name": "g", "arguments": {}}</tool_call>')
+    text = (
+        f'<tool_call>{{"name": "f", "arguments": {{}}}} {junk}</tool_call>\n'
+        '<tool_call>{"name": "g", "arguments": {}}</tool_call>'
+    )
     out = parse(text)
     assert [c.name for c in out.tool_calls] == ["g"]
     assert len(out.errors) == 1 and "after the JSON object" in out.errors[0].reason

@@ -45,20 +45,32 @@ def normalise(events: list) -> list:
     [
         ('<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>', [("f", {"a": 1})]),
         ('<tool_call>\n{"arguments": {"a": 1}, "name": "f"}\n</tool_call>', [("f", {"a": 1})]),
-        ("<tool_call>\n{'arguments': {'q': None, 'ok': True, 't': (1, 2)}, 'name': 'f'}\n"
-         "</tool_call>", [("f", {"q": None, "ok": True, "t": [1, 2]})]),
-        ('<tool_call>{"name": "f", "arguments": "{\\"a\\": [1, 2]}"}</tool_call>',
-         [("f", {"a": [1, 2]})]),
+        (
+            "<tool_call>\n{'arguments': {'q': None, 'ok': True, 't': (1, 2)}, 'name': 'f'}\n"
+            "</tool_call>",
+            [("f", {"q": None, "ok": True, "t": [1, 2]})],
+        ),
+        (
+            '<tool_call>{"name": "f", "arguments": "{\\"a\\": [1, 2]}"}</tool_call>',
+            [("f", {"a": [1, 2]})],
+        ),
         ('<tool_call>{"name": "f", "arguments": "{\'a\': 1}"}</tool_call>', [("f", {"a": 1})]),
         ('<tool_call>\n{"name": "f", "arguments": {"x": 1}}', [("f", {"x": 1})]),
-        ('<tool_call>{"name": "w", "arguments": {"s": "a</tool_call>b<tool_call>{}}"}}'
-         "</tool_call>", [("w", {"s": "a</tool_call>b<tool_call>{}}"})]),
-        ('<tool_call>{"name": "w", "arguments": {"s": "x\\"}</tool_call>"}}</tool_call>',
-         [("w", {"s": 'x"}</tool_call>'})]),
+        (
+            '<tool_call>{"name": "w", "arguments": {"s": "a</tool_call>b<tool_call>{}}"}}'
+            "</tool_call>",
+            [("w", {"s": "a</tool_call>b<tool_call>{}}"})],
+        ),
+        (
+            '<tool_call>{"name": "w", "arguments": {"s": "x\\"}</tool_call>"}}</tool_call>',
+            [("w", {"s": 'x"}</tool_call>'})],
+        ),
         ('<tool_call>{"name": "f"}</tool_call>', [("f", {})]),
         ('<tool_call>{"name": "f", "arguments": {}}}</tool_call>', [("f", {})]),
-        ('<tool_call>{"name": "a", "arguments": {}}\n<tool_call>{"name": "b", "arguments": {}}',
-         [("a", {}), ("b", {})]),
+        (
+            '<tool_call>{"name": "a", "arguments": {}}\n<tool_call>{"name": "b", "arguments": {}}',
+            [("a", {}), ("b", {})],
+        ),
     ],
 )
 def test_real_world_outputs(text, expected):
@@ -71,7 +83,7 @@ def test_real_world_outputs(text, expected):
     [
         ('{"arguments": {"a": 1}}', 'no "name"'),
         ('{"name": 7, "arguments": {}}', '"name" must be a non-empty string'),
-        ('{"name": "f", "arguments": [1, 2]}', '"arguments" of \'f\' must be an object'),
+        ('{"name": "f", "arguments": [1, 2]}', "\"arguments\" of 'f' must be an object"),
         ('{"name": "f", "arguments": "[1]"}', "must be an object"),
         ('{"name": "f", "arguments": "{oops"}', "is a string that is not a JSON object"),
         ("", "block is empty"),
@@ -95,8 +107,8 @@ def test_malformed_calls_say_what_is_wrong_and_show_the_form(body, needle):
 
 def test_one_malformed_call_never_drops_the_others():
     text = (
-        "Let me look.\n<tool_call>\n{\"name\": \"a\", \"arguments\": {}}\n</tool_call>\n"
-        "<tool_call>\n{\"arguments\": {\"x\": 1}}\n</tool_call>\n"
+        'Let me look.\n<tool_call>\n{"name": "a", "arguments": {}}\n</tool_call>\n'
+        '<tool_call>\n{"arguments": {"x": 1}}\n</tool_call>\n'
         "<tool_call>\n{'name': 'c', 'arguments': {'q': 'it's'}}\n</tool_call>\n"
         '<tool_call>\n{"name": "d", "arguments": {"k": "v"}}\n</tool_call>\nDone.'
     )
@@ -106,13 +118,19 @@ def test_one_malformed_call_never_drops_the_others():
     assert out.content == "Let me look.\n\n\n\n\nDone."
     kinds = [(e.kind, getattr(e, "index", None)) for e in parse_events(text)]
     assert [k for k in kinds if k[0] in ("call", "malformed")] == [
-        ("call", 0), ("malformed", 1), ("malformed", 2), ("call", 3)]
+        ("call", 0),
+        ("malformed", 1),
+        ("malformed", 2),
+        ("call", 3),
+    ]
 
 
 def test_text_scratch_pad_and_started_events_in_order():
-    text = ('<scratch_pad>Need weather: call get_weather, see <tool_call> docs.</scratch_pad>\n'
-            'On it.<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>'
-            " Bye")
+    text = (
+        "<scratch_pad>Need weather: call get_weather, see <tool_call> docs.</scratch_pad>\n"
+        'On it.<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>'
+        " Bye"
+    )
     events = normalise(parse_events(text))
     assert events[0] == ScratchPadDelta("Need weather: call get_weather, see <tool_call> docs.")
     assert events[1] == TextDelta("\nOn it.")
@@ -143,8 +161,12 @@ def calls_of(out) -> list[str]:
 def test_buffer_holds_back_only_a_possible_partial_tag():
     """Linear cost: nothing already judged is kept for re-scanning."""
     p = StreamParser()
-    text = ("Some words < and more " * 50 + '<tool_call>{"name": "f", "arguments": {"s": "'
-            + "long string " * 200 + '"}}</tool_call>') * 3
+    text = (
+        "Some words < and more " * 50
+        + '<tool_call>{"name": "f", "arguments": {"s": "'
+        + "long string " * 200
+        + '"}}</tool_call>'
+    ) * 3
     for i in range(0, len(text), 3):
         p.feed(text[i : i + 3])
         assert len(p._buf) < 16
@@ -169,10 +191,27 @@ def test_feed_after_close_is_an_error():
 # -- any chunking gives the same events ---------------------------------------------------------
 
 PIECES = [
-    "Hello ", "\n", "<", ">", "<tool_call>", "</tool_call>", "<scratch_pad>", "</scratch_pad>",
-    "<tool_", "call>", '{"name": "f", "arguments": {"a": 1}}', "{'name': 'g', 'arguments': {}}",
-    '"', "'", "\\", "{", "}", '"</tool_call>"', '{"name": "h", "arguments": {"s": "<tool_call>}"}}',
-    '{"arguments": {}}', "x",
+    "Hello ",
+    "\n",
+    "<",
+    ">",
+    "<tool_call>",
+    "</tool_call>",
+    "<scratch_pad>",
+    "</scratch_pad>",
+    "<tool_",
+    "call>",
+    '{"name": "f", "arguments": {"a": 1}}',
+    "{'name': 'g', 'arguments': {}}",
+    '"',
+    "'",
+    "\\",
+    "{",
+    "}",
+    '"</tool_call>"',
+    '{"name": "h", "arguments": {"s": "<tool_call>}"}}',
+    '{"arguments": {}}',
+    "x",
 ]
 outputs = st.lists(st.sampled_from(PIECES), max_size=14).map("".join)
 
@@ -190,8 +229,11 @@ def test_any_chunking_gives_the_same_events(text, sizes):
     assert normalise(events) == whole
     # Nothing is lost: text, pad and judged blocks cover the whole output.
     covered = "".join(
-        e.text if isinstance(e, TextDelta | ScratchPadDelta)
-        else e.raw if isinstance(e, ToolCallParsed | ToolCallMalformed) else ""
+        e.text
+        if isinstance(e, TextDelta | ScratchPadDelta)
+        else e.raw
+        if isinstance(e, ToolCallParsed | ToolCallMalformed)
+        else ""
         for e in events
     )
     assert len(covered) <= len(text)
@@ -199,28 +241,39 @@ def test_any_chunking_gives_the_same_events(text, sizes):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                                 max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=8,
 )
-tag_text = st.lists(st.sampled_from(["<tool_call>", "</tool_call>", "{", "}", '"', "'", "\\",
-                                     "a", " ", "\n"]), max_size=10).map("".join)
+tag_text = st.lists(
+    st.sampled_from(["<tool_call>", "</tool_call>", "{", "}", '"', "'", "\\", "a", " ", "\n"]),
+    max_size=10,
+).map("".join)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.text(min_size=1, max_size=20) | tag_text,
-       st.dictionaries(st.text(max_size=8) | tag_text, json_values | tag_text, max_size=4),
-       st.integers(1, 7))
+@given(
+    st.text(min_size=1, max_size=20) | tag_text,
+    st.dictionaries(st.text(max_size=8) | tag_text, json_values | tag_text, max_size=4),
+    st.integers(1, 7),
+)
 def test_rendered_calls_parse_back(name, arguments, chunk):
-    text = "Sure.\n" + render_call(ToolCall(name, arguments)) + "\n" + render_call(
-        ToolCall("second", {"n": 1}))
+    text = (
+        "Sure.\n"
+        + render_call(ToolCall(name, arguments))
+        + "\n"
+        + render_call(ToolCall("second", {"n": 1}))
+    )
     p, events = StreamParser(), []
     for i in range(0, len(text), chunk):
         events += p.feed(text[i : i + chunk])
     events += p.close()
     if name.strip():
         assert [(c.name, c.arguments) for c in p.result.tool_calls] == [
-            (name.strip(), arguments), ("second", {"n": 1})]
+            (name.strip(), arguments),
+            ("second", {"n": 1}),
+        ]
     else:
         assert [c.name for c in p.result.tool_calls] == ["second"]
 
@@ -237,13 +290,32 @@ def test_bfcl_ground_truth_round_trips(bfcl_dir, suite):
     for line in path.read_text().splitlines():
         truth = [
             (name, {k: v[0] for k, v in args.items()})
-            for entry in json.loads(line)["ground_truth"] for name, args in entry.items()
+            for entry in json.loads(line)["ground_truth"]
+            for name, args in entry.items()
         ]
         text = "\n".join(render_call(ToolCall(nm, a)) for nm, a in truth)
         assert calls(text) == truth
         # Also in the Python-dict style some models emit.
-        py = "\n".join(f"<tool_call>\n{{'name': {nm!r}, 'arguments': {a!r}}}\n</tool_call>"
-                       for nm, a in truth)
+        py = "\n".join(
+            f"<tool_call>\n{{'name': {nm!r}, 'arguments': {a!r}}}\n</tool_call>" for nm, a in truth
+        )
         assert calls(py) == truth
         n += 1
     assert n > 50
+
+
+def test_raw_control_characters_in_strings_are_read_and_re_rendered_escaped() -> None:
+    # xgrammar's grammars let raw control characters into JSON strings: a call that is
+    # valid by construction must not be reported malformed.
+    from agent.chatml import render_call
+
+    out = parse('<tool_call>\n{"name": "f", "arguments": {"q": "a\x1db\tc\nd"}}\n</tool_call>')
+    assert out.errors == [] and out.tool_calls[0].arguments == {"q": "a\x1db\tc\nd"}
+    rendered = render_call(out.tool_calls[0])
+    assert "\\u001d" in rendered and "\\t" in rendered and "\x1d" not in rendered
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_numbers_past_json_stay_malformed(value: str) -> None:
+    out = parse(f'<tool_call>\n{{"name": "f", "arguments": {{"x": {value}}}}}\n</tool_call>')
+    assert out.tool_calls == [] and len(out.errors) == 1

@@ -14,8 +14,14 @@ SCHEMA = {
     "type": "object",
     "properties": {
         "city": {"type": "string"},
-        "days": {"type": "array", "items": {"type": "object", "properties": {
-            "temp": {"type": "number"}}, "required": ["temp"]}},
+        "days": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"temp": {"type": "number"}},
+                "required": ["temp"],
+            },
+        },
     },
     "required": ["city", "days"],
     "additionalProperties": False,
@@ -53,8 +59,11 @@ def test_extract_json(answer, value):
 
 @pytest.mark.parametrize(
     ("answer", "needle"),
-    [("", "the answer is empty"), ("Paris is the capital.", "not valid JSON"),
-     ('```json\n{"a": 1,\n```', "not valid JSON")],
+    [
+        ("", "the answer is empty"),
+        ("Paris is the capital.", "not valid JSON"),
+        ('```json\n{"a": 1,\n```', "not valid JSON"),
+    ],
 )
 def test_extract_json_errors_say_what_to_do(answer, needle):
     with pytest.raises(ModelOutputError, match=needle) as info:

@@ -36,8 +36,12 @@ from tools.base import tool
         (".agent", "sqlite", Path(".agent"), None),
         (Path("/tmp/x"), "sqlite", Path("/tmp/x"), None),
         (None, "memory", None, None),
-        ("postgresql://u:pw@db:5432/agent", "postgres", Path(".agent"),
-         "postgresql://u:pw@db:5432/agent"),
+        (
+            "postgresql://u:pw@db:5432/agent",
+            "postgres",
+            Path(".agent"),
+            "postgresql://u:pw@db:5432/agent",
+        ),
         ("postgres://db/agent", "postgres", Path(".agent"), "postgres://db/agent"),
     ],
 )
@@ -63,7 +67,10 @@ def test_store_location_refuses_other_urls_without_the_password() -> None:
     [
         ("postgresql://u:pw@h:5432/db", "postgresql://u:***@h:5432/db"),
         ("postgresql://u@h/db", "postgresql://u@h/db"),
-        ("postgresql://h/db?sslmode=require&password=pw", "postgresql://h/db?sslmode=require&password=***"),
+        (
+            "postgresql://h/db?sslmode=require&password=pw",
+            "postgresql://h/db?sslmode=require&password=***",
+        ),
         ("postgresql://u:p%40ss@h/db", "postgresql://u:***@h/db"),
     ],
 )
@@ -107,7 +114,7 @@ async def test_sqlite_agent_run_checkpoints_into_the_folder(sim: Any, tmp_path: 
     async with Agent(sim.url, tools=(add,), store=folder) as agent:
         result = await agent.run("2 + 40?")
     assert result.status == "done"
-    assert result.trace_path == folder / "traces" / f"{result.run_id}.jsonl"
+    assert result.trace_path == str(folder / "traces" / f"{result.run_id}.jsonl")
     with sqlite3.connect(folder / "checkpoints.db") as db:
         (count,) = db.execute(
             "SELECT count(*) FROM checkpoints WHERE thread_id = ?", (result.run_id,)
@@ -176,14 +183,16 @@ async def test_postgres_agent_run_end_to_end(
     async with Agent(sim.url, tools=(add,), store=pg_url) as agent:
         result = await agent.run("2 + 40?")
     assert result.status == "done" and result.answer == "The sum is 42."
-    rows = await _query(pg_url, "SELECT count(*) FROM checkpoints WHERE thread_id = %s",
-                        result.run_id)
+    rows = await _query(
+        pg_url, "SELECT count(*) FROM checkpoints WHERE thread_id = %s", result.run_id
+    )
     assert rows[0][0] > 0
-    saved = await _query(pg_url, "SELECT value FROM store WHERE prefix = %s",
-                         f"tool_results.{result.run_id}")
+    saved = await _query(
+        pg_url, "SELECT value FROM store WHERE prefix = %s", f"tool_results.{result.run_id}"
+    )
     assert [value["content"] for (value,) in saved] == ["42"]
     local = tmp_path / ".agent"
-    assert result.trace_path == Path(".agent", "traces", f"{result.run_id}.jsonl")
+    assert result.trace_path == str(Path(".agent", "traces", f"{result.run_id}.jsonl"))
     assert (local / "runs.db").exists() and (tmp_path / result.trace_path).exists()
     assert not (local / "checkpoints.db").exists() and not (local / "store.db").exists()
 
@@ -274,8 +283,9 @@ async def test_postgres_interrupted_run_resumes_without_repeating_calls(
     CALLS.clear()
     sim.policy = ScriptPolicy([call("quick", x=1) + "\n" + call("hang", x=2), "Both done."])
     run_id = f"run_pg_{os.getpid()}_{id(tmp_path):x}"
-    async with Agent(sim.url, tools=(quick, hang), store=StoreLocation(tmp_path / "a", pg_url),
-                     approval="none") as agent:
+    async with Agent(
+        sim.url, tools=(quick, hang), store=StoreLocation(tmp_path / "a", pg_url), approval="none"
+    ) as agent:
         task = asyncio.create_task(agent.run("go", run_id=run_id))
         for _ in range(500):  # until both calls started and quick's result is saved
             await asyncio.sleep(0.01)
@@ -286,11 +296,12 @@ async def test_postgres_interrupted_run_resumes_without_repeating_calls(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    async with Agent(sim.url, tools=(quick, hang), store=StoreLocation(tmp_path / "b", pg_url),
-                     approval="none") as agent:
+    async with Agent(
+        sim.url, tools=(quick, hang), store=StoreLocation(tmp_path / "b", pg_url), approval="none"
+    ) as agent:
         events: list[Any] = []
         result = await agent.run(run_id=run_id, on_event=events.append)
     assert (result.status, result.answer) == ("done", "Both done.")
-    reused = {e.name: e.reused for e in events if isinstance(e, ToolResultEvent)}
+    reused = {e.result.name: e.reused for e in events if isinstance(e, ToolResultEvent)}
     assert reused == {"quick": True, "hang": False}
     assert CALLS == [("quick", 1), ("hang", 2), ("hang", 2)], "quick must not run twice"

@@ -13,7 +13,6 @@ from click.testing import CliRunner
 
 from agent.cli import main
 from agent.errors import ConfigError
-from agent.llm.base import Usage
 from agent.runs import (
     _MIGRATIONS,
     TRACE_SCHEMA_VERSION,
@@ -22,7 +21,7 @@ from agent.runs import (
     read_trace,
     resolve_store_path,
 )
-from agent.types import ToolCall
+from agent.types import ToolCall, Usage
 
 
 @pytest.fixture
@@ -33,8 +32,9 @@ def store(tmp_path: Path) -> RunStore:
 def test_create_finish_get(store: RunStore, tmp_path: Path) -> None:
     rec = store.create("r1", task="demo", model_url="http://m:1", trace_path=tmp_path / "t")
     assert rec.status == "running" and rec.finished_at is None and rec.duration_s is None
-    done = store.finish("r1", status="done", answer="42", steps=3, tool_calls=2,
-                        usage=Usage(100, 20, 64))
+    done = store.finish(
+        "r1", status="done", answer="42", steps=3, tool_calls=2, usage=Usage(100, 20, 64)
+    )
     assert done.status == "done" and done.answer == "42"
     assert (done.steps, done.tool_calls) == (3, 2)
     assert done.usage == Usage(100, 20, 64)
@@ -73,9 +73,7 @@ def test_migrations_idempotent_and_wal(tmp_path: Path) -> None:
     assert again.schema_version() == len(_MIGRATIONS)
     assert again.get("r1") is not None
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == len(
-            _MIGRATIONS
-        )
+        assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == len(_MIGRATIONS)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -98,8 +96,9 @@ def test_two_stores_and_another_process_share_one_file(tmp_path: Path) -> None:
         "s = RunStore(sys.argv[1]); s.create('from-proc', task='y');"
         "print(s.get('from-a').status)"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "done"
     assert {r.run_id for r in a.list()} == {"from-a", "from-proc"}
 
@@ -122,8 +121,14 @@ def test_trace_roundtrip_and_append_on_resume(tmp_path: Path) -> None:
     with TraceWriter(path, run_id="r1") as tw:
         tw.write("run_started", task="demo")
         tw.write("prompt", step=1, text="<|im_start|>user\nhé\n", chars=20)
-        tw.write("model_output", step=1, text="raw", tool_calls=[ToolCall("f", {"a": 1}, "c1")],
-                 usage=Usage(10, 2), path=Path("/x"))
+        tw.write(
+            "model_output",
+            step=1,
+            text="raw",
+            tool_calls=[ToolCall("f", {"a": 1}, "c1")],
+            usage=Usage(10, 2),
+            path=Path("/x"),
+        )
     with TraceWriter(path, run_id="r1") as tw:
         tw.write("final", answer="done")
     events = read_trace(path)
@@ -131,8 +136,11 @@ def test_trace_roundtrip_and_append_on_resume(tmp_path: Path) -> None:
     assert all(e["v"] == TRACE_SCHEMA_VERSION and e["run_id"] == "r1" for e in events)
     assert events[1]["text"] == "<|im_start|>user\nhé\n"
     assert events[2]["tool_calls"] == [{"name": "f", "arguments": {"a": 1}, "id": "c1"}]
-    assert events[2]["usage"] == {"prompt_tokens": 10, "completion_tokens": 2,
-                                  "cached_tokens": None}
+    assert events[2]["usage"] == {
+        "prompt_tokens": 10,
+        "completion_tokens": 2,
+        "cached_tokens": None,
+    }
     assert events[2]["path"] == "/x"
     assert path.read_text().count("\n") == 4
 
@@ -159,8 +167,11 @@ def test_killed_writer_leaves_readable_trace(tmp_path: Path) -> None:
 
 def test_unknown_major_version_refused(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
-    path.write_text('{"v": "1.3", "type": "prompt"}\n{"v": "2.0", "type": "prompt"}\n')
-    with pytest.raises(ConfigError, match=r"t\.jsonl:2: trace format version 2\.0"):
+    path.write_text(
+        '{"v": "1.3", "type": "prompt"}\n{"v": "2.1", "type": "prompt"}\n'
+        '{"v": "3.0", "type": "prompt"}\n'
+    )
+    with pytest.raises(ConfigError, match=r"t\.jsonl:3: trace format version 3\.0"):
         read_trace(path)
 
 
@@ -173,16 +184,19 @@ def _seed(tmp_path: Path) -> Path:
     trace = tmp_path / "r-ok.jsonl"
     with TraceWriter(trace, run_id="r-ok") as tw:
         tw.write("prompt", step=1, text="P" * 1234)
-        tw.write("model_output", step=1, text="calling [bold]x[/bold]",
-                 tool_calls=[{"name": "sql_query", "arguments": {"q": "select 1"}}],
-                 errors=[{"raw": "<tool_call>{", "reason": "unterminated"}],
-                 usage={"prompt_tokens": 300, "completion_tokens": 12})
+        tw.write(
+            "model_output",
+            step=1,
+            text="calling [bold]x[/bold]",
+            tool_calls=[{"name": "sql_query", "arguments": {"q": "select 1"}}],
+            errors=[{"raw": "<tool_call>{", "reason": "unterminated"}],
+            usage={"prompt_tokens": 300, "completion_tokens": 12},
+        )
         tw.write("tool_call", step=1, id="c1", name="sql_query", arguments={"q": "select 1"})
         tw.write("tool_result", step=1, id="c1", name="sql_query", content="1 row: 1")
         tw.write("final", answer="one")
     store.create("r-ok", task="demo", trace_path=trace, model_url="http://m:1")
-    store.finish("r-ok", status="done", answer="one", steps=1, tool_calls=1,
-                 usage=Usage(300, 12))
+    store.finish("r-ok", status="done", answer="one", steps=1, tool_calls=1, usage=Usage(300, 12))
     store.create("r-bad", task="other")
     store.finish("r-bad", status="error", error="backend down")
     return db
@@ -193,8 +207,9 @@ def test_cli_list(tmp_path: Path) -> None:
     out = CliRunner().invoke(main, ["runs", "list", "--store", str(db)])
     assert out.exit_code == 0, out.output
     assert "r-ok" in out.output and "r-bad" in out.output and "312" in out.output
-    js = CliRunner().invoke(main, ["runs", "list", "--json", "--status", "error",
-                                   "--store", str(db)])
+    js = CliRunner().invoke(
+        main, ["runs", "list", "--json", "--status", "error", "--store", str(db)]
+    )
     rows = [json.loads(line) for line in js.output.splitlines()]
     assert [r["run_id"] for r in rows] == ["r-bad"]
     assert rows[0]["error"] == "backend down"
@@ -206,7 +221,7 @@ def test_cli_list_env_store_and_missing_store(tmp_path: Path) -> None:
     assert len(out.output.splitlines()) == 2
     missing = tmp_path / "none"
     out = CliRunner().invoke(main, ["runs", "list", "--store", str(missing)])
-    assert out.exit_code == 0 and "no run store" in out.output
+    assert out.exit_code == 2 and "no run store" in out.output  # a typo is not "no runs"
     assert not missing.exists()  # a read-only command creates nothing
 
 
@@ -214,8 +229,14 @@ def test_cli_show(tmp_path: Path) -> None:
     db = _seed(tmp_path)
     out = CliRunner().invoke(main, ["runs", "show", "r-ok", "--store", str(db)], terminal_width=200)
     assert out.exit_code == 0, out.output
-    for text in ("1,234 chars", "calling [bold]x[/bold]", 'sql_query({"q": "select 1"})',
-                 "malformed: unterminated", "1 row: 1", "one"):
+    for text in (
+        "1,234 chars",
+        "calling [bold]x[/bold]",
+        'sql_query({"q": "select 1"})',
+        "malformed: unterminated",
+        "1 row: 1",
+        "one",
+    ):
         assert text in out.output, text
     js = CliRunner().invoke(main, ["runs", "show", "r-ok", "--json", "--store", str(db)])
     data = json.loads(js.output)

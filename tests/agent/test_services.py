@@ -42,8 +42,13 @@ async def test_starts_waits_and_stops(tmp_path: Path) -> None:
         f"http.server.ThreadingHTTPServer(('127.0.0.1', {port}), h).serve_forever()"
     )
     url = f"http://127.0.0.1:{port}/hello.txt"
-    spec = ServiceSpec(name="web", command=[sys.executable, "-c", code], cwd=Path("www"),
-                       ready_url=url, ready_timeout_s=10)
+    spec = ServiceSpec(
+        name="web",
+        command=[sys.executable, "-c", code],
+        cwd=Path("www"),
+        ready_url=url,
+        ready_timeout_s=10,
+    )
     async with run_services([spec], tmp_path) as urls:
         assert urls == {"web": url}
         async with httpx.AsyncClient(trust_env=False) as client:
@@ -69,8 +74,12 @@ async def test_env_is_passed_and_no_url_means_alive(tmp_path: Path) -> None:
 
 async def test_exit_before_ready_shows_last_output(tmp_path: Path) -> None:
     code = "import sys; print('starting'); print('boom: bad config', file=sys.stderr); sys.exit(3)"
-    spec = ServiceSpec(name="bad", command=[sys.executable, "-c", code],
-                       ready_url=f"http://127.0.0.1:{free_port()}/", ready_timeout_s=10)
+    spec = ServiceSpec(
+        name="bad",
+        command=[sys.executable, "-c", code],
+        ready_url=f"http://127.0.0.1:{free_port()}/",
+        ready_timeout_s=10,
+    )
     with pytest.raises(ConfigError) as info:
         async with run_services([spec], tmp_path):
             pytest.fail("must not get here")
@@ -85,8 +94,9 @@ async def test_timeout_kills_process_and_says_so(tmp_path: Path) -> None:
         "print('waiting', flush=True); time.sleep(60)"
     )
     url = f"http://127.0.0.1:{free_port()}/"
-    spec = ServiceSpec(name="slow", command=[sys.executable, "-c", code], ready_url=url,
-                       ready_timeout_s=0.5)
+    spec = ServiceSpec(
+        name="slow", command=[sys.executable, "-c", code], ready_url=url, ready_timeout_s=0.5
+    )
     with pytest.raises(ConfigError) as info:
         async with run_services([spec], tmp_path):
             pass

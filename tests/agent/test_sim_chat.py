@@ -16,8 +16,11 @@ WEATHER = {
     "function": {
         "name": "get_weather",
         "description": "Weather for a city.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                       "required": ["city"]},
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
     },
 }
 CALL = (
@@ -76,10 +79,11 @@ def test_chat_without_tools_returns_raw_text(sim: SimServer) -> None:
 def test_chat_second_turn_gets_second_entry(sim: SimServer) -> None:
     sim.policy = ScriptPolicy([CALL, "It is sunny in Paris."])
     first = chat(sim, tools=[WEATHER]).json()["choices"][0]["message"]
-    messages = [*USER, {"role": "assistant", "content": first["content"],
-                        "tool_calls": first["tool_calls"]},
-                {"role": "tool", "tool_call_id": first["tool_calls"][0]["id"],
-                 "content": "sunny, 21 C"}]
+    messages = [
+        *USER,
+        {"role": "assistant", "content": first["content"], "tool_calls": first["tool_calls"]},
+        {"role": "tool", "tool_call_id": first["tool_calls"][0]["id"], "content": "sunny, 21 C"},
+    ]
     data = chat(sim, messages=messages, tools=[WEATHER]).json()
     assert data["choices"][0]["message"]["content"] == "It is sunny in Paris."
     assert data["usage"]["prompt_tokens_details"]["cached_tokens"] > 0  # shared prefix
@@ -92,8 +96,9 @@ def test_chat_bad_messages_are_a_400(sim: SimServer) -> None:
 
 def test_chat_stream_sends_content_then_tool_call_deltas(sim: SimServer) -> None:
     sim.policy = ScriptPolicy([CALL])
-    events = sse_events(chat(sim, tools=[WEATHER], stream=True,
-                             stream_options={"include_usage": True}))
+    events = sse_events(
+        chat(sim, tools=[WEATHER], stream=True, stream_options={"include_usage": True})
+    )
     assert events[-1] == "[DONE]" and events[-2]["choices"] == []
     chunks = [e["choices"][0] for e in events[:-2]]
     assert chunks[0]["delta"]["role"] == "assistant"
@@ -115,9 +120,13 @@ def client(sim: SimServer) -> openai.OpenAI:
 def test_openai_sdk_completions(sim: SimServer, client: openai.OpenAI) -> None:
     sim.policy = ScriptPolicy(["Bonjour!"])
     prompt = "<|begin_of_text|><|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
-    out = client.completions.create(model=sim.config.model, prompt=prompt, max_tokens=50,
-                                    stop=["<|im_end|>"],
-                                    extra_body={"add_special_tokens": False})
+    out = client.completions.create(
+        model=sim.config.model,
+        prompt=prompt,
+        max_tokens=50,
+        stop=["<|im_end|>"],
+        extra_body={"add_special_tokens": False},
+    )
     assert out.choices[0].text == "Bonjour!" and out.choices[0].finish_reason == "stop"
     assert out.usage is not None and out.usage.completion_tokens > 0
     assert sim.requests[-1]["add_special_tokens"] is False
@@ -125,8 +134,7 @@ def test_openai_sdk_completions(sim: SimServer, client: openai.OpenAI) -> None:
 
 def test_openai_sdk_chat_with_tools(sim: SimServer, client: openai.OpenAI) -> None:
     sim.policy = ScriptPolicy([CALL])
-    out = client.chat.completions.create(model=sim.config.model, messages=USER,
-                                         tools=[WEATHER])  # type: ignore[list-item]
+    out = client.chat.completions.create(model=sim.config.model, messages=USER, tools=[WEATHER])  # type: ignore[list-item]
     choice = out.choices[0]
     assert choice.finish_reason == "tool_calls"
     call = choice.message.tool_calls[0]  # type: ignore[index]
@@ -136,9 +144,13 @@ def test_openai_sdk_chat_with_tools(sim: SimServer, client: openai.OpenAI) -> No
 
 def test_openai_sdk_streaming(sim: SimServer, client: openai.OpenAI) -> None:
     sim.policy = ScriptPolicy([CALL])
-    stream = client.chat.completions.create(model=sim.config.model, messages=USER,
-                                            tools=[WEATHER], stream=True,  # type: ignore[list-item]
-                                            stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model=sim.config.model,
+        messages=USER,
+        tools=[WEATHER],
+        stream=True,  # type: ignore[list-item]
+        stream_options={"include_usage": True},
+    )
     names, args, usage, finish = [], "", None, None
     for chunk in stream:
         if chunk.usage:

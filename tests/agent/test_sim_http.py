@@ -20,14 +20,23 @@ GEN = "<|im_start|>assistant\n"
 
 def convo(*turns: str, k_done: int = 0, tag: str = "") -> str:
     """A ChatML prompt with ``k_done`` completed assistant turns and an open one."""
-    body = "".join(f"<|im_start|>user\n{tag}q{i}<|im_end|>\n{GEN}{t}<|im_end|>\n"
-                   for i, t in enumerate(turns[:k_done]))
+    body = "".join(
+        f"<|im_start|>user\n{tag}q{i}<|im_end|>\n{GEN}{t}<|im_end|>\n"
+        for i, t in enumerate(turns[:k_done])
+    )
     return f"{START}{body}<|im_start|>user\n{tag}next<|im_end|>\n{GEN}"
 
 
 def complete(sim: SimServer, prompt: str, **extra: Any) -> httpx.Response:
-    body = {"model": sim.config.model, "prompt": prompt, "add_special_tokens": False,
-            "stop": ["<|im_end|>"], "skip_special_tokens": False, "max_tokens": 200, **extra}
+    body = {
+        "model": sim.config.model,
+        "prompt": prompt,
+        "add_special_tokens": False,
+        "stop": ["<|im_end|>"],
+        "skip_special_tokens": False,
+        "max_tokens": 200,
+        **extra,
+    }
     return httpx.post(f"{sim.url}/v1/completions", json=body, timeout=10)
 
 
@@ -59,8 +68,11 @@ def test_completion_non_streamed_with_usage(sim: SimServer) -> None:
     assert (choice["text"], choice["finish_reason"]) == ("Hello there", "stop")
     assert data["object"] == "text_completion" and data["id"].startswith("cmpl-")
     usage = data["usage"]
-    assert usage["prompt_tokens"] == len(httpx.post(f"{sim.url}/tokenize", json={
-        "prompt": convo(), "add_special_tokens": False}).json()["tokens"])
+    assert usage["prompt_tokens"] == len(
+        httpx.post(
+            f"{sim.url}/tokenize", json={"prompt": convo(), "add_special_tokens": False}
+        ).json()["tokens"]
+    )
     assert usage["completion_tokens"] == len(pieces("Hello there")) + 1  # + the stop token
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert usage["prompt_tokens_details"] == {"cached_tokens": 0}
@@ -103,8 +115,11 @@ def test_context_overflow_is_a_vllm_400() -> None:
         assert resp.status_code == 400
         err = resp.json()["error"]
         assert err["type"] == "BadRequestError" and err["code"] == 400
-        assert re.match(r"This model's maximum context length is 64 tokens\. However, your "
-                        r"request has \d+ input tokens", err["message"])
+        assert re.match(
+            r"This model's maximum context length is 64 tokens\. However, your "
+            r"request has \d+ input tokens",
+            err["message"],
+        )
         # Prompt fits, but prompt + max_tokens does not: vLLM refuses that too.
         resp = complete(sim, "hi", max_tokens=100)
         assert resp.status_code == 400 and "'max_tokens'" in resp.json()["error"]["message"]
@@ -162,8 +177,12 @@ def test_tokenize_and_detokenize(sim: SimServer) -> None:
 def test_structured_outputs_recorded_and_refusable() -> None:
     config = SimConfig(refuse_structured=frozenset({"regex"}))
     with run_sim(ScriptPolicy(["{}"]), config) as sim:
-        ok = complete(sim, convo(), structured_outputs={"json": {"type": "object"}},
-                      guided_json={"type": "object"})
+        ok = complete(
+            sim,
+            convo(),
+            structured_outputs={"json": {"type": "object"}},
+            guided_json={"type": "object"},
+        )
         assert ok.status_code == 200  # removed guided_* fields are ignored, like vLLM
         assert sim.requests[-1]["guided_json"] == {"type": "object"}  # but visible to tests
         refused = complete(sim, convo(), structured_outputs={"regex": "a+"})
@@ -185,10 +204,15 @@ def test_prefix_cache_hits_show_in_usage_and_metrics(sim: SimServer) -> None:
     queries = re.search(r"^vllm:prefix_cache_queries_total\{.*\} (\S+)$", metrics, re.M)
     assert hits and float(hits.group(1)) == cached
     assert queries and float(queries.group(1)) == (
-        first["usage"]["prompt_tokens"] + second["usage"]["prompt_tokens"])
-    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting",
-                 "vllm:kv_cache_usage_perc", "vllm:time_to_first_token_seconds_bucket",
-                 "vllm:inter_token_latency_seconds_count"):
+        first["usage"]["prompt_tokens"] + second["usage"]["prompt_tokens"]
+    )
+    for name in (
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",
+        "vllm:time_to_first_token_seconds_bucket",
+        "vllm:inter_token_latency_seconds_count",
+    ):
         assert name in metrics
     assert sim.stats()["prefix_cache_hits"] == cached
 

@@ -109,8 +109,10 @@ def test_max_tokens_gives_length() -> None:
 
 # -- policies -------------------------------------------------------------------------------
 def _prompt(k: int) -> str:
-    turns = "".join(f"<|im_start|>user\nq{i}<|im_end|>\n<|im_start|>assistant\na{i}<|im_end|>\n"
-                    for i in range(k))
+    turns = "".join(
+        f"<|im_start|>user\nq{i}<|im_end|>\n<|im_start|>assistant\na{i}<|im_end|>\n"
+        for i in range(k)
+    )
     return f"<|begin_of_text|>{turns}<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n"
 
 
@@ -140,7 +142,7 @@ def test_script_file_yaml_and_json(tmp_path) -> None:
     [
         ("a: 1\n", "must be a list of strings"),
         ("- ok\n- {name: f}\n", "entry 2 must be a string"),
-        ("- [unclosed\n", "not valid YAML"),
+        ("- [unclosed\n", "bad.yaml:2: YAML syntax error"),
     ],
 )
 def test_script_file_errors_name_file_and_entry(tmp_path, content: str, message: str) -> None:

@@ -12,8 +12,8 @@ import yaml
 from click.testing import CliRunner
 
 from agent.cli import main
+from agent.config import Sampling
 from agent.errors import ConfigError
-from agent.llm.base import Sampling
 from agent.task import Task, load_task, task_json_schema
 from tools.policy import ToolPolicies
 
@@ -71,9 +71,7 @@ def test_full_task_loads(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     task = load_task(write(tmp_path, FULL), vars={"year": "2024"})
     assert task.model.urls() == ["http://127.0.0.1:8001", "http://127.0.0.1:8002"]
-    assert task.model.sampling.to_sampling() == Sampling(
-        temperature=0.2, top_k=40, max_tokens=256, seed=7
-    )
+    assert task.model.sampling == Sampling(temperature=0.2, top_k=40, max_tokens=256, seed=7)
     assert task.render_input() == "Top 3 customers in 2024, as {json}"
     assert task.render_input({"n": "10"}) == "Top 10 customers in 2024, as {json}"
     assert task.tools.enabled == ["sql_tables", "sql_query", "read_file"]
@@ -97,8 +95,7 @@ def test_minimal_task_defaults(tmp_path: Path) -> None:
     assert task.tools.enabled == []
 
 
-def test_tool_policies_resolve_workspace_against_task_folder(tmp_path: Path,
-                                                             monkeypatch) -> None:
+def test_tool_policies_resolve_workspace_against_task_folder(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "sub" / "data").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)  # the working directory must not matter
     text = "input: x\nworkspace: data\ntools: {sql: {database: a.db}, max_result_chars: 100}\n"
@@ -110,9 +107,10 @@ def test_tool_policies_resolve_workspace_against_task_folder(tmp_path: Path,
     assert policies.sql.database == Path("a.db")
     assert policies.max_result_chars == 100
     # Default workspace: the task file's own folder.
-    assert load_task(write(tmp_path / "sub", "input: x\n", "b.yaml")).workspace_dir() == (
-        tmp_path / "sub"
-    ).resolve()
+    assert (
+        load_task(write(tmp_path / "sub", "input: x\n", "b.yaml")).workspace_dir()
+        == (tmp_path / "sub").resolve()
+    )
 
 
 def test_missing_workspace_is_an_error(tmp_path: Path) -> None:
@@ -122,33 +120,57 @@ def test_missing_workspace_is_an_error(tmp_path: Path) -> None:
 
 
 ERRORS = {
-    "suggest": ("input: x\nmodel:\n  mdoe: chat\n",
-                r":3: model\.mdoe: unknown key 'mdoe' \(did you mean 'mode'\?\)"),
-    "allowed": ("input: x\nlimits:\n  max_steps: 3\n  zzz: 1\n",
-                r":4: limits\.zzz: unknown key 'zzz' \(allowed: .*max_steps"),
-    "nested": ("input: x\ntools:\n  sql:\n    read_onyl: false\n",
-               r":4: tools\.sql\.read_onyl: unknown key .*'read_only'"),
-    "type": ("input: x\nlimits: {max_steps: many}\n",
-             r":2: limits\.max_steps: .*valid integer.*\(got 'many'\)"),
-    "enum": ("input: x\nmodel:\n  mode: turbo\n",
-             r":3: model\.mode: Input should be 'completions' or 'chat' \(got 'turbo'\)"),
-    "union-enum": ("input: x\napproval: {require: maybe}\n",
-                   r":2: approval\.require: Input should be 'none', 'side_effects' or 'all'"),
-    "url": ("input: x\nmodel: {url: [http://a:1, ftp://b]}\n",
-            r":2: model\.url\[1\]: expected an http:// or https:// URL"),
+    "suggest": (
+        "input: x\nmodel:\n  mdoe: chat\n",
+        r":3: model\.mdoe: unknown key 'mdoe' \(did you mean 'mode'\?\)",
+    ),
+    "allowed": (
+        "input: x\nlimits:\n  max_steps: 3\n  zzz: 1\n",
+        r":4: limits\.zzz: unknown key 'zzz' \(allowed: .*max_steps",
+    ),
+    "nested": (
+        "input: x\ntools:\n  sql:\n    read_onyl: false\n",
+        r":4: tools\.sql\.read_onyl: unknown key .*'read_only'",
+    ),
+    "type": (
+        "input: x\nlimits: {max_steps: many}\n",
+        r":2: limits\.max_steps: .*valid integer.*\(got 'many'\)",
+    ),
+    "enum": (
+        "input: x\nmodel:\n  mode: turbo\n",
+        r":3: model\.mode: Input should be 'completions' or 'chat' \(got 'turbo'\)",
+    ),
+    "union-enum": (
+        "input: x\napproval: {require: maybe}\n",
+        r":2: approval\.require: Input should be 'none', 'side_effects' or 'all'",
+    ),
+    "url": (
+        "input: x\nmodel: {url: [http://a:1, ftp://b]}\n",
+        r":2: model\.url\[1\]: expected an http:// or https:// URL",
+    ),
     "missing-key": ("name: x\n", r":1: input: required key is missing \(add 'input:'\)"),
-    "list-item": ("input: x\nservices:\n  - name: a\n    command: [x]\n  - name: b\n"
-                  "    comand: [y]\n",
-                  r":6: services\[1\]\.comand: unknown key 'comand' \(did you mean 'command'"),
-    "output-schema": ("input: x\noutput_schema:\n  type: object\n  properties:\n"
-                      "    a: {type: strin}\n",
-                      r":5: output_schema\.properties\.a\.type: not a valid JSON Schema: 'strin'"),
+    "list-item": (
+        "input: x\nservices:\n  - name: a\n    command: [x]\n  - name: b\n    comand: [y]\n",
+        r":6: services\[1\]\.comand: unknown key 'comand' \(did you mean 'command'",
+    ),
+    "output-schema": (
+        "input: x\noutput_schema:\n  type: object\n  properties:\n    a: {type: strin}\n",
+        r":5: output_schema\.properties\.a\.type: not a valid JSON Schema: 'strin'",
+    ),
     "missing-var": ("input: hi {who}\n", r":1: input: missing variable 'who' \(pass --var who="),
     "brace": ("input: 'a {b'\n", r":1: input: .*\{\{"),
     "duplicate": ("input: x\nname: a\nname: b\n", r":3: name: duplicate key \(first at line 2"),
     "yaml-syntax": ("input: x\nmodel: {mode: chat\n", r":\d+: YAML syntax error: "),
     "not-mapping": ("- a\n- b\n", r":1: expected a mapping of keys, got a list"),
     "empty": ("", r":1: expected a mapping of keys, got an empty file"),
+    "unknown-tool": (
+        "input: x\ntools:\n  enabled: [read_file, sql_querry]\n",
+        r":3: tools\.enabled\[1\]: unknown tool 'sql_querry' \(did you mean 'sql_query'\?",
+    ),
+    "tool-choice": (
+        "input: x\ntools: {enabled: [read_file]}\nmodel:\n  tool_choice: sql_query\n",
+        r":4: model\.tool_choice: 'sql_query' is not auto, required, none or an enabled tool",
+    ),
 }
 
 

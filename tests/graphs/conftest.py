@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from agent.api import Agent
+from agent.config import Limits
 from agent.sim import ScriptPolicy
-from agent.task import Limits
 from tools.policy import FilesPolicy, ToolPolicies
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from agent.api import Agent
+from agent.config import Limits
 from agent.errors import BackendError, ConfigError
 from agent.events import Final, RunStarted, ToolResultEvent
 from agent.runs import RunStore
@@ -55,8 +56,9 @@ async def test_a_stream_cut_after_early_dispatch_leaves_nothing_running(
     make_agent: Any, sim: Any
 ) -> None:
     CALLS.clear()
-    agent = make_agent([call("slow_echo", text="t", delay_s=0.2) + "\nand then more text"],
-                       tools=(slow_echo,))
+    agent = make_agent(
+        [call("slow_echo", text="t", delay_s=0.2) + "\nand then more text"], tools=(slow_echo,)
+    )
     sim.faults = Faults(disconnect_after_tokens=30)
     result = await agent.run("go")
     assert (result.status, result.error_type) == ("error", "StreamInterrupted")
@@ -64,10 +66,12 @@ async def test_a_stream_cut_after_early_dispatch_leaves_nothing_running(
 
 
 async def test_a_backend_error_keeps_the_counters_reached(tmp_path: Path) -> None:
-    backend = ScriptedBackend([
-        [ToolCall("add", {"a": 1, "b": 1}, "c1")],
-        [BackendError("connection lost")],
-    ])
+    backend = ScriptedBackend(
+        [
+            [ToolCall("add", {"a": 1, "b": 1}, "c1")],
+            [BackendError("connection lost")],
+        ]
+    )
     async with Agent(backend, tools=(add,), store=tmp_path / "s") as agent:
         result = await agent.run("go")
     assert (result.status, result.steps, result.tool_calls) == ("error", 1, 1)
@@ -80,9 +84,10 @@ async def test_an_unexpected_exception_still_ends_in_final(tmp_path: Path) -> No
     async with Agent(backend, store=tmp_path / "s") as agent:
         events = [e async for e in agent.stream("go")]
     final = events[-1]
-    assert isinstance(final, Final) and final.status == "error"
-    assert "a bug somewhere" in final.error
-    record = RunStore(tmp_path / "s" / "runs.db").get(final.run_id)
+    assert isinstance(final, Final) and final.result.status == "error"
+    assert "a bug somewhere" in final.result.error
+    assert (final.result.error_kind, final.result.error_type) == ("internal", "RuntimeError")
+    record = RunStore(tmp_path / "s" / "runs.db").get(final.result.run_id)
     assert record is not None and record.status == "error"
 
 
@@ -110,8 +115,11 @@ async def test_a_safe_call_started_before_a_pause_runs_once(make_agent: Any) -> 
 async def test_the_final_call_timing_out_is_a_limit_with_a_reason(
     make_agent: Any, sim: Any
 ) -> None:
-    agent = make_agent([call("slow_echo", text="t", delay_s=0.6), "late"],
-                       tools=(slow_echo,), limits={"deadline_s": 0.3})
+    agent = make_agent(
+        [call("slow_echo", text="t", delay_s=0.6), "late"],
+        tools=(slow_echo,),
+        limits={"deadline_s": 0.3},
+    )
     sim.faults = Faults(stall_s=6.0, stall_after_tokens=0)
     result = await agent.run("go")
     assert (result.status, result.limit) == ("limit", "deadline")
@@ -120,8 +128,11 @@ async def test_the_final_call_timing_out_is_a_limit_with_a_reason(
 
 async def test_the_deadline_cuts_a_running_tool(make_agent: Any) -> None:
     CALLS.clear()
-    agent = make_agent([call("slow_echo", text="slow", delay_s=30), "late"],
-                       tools=(slow_echo,), limits={"deadline_s": 0.3})
+    agent = make_agent(
+        [call("slow_echo", text="slow", delay_s=30), "late"],
+        tools=(slow_echo,),
+        limits={"deadline_s": 0.3},
+    )
     events: list[Any] = []
     result = await agent.run("go", on_event=events.append)
     assert (result.status, result.limit, result.tool_calls) == ("limit", "deadline", 0)
@@ -133,8 +144,11 @@ async def test_a_budget_hit_keeps_the_results_of_calls_already_started(
     make_agent: Any, sim: Any
 ) -> None:
     CALLS.clear()
-    agent = make_agent([call("slow_echo", text="kept", delay_s=0.2), "stop"],
-                       tools=(slow_echo,), limits={"max_tokens": 50})
+    agent = make_agent(
+        [call("slow_echo", text="kept", delay_s=0.2), "stop"],
+        tools=(slow_echo,),
+        limits={"max_tokens": 50},
+    )
     result = await agent.run("go")
     assert (result.status, result.limit, result.tool_calls) == ("limit", "max_tokens", 1)
     assert '"content": "kept"' in sim.requests[-1]["prompt"], "the model sees the real result"
@@ -150,3 +164,21 @@ async def test_approve_must_be_all_none_or_callable(tmp_path: Path) -> None:
     async with Agent(ScriptedBackend([["hi"]]), store=tmp_path / "s") as agent:
         with pytest.raises(ConfigError, match="approve='ask'"):
             await agent.run("go", approve="ask")
+
+
+def test_one_idempotency_key_per_call_occurrence() -> None:
+    from graphs.calls import idempotency_key, plan_turn
+
+    call = ToolCall("wait", {"seconds": 0, "tag": "a"}, "c1")
+    same = ToolCall("wait", {"tag": "a", "seconds": 0}, "c2")
+    plan = plan_turn("run-1", [call, same], {}, 0, Limits())
+    # The key the graph saves a result under is the key a resumed run looks up: one
+    # function, occurrences counted from 1 (the dispatcher keeps no keys of its own).
+    assert [p.key for p in plan] == [
+        idempotency_key("run-1", call, 1),
+        idempotency_key("run-1", call, 2),
+    ]
+    assert len({p.key for p in plan}) == 2
+    assert idempotency_key("run-2", call, 1) != plan[0].key
+    # Arguments that cannot be encoded as UTF-8 still have a key (no exception).
+    assert len(idempotency_key("r", ToolCall("sql_query", {"query": "SELECT 'x\ud800'"}), 1)) == 32

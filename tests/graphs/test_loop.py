@@ -28,15 +28,18 @@ async def test_tool_result_goes_back_to_the_model(make_agent: Any, sim: Any) -> 
     result = await agent.run("What is 2 + 40?")
     assert result.status == "done" and result.tool_calls == 1
     second = prompts(sim)[1]
-    assert '<tool_response>\n{"name": "add", "content": "42"}' in second.replace("42\"", "42\"")
+    assert '<tool_response>\n{"name": "add", "content": "42"}' in second.replace('42"', '42"')
     assert second.startswith(prompts(sim)[0]), "prompts must be append-only across steps"
 
 
 async def test_malformed_call_is_repaired(make_agent: Any, sim: Any) -> None:
     events: list[Any] = []
     agent = make_agent(
-        ['<tool_call>\n{"name": "add", "arguments": {"a": 1,,}}\n</tool_call>',
-         call("add", a=1, b=2), "3"],
+        [
+            '<tool_call>\n{"name": "add", "arguments": {"a": 1,,}}\n</tool_call>',
+            call("add", a=1, b=2),
+            "3",
+        ],
         tools=(add,),
     )
     result = await agent.run("1+2?", on_event=events.append)
@@ -112,15 +115,17 @@ SCHEMA = {
 
 
 async def test_json_output_valid(make_agent: Any) -> None:
-    agent = make_agent(['```json\n{"city": "Oslo", "population": 709000}\n```'],
-                       output_schema=SCHEMA)
+    agent = make_agent(
+        ['```json\n{"city": "Oslo", "population": 709000}\n```'], output_schema=SCHEMA
+    )
     result = await agent.run("Oslo?")
     assert result.status == "done" and result.answer == {"city": "Oslo", "population": 709000}
 
 
 async def test_json_output_invalid_then_fixed(make_agent: Any, sim: Any) -> None:
-    agent = make_agent(['{"city": "Oslo"}', '{"city": "Oslo", "population": 709000}'],
-                       output_schema=SCHEMA)
+    agent = make_agent(
+        ['{"city": "Oslo"}', '{"city": "Oslo", "population": 709000}'], output_schema=SCHEMA
+    )
     result = await agent.run("Oslo?")
     assert result.status == "done" and result.answer["population"] == 709000
     retry = sim.requests[-1]
@@ -145,7 +150,7 @@ async def test_approval_granted(make_agent: Any) -> None:
 
     result = await agent.run("launch it", approve=approve)
     assert result.status == "done" and CALLS == [("launch", "rocket")]
-    assert seen[0][0]["name"] == "launch"
+    assert (seen[0][0].name, seen[0][0].arguments) == ("launch", {"target": "rocket"})
 
 
 async def test_approval_denied_goes_back_to_the_model(make_agent: Any, sim: Any) -> None:
@@ -173,7 +178,7 @@ async def test_early_dispatch_keeps_call_order(make_agent: Any, sim: Any) -> Non
     result = await agent.run("echo", on_event=events.append)
     assert result.status == "done"
     assert all(e.early for e in events if isinstance(e, ToolCallEvent))
-    finished = [e.content for e in events if isinstance(e, ToolResultEvent)]
+    finished = [e.result.content for e in events if isinstance(e, ToolResultEvent)]
     assert finished == ["second", "first"], "the fast call finishes first..."
     second_prompt = prompts(sim)[1]
     first_at, second_at = second_prompt.index('"first"'), second_prompt.index('"second"')
@@ -217,7 +222,8 @@ async def test_trace_and_run_store(make_agent: Any, sim: Any, tmp_path: Any) -> 
 async def test_constrained_repair_retry(make_agent: Any, sim: Any) -> None:
     agent = make_agent(
         ["<tool_call>\n{oops\n</tool_call>", call("add", a=1, b=2), "3"],
-        tools=(add,), constrained_repair=True,
+        tools=(add,),
+        constrained_repair=True,
     )
     result = await agent.run("1+2?")
     assert result.status == "done"
@@ -225,3 +231,19 @@ async def test_constrained_repair_retry(make_agent: Any, sim: Any) -> None:
     assert "structured_outputs" not in first, "no constraint before anything went wrong"
     assert "structural_tag" in retry["structured_outputs"], "the repair retry is constrained"
     assert "structured_outputs" not in after, "and only the retry"
+
+
+async def test_an_empty_answer_is_asked_again(make_agent: Any, sim: Any) -> None:
+    events: list[Any] = []
+    agent = make_agent(["", "  \n", "Paris."])
+    result = await agent.run("Capital of France?", on_event=events.append)
+    assert (result.status, result.answer, result.steps) == ("done", "Paris.", 3)
+    assert [e.consecutive for e in events if isinstance(e, RepairEvent)] == [1, 2]
+    assert "Your reply was empty" in prompts(sim)[1]
+
+
+async def test_only_empty_answers_end_in_error(make_agent: Any) -> None:
+    agent = make_agent([""] * 3, limits={"max_repairs": 2})
+    result = await agent.run("Capital of France?")
+    assert result.status == "error" and result.answer is None
+    assert result.error == "the model gave an empty answer 3 times in a row"

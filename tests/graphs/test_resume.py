@@ -100,8 +100,9 @@ def _saved_results(db: Path) -> int:
 def test_kill_then_resume_repeats_no_completed_call(api: _Server, tmp_path: Path) -> None:
     task, script = _write_task(tmp_path, api.port)
     cmd = [AGENT, "run", str(task), "--sim", str(script), "--json"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
     try:
         assert api.b_seen.wait(60), proc.stderr.read() if proc.poll() is not None else "no /b"
         deadline = time.monotonic() + 20
@@ -113,15 +114,21 @@ def test_kill_then_resume_repeats_no_completed_call(api: _Server, tmp_path: Path
         proc.wait()
     api.release.set()
     (run,) = RunStore(tmp_path / ".agent" / "runs.db").list()
-    assert run.status == "running"  # killed: nobody recorded an end
+    assert run.status == "interrupted"  # killed: its process is gone, nobody recorded an end
 
-    resumed = subprocess.run([*cmd, "--resume", run.run_id], cwd=tmp_path, capture_output=True,
-                             text=True, timeout=120)
+    resumed = subprocess.run(
+        [*cmd, "--resume", run.run_id], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert resumed.returncode == 0, resumed.stderr
     out = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert (out["run_id"], out["status"], out["answer"]) == (run.run_id, "done", "Fetched a and b.")
     assert api.hits["/a"] == 1, "the completed call must not run again"
     assert api.hits["/b"] == 2, "the call cut by the kill runs again"
-    results = [e for e in read_trace(out["trace"] if Path(out["trace"]).is_absolute()
-                                     else tmp_path / out["trace"]) if e["type"] == "tool_result"]
+    results = [
+        e
+        for e in read_trace(
+            out["trace"] if Path(out["trace"]).is_absolute() else tmp_path / out["trace"]
+        )
+        if e["type"] == "tool_result"
+    ]
     assert any(e.get("reused") for e in results)

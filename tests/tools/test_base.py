@@ -124,10 +124,12 @@ def test_descriptions_defaults_and_required_from_signature_and_docstring() -> No
 @pytest.mark.parametrize("style", ["annotated", "named"])
 async def test_context_is_injected_not_shown(style: str) -> None:
     if style == "annotated":
+
         def f(n: int, context: ToolContext) -> str:
             """Echo the run id."""
             return f"{context.run_id}:{n}"
     else:
+
         def f(n: int, ctx) -> str:  # a parameter named ctx needs no type
             """Echo the run id."""
             return f"{ctx.run_id}:{n}"
@@ -238,7 +240,8 @@ async def test_class_with_explicit_schema() -> None:
 def test_class_with_invalid_schema_is_refused() -> None:
     class Broken(Multiply):
         parameters: ClassVar[dict[str, Any]] = {
-            "type": "object", "properties": {"x": {"type": "nonsense"}}
+            "type": "object",
+            "properties": {"x": {"type": "nonsense"}},
         }
 
     with pytest.raises(ToolDefinitionError, match="invalid JSON Schema"):

@@ -31,17 +31,33 @@ def test_tools_table() -> None:
 
 def test_tool_call_ok_and_read_only_by_default(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("hello\n")
-    code, out = _run("tool", "call", "read_file", "--args", '{"path": "a.txt"}',
-                     "--workspace", str(tmp_path))
+    code, out = _run(
+        "tool", "call", "read_file", "--args", '{"path": "a.txt"}', "--workspace", str(tmp_path)
+    )
     result = json.loads(out)
     assert code == 0 and result["status"] == "ok" and "hello" in result["content"]
     assert result["sandbox"] in ("bwrap", "process")
-    code, out = _run("tool", "call", "write_file", "--args", '{"path": "b.txt", "content": "x"}',
-                     "--workspace", str(tmp_path))
-    assert code == 1 and json.loads(out)["error_type"] == "ToolPolicyError"
+    code, out = _run(
+        "tool",
+        "call",
+        "write_file",
+        "--args",
+        '{"path": "b.txt", "content": "x"}',
+        "--workspace",
+        str(tmp_path),
+    )
+    assert code == 1 and json.loads(out)["error"] == "policy"
     assert not (tmp_path / "b.txt").exists()
-    code, out = _run("tool", "call", "write_file", "--args", '{"path": "b.txt", "content": "x"}',
-                     "--workspace", str(tmp_path), "--allow-write")
+    code, out = _run(
+        "tool",
+        "call",
+        "write_file",
+        "--args",
+        '{"path": "b.txt", "content": "x"}',
+        "--workspace",
+        str(tmp_path),
+        "--allow-write",
+    )
     assert code == 0 and (tmp_path / "b.txt").read_text() == "x"
 
 
@@ -56,7 +72,14 @@ def test_tool_call_bad_input_exits_2(tmp_path: Path) -> None:
 
 
 def test_http_tool_refuses_hosts_not_allowed(tmp_path: Path) -> None:
-    code, out = _run("tool", "call", "http_request", "--args", '{"url": "http://127.0.0.1:9/"}',
-                     "--workspace", str(tmp_path))
+    code, out = _run(
+        "tool",
+        "call",
+        "http_request",
+        "--args",
+        '{"url": "http://127.0.0.1:9/"}',
+        "--workspace",
+        str(tmp_path),
+    )
     result = json.loads(out)
-    assert code == 1 and result["error_type"] == "ToolPolicyError" and result["sandbox"] == "none"
+    assert code == 1 and result["error"] == "policy" and result["sandbox"] == "none"

@@ -74,7 +74,11 @@ def plugin_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_entry_point_plugin_is_loaded(plugin_path: Path) -> None:
-    _make_distribution(plugin_path, "agentplug_weather", "agentplug_weather:register", """
+    _make_distribution(
+        plugin_path,
+        "agentplug_weather",
+        "agentplug_weather:register",
+        """
         from tools.base import tool
 
         @tool
@@ -88,7 +92,8 @@ def test_entry_point_plugin_is_loaded(plugin_path: Path) -> None:
 
         def register(registry):
             registry.register(get_weather)
-    """)
+    """,
+    )
     importlib.invalidate_caches()
     reg = ToolRegistry.default()
     assert "get_weather" in reg and "read_file" in reg
@@ -99,13 +104,18 @@ def test_entry_point_plugin_is_loaded(plugin_path: Path) -> None:
 @pytest.mark.parametrize(
     ("entry", "body", "message"),
     [
-        ("agentplug_bad:register", "def register(registry):\n    raise RuntimeError('boom')\n",
-         "failed while registering its tools: RuntimeError: boom"),
+        (
+            "agentplug_bad:register",
+            "def register(registry):\n    raise RuntimeError('boom')\n",
+            "failed while registering its tools: RuntimeError: boom",
+        ),
         ("agentplug_bad:register", "register = 42\n", "must name a function register"),
         ("agentplug_bad:missing", "x = 1\n", "could not be imported"),
-        ("agentplug_bad:register",
-         "def f(x):\n    '''Doc.'''\ndef register(registry):\n    registry.register(f)\n",
-         "has no type annotation"),
+        (
+            "agentplug_bad:register",
+            "def f(x):\n    '''Doc.'''\ndef register(registry):\n    registry.register(f)\n",
+            "has no type annotation",
+        ),
     ],
 )
 def test_broken_plugins_are_refused_naming_the_entry_point(

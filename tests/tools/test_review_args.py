@@ -15,13 +15,13 @@ import pytest
 from click.testing import CliRunner
 
 from agent.cli import main
-from agent.task import Limits
+from agent.config import Limits
 from agent.types import ToolCall
-from graphs.calls import plan_turn
+from graphs.calls import idempotency_key, plan_turn
 from tests.fakes import add
 from tests.graphs.conftest import make_agent  # noqa: F401  (the fixture)
 from tests.tools.test_sandbox import MODES
-from tools.dispatch import Dispatcher, idempotency_key
+from tools.dispatch import Dispatcher
 from tools.policy import ToolPolicies
 from tools.registry import ToolRegistry
 
@@ -39,8 +39,8 @@ def _dispatcher(tmp_path: Path, use_bwrap: bool) -> Dispatcher:
 
 def test_idempotency_key_and_plan_accept_lone_surrogates() -> None:
     call = ToolCall("sql_query", {"query": BAD_QUERY}, "c1")
-    key = idempotency_key("r", call, 0)
-    assert len(key) == 32 and key != idempotency_key("r", ToolCall("sql_query", {"query": "x"}), 0)
+    key = idempotency_key("r", call, 1)
+    assert len(key) == 32 and key != idempotency_key("r", ToolCall("sql_query", {"query": "x"}), 1)
     [planned] = plan_turn("r", [call], {}, 0, Limits())
     assert planned.decision == "run" and planned.key == idempotency_key("r", call, 1)
 
@@ -61,7 +61,7 @@ async def test_unencodable_arguments_become_an_argument_error(
     async with _dispatcher(tmp_path, use_bwrap) as d:
         bad = await d.call(ToolCall(name, arguments, "c1"))
         good = await d.call(ToolCall("sql_query", {"query": "SELECT 42 AS n"}, "c2"))
-    assert bad.status == "error" and bad.error_type == "ToolArgumentError", bad.content
+    assert bad.status == "error" and bad.error == "arguments", bad.content
     assert "surrogate" in bad.content and "valid Unicode" in bad.content
     json.dumps(bad.content, ensure_ascii=False).encode()  # the trace and the prompt need UTF-8
     assert good.ok and good.content.endswith("\n42"), good.content
@@ -75,7 +75,7 @@ def test_agent_tool_call_reports_the_error_without_a_traceback(
     result = CliRunner().invoke(main, ["tool", "call", "sql_query", "--args", args])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     out = json.loads(result.output)
-    assert result.exit_code == 2 and out["error_type"] == "ToolArgumentError"
+    assert result.exit_code == 2 and out["error"] == "arguments"
 
 
 async def test_a_run_goes_on_after_a_call_with_a_lone_surrogate(
@@ -87,9 +87,9 @@ async def test_a_run_goes_on_after_a_call_with_a_lone_surrogate(
     result = await agent.run("go", on_event=events.append)
     assert (result.status, result.answer, result.error) == ("done", "done", None)
     [tool_event] = [e for e in events if type(e).__name__ == "ToolResultEvent"]
-    assert tool_event.error_type == "ToolArgumentError"
+    assert tool_event.result.error == "arguments"
     assert result.trace_path is not None
-    lines = result.trace_path.read_text(encoding="utf-8").splitlines()  # valid UTF-8
+    lines = Path(result.trace_path).read_text(encoding="utf-8").splitlines()  # valid UTF-8
     # The call is traced as the model sent it: the surrogate is escaped in the file and
     # comes back whole when the trace is read.
     decoded = [json.dumps(json.loads(line), ensure_ascii=False) for line in lines]

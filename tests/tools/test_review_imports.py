@@ -69,7 +69,7 @@ async def test_a_workspace_overlapping_code_is_refused(workspace: Path, use_bwra
     async with _dispatcher(workspace, use_bwrap) as d:
         result = await d.call(ToolCall("list_files", {}))
         started = d.worker.pid
-    assert result.error_type == "ToolPolicyError", result.content
+    assert result.error == "policy", result.content
     assert "could run as code outside the sandbox" in result.content
     assert started is None, "no worker may start on such a workspace"
 
@@ -83,9 +83,7 @@ async def test_a_data_folder_inside_the_project_is_accepted(use_bwrap: bool) -> 
 
 
 @pytest.mark.parametrize("workspace", CODE_WORKSPACES)
-async def test_the_agent_refuses_such_a_workspace_at_start(
-    tmp_path: Path, workspace: Path
-) -> None:
+async def test_the_agent_refuses_such_a_workspace_at_start(tmp_path: Path, workspace: Path) -> None:
     policies = ToolPolicies(workspace=workspace)
     agent = Agent("http://127.0.0.1:9", tools=["read_file"], policies=policies,
                   store=tmp_path / ".agent")  # fmt: skip
@@ -172,7 +170,7 @@ async def test_a_tool_whose_code_lives_in_the_workspace_is_refused(tmp_path: Pat
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop(name, None)
-    assert result.error_type == "ToolPolicyError", result.content
+    assert result.error == "policy", result.content
     assert "the code of a sandboxed tool" in result.content
 
 

@@ -45,10 +45,12 @@ async def test_search_timeout_holds_in_the_worker(ws: Path, use_bwrap: bool, pat
         made = await d.call(ToolCall("sql_query", {"query": "CREATE TABLE kept AS SELECT 7 AS n"}))
         assert made.ok, made.content
         start = time.monotonic()
-        search, other = await d.dispatch([
-            ToolCall("search_files", {"pattern": pattern}),
-            ToolCall("sql_query", {"query": "SELECT n FROM kept"}),
-        ])
+        search, other = await d.dispatch(
+            [
+                ToolCall("search_files", {"pattern": pattern}),
+                ToolCall("sql_query", {"query": "SELECT n FROM kept"}),
+            ]
+        )
         elapsed = time.monotonic() - start
         after = await d.call(ToolCall("sql_query", {"query": "SELECT n + 1 AS m FROM kept"}))
         starts = d.worker.starts

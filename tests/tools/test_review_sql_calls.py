@@ -16,9 +16,9 @@ from typing import Any
 import duckdb
 import pytest
 
-from agent.types import ToolCall
+from agent.types import ToolCall, ToolResult
 from tests.tools.test_sandbox import MODES
-from tools.dispatch import Dispatcher, ToolResult
+from tools.dispatch import Dispatcher
 from tools.policy import ToolPolicies
 from tools.registry import ToolRegistry
 
@@ -72,9 +72,9 @@ async def test_a_failed_call_leaves_no_aborted_transaction(tmp_path: Path, use_b
         after = [await _sql(d, q) for q in ("INSERT INTO t VALUES (1)", "SELECT count(*) FROM t")]
     assert all(r.ok for r in after), [r.content for r in after]
     assert after[1].content.endswith("\n1")
-    assert failed.error_type == "ToolExecutionError"
+    assert failed.error == "execution"
     # Each call is its own transaction, so BEGIN is refused with a message saying so.
-    assert begin.error_type == "ToolPolicyError" and "own transaction" in begin.content
+    assert begin.error == "policy" and "own transaction" in begin.content
 
 
 @pytest.mark.parametrize("use_bwrap", MODES)
@@ -92,7 +92,7 @@ async def test_a_memory_limit_failure_leaves_the_worker_serving(
             small = await d.dispatch(
                 [ToolCall("sql_query", {"query": f"SELECT {i} AS v"}) for i in range(8)]
             )
-            assert failed.error_type == "ToolExecutionError" and "memory" in failed.content
+            assert failed.error == "execution" and "memory" in failed.content
             assert [r.content.rsplit("\n", 1)[-1] for r in small] == [str(i) for i in range(8)], [
                 r.content for r in small
             ]
@@ -123,8 +123,8 @@ async def test_sql_writes_reach_the_database_file_and_nothing_else(
         copy = await _sql(d, "COPY t TO 'out.csv'")
         write = await d.call(ToolCall("write_file", {"path": "x.txt", "content": "x"}))
     assert all(r.ok for r in writes), [r.content for r in writes]
-    assert copy.error_type == "ToolPolicyError" and "allow_write" in copy.content, copy.content
-    assert write.error_type == "ToolPolicyError"
+    assert copy.error == "policy" and "allow_write" in copy.content, copy.content
+    assert write.error == "policy"
     assert sorted(p.name for p in ws.iterdir() if not p.name.endswith(".wal")) == ["db.duckdb"]
     with duckdb.connect(str(ws / "db.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM t").fetchone() == (1001,)

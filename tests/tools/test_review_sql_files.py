@@ -63,7 +63,7 @@ async def test_sql_query_never_reads_hard_linked_files(ws: Path, use_bwrap: bool
         results = await d.dispatch([ToolCall("sql_query", {"query": q}) for q in QUERIES])
     for query, result in zip(QUERIES, results, strict=True):
         assert SECRET not in result.content, (query, result.content)
-        assert result.error_type == "ToolPolicyError", (query, result.content)
+        assert result.error == "policy", (query, result.content)
         assert "'hard.csv' (4 hard links)" in result.content
 
 
@@ -92,7 +92,7 @@ async def test_a_fifo_in_the_workspace_cannot_hang_sql_query(
     async with _dispatcher(ws, use_bwrap) as d:
         result = await d.call(ToolCall("sql_query", {"query": "SELECT * FROM 'pipe.csv'"}))
         starts = d.worker.starts
-    assert result.error_type == "ToolPolicyError" and "'pipe.csv' (a FIFO)" in result.content
+    assert result.error == "policy" and "'pipe.csv' (a FIFO)" in result.content
     assert starts == 1
 
 
