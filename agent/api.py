@@ -116,12 +116,7 @@ class Agent:
     ) -> Agent:
         """An agent configured by a task file (``model_url`` overrides the file's URLs)."""
         task = task if isinstance(task, Task) else load_task(task, vars)
-        model = backend or _http_backend(
-            task.model.urls(model_url),
-            name=task.model.name,
-            mode=task.model.mode,
-            timeout_s=task.model.timeout_s,
-        )
+        model = backend or _http_backend(task.model.urls(model_url), task.model)
         agent = cls(
             model,
             tools=task.tools.enabled,
@@ -487,14 +482,22 @@ def _config(thread_id: str) -> dict[str, Any]:
     return {"configurable": {"thread_id": thread_id}}
 
 
-def _http_backend(urls: str | Sequence[str], **options: Any) -> Backend:
-    from agent.llm.vllm import VLLMBackend
+def _http_backend(urls: str | Sequence[str], model: Any = None) -> Backend:
+    """A vLLM backend for ``urls``, configured by a task's ``model:`` section if given."""
+    from agent.llm.vllm import VLLMBackend, VLLMConfig
 
+    url_list = (urls,) if isinstance(urls, str) else tuple(urls)
+    if model is None:
+        return VLLMBackend(url_list)
     return VLLMBackend(
-        urls,
-        model=options.get("name"),
-        mode=options.get("mode"),
-        timeout_s=options.get("timeout_s"),
+        url_list,
+        config=VLLMConfig(
+            urls=url_list,
+            model=model.name,
+            mode=model.mode,
+            timeout_s=model.timeout_s,
+            kv_budget=model.kv_budget,
+        ),
     )
 
 

@@ -100,6 +100,11 @@ class ModelConfig(ConfigModel):
         False, description="After a malformed call, constrain the retry to the tools' schemas."
     )
     timeout_s: float = Field(120.0, gt=0, description="Total deadline of one model call.")
+    kv_budget: int | Literal["auto"] | None = Field(
+        None,
+        description="KV-aware admission: runs start only while their contexts fit this many "
+        "tokens per server ('auto': 90% of the server's KV cache); none: all start at once.",
+    )
 
     def urls(
         self, override: str | None = None, env: typing.Mapping[str, str] | None = None
