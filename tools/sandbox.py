@@ -81,7 +81,7 @@ def bwrap_available() -> bool:
 
 
 def bwrap_argv(
-    workspace: Path, *, writable: bool, ro_paths: list[Path], rw_paths: list[Path] = ()
+    workspace: Path, *, writable: bool, ro_paths: Iterable[Path], rw_paths: Iterable[Path] = ()
 ) -> list[str]:
     """The bubblewrap command line for a worker confined to ``workspace``.
 
