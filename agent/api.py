@@ -291,6 +291,9 @@ class Agent:
             if self._graph is not None:
                 return
             _check_store_is_hidden(self.store, self.policies, self.tools)
+            from tools.sandbox import check_workspace
+
+            check_workspace(Path(self.policies.workspace), self.tools)  # no code in reach
             from agent.persistence import open_persistence
             from graphs.react import build_graph
 

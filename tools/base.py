@@ -202,7 +202,10 @@ class Tool:
     def has_side_effects(self, arguments: dict[str, Any]) -> bool:
         """Whether this call changes the world (``http_request`` POST: yes; GET: no)."""
         if callable(self.side_effects):
-            return bool(self.side_effects(arguments))
+            try:
+                return bool(self.side_effects(arguments))
+            except Exception:  # odd arguments must not end the run: ask, as for a write
+                return True
         return bool(self.side_effects)
 
     def bind(self, arguments: dict[str, Any], ctx: ToolContext | None) -> tuple[tuple, dict]:

@@ -46,7 +46,11 @@ def _sql_writes(arguments: dict[str, Any]) -> bool:
 def _engine(ctx: ToolContext) -> Any:
     from tools.sql import SqlEngine
 
-    return ctx.resource("sql", lambda: SqlEngine(ctx.policies.sql, ctx.workspace))
+    policies = ctx.policies
+    return ctx.resource(
+        "sql",
+        lambda: SqlEngine(policies.sql, ctx.workspace, file_writes=policies.files.allow_write),
+    )
 
 
 def _files(ctx: ToolContext) -> Any:
@@ -55,7 +59,14 @@ def _files(ctx: ToolContext) -> Any:
     return ctx.resource("files", lambda: FileSandbox(ctx.policies.files, ctx.workspace))
 
 
-@tool(side_effects=lambda a: str(a.get("method", "GET")).upper() != "GET")
+def _http_effects(arguments: dict[str, Any]) -> bool:
+    """The effective method: overrides and bodies count (see `tools.http`)."""
+    from tools.http import has_side_effects
+
+    return has_side_effects(arguments)
+
+
+@tool(side_effects=_http_effects)
 async def http_request(
     url: str,
     ctx: ToolContext,

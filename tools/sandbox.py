@@ -1,11 +1,16 @@
 """The sandbox: one persistent worker process per run for ``sandbox="process"`` tools.
 
 The worker (`tools._worker`) is started lazily on the first call, and restarted lazily on
-the next call after it died or was killed. Where bubblewrap works it runs inside ``bwrap``:
+the next call after it died or was killed. It imports only from read-only places, never from
+the workspace, and a workspace overlapping them is refused (`tools._codepaths`). Where
+bubblewrap works it runs inside ``bwrap``:
 
-- only read-only system paths (``/usr``, ``/lib*``, the Python prefix, the venv, the
-  project source and the import roots of the sandboxed tools) — no ``/etc``, no home;
+- only read-only system paths (``/usr``, ``/lib*``, the Python prefixes, and every folder of
+  the worker's import path: the venv, the project source, the tools' import roots) — no
+  ``/etc``, no home; these are bound after (over) any writable bind;
 - the workspace bound at its own path, read-write only if the files policy allows writes;
+  with SQL writes allowed, the database file's folder too (DuckDB creates and removes its
+  write-ahead log beside the file), so a task file behaves the same in both modes;
 - a private ``/tmp``, minimal ``/proc`` and ``/dev``, ``--unshare-all`` (no network),
   ``--cap-drop ALL``, ``--die-with-parent``, ``--new-session``.
 
@@ -13,7 +18,7 @@ Otherwise it is a plain child process (``ToolResult.sandbox == "process"``): no 
 or network isolation beyond what each tool enforces itself. In both cases the worker
 sets rlimits on itself before importing any tool: ``RLIMIT_AS`` (memory), ``RLIMIT_CPU``
 (cumulative over the worker's life) and ``RLIMIT_FSIZE``; its environment is empty but
-for ``PATH``, ``LANG``, ``HOME`` and ``PYTHONPATH``, so no secrets are inherited.
+for ``PATH``, ``LANG``, ``HOME`` and ``TMPDIR``, so no secrets are inherited.
 
 A hard timeout kills the whole worker (its process group; bwrap's PID namespace takes
 the rest), failing every call in flight on it: a thread stuck in C code cannot be
@@ -38,19 +43,26 @@ import struct
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.errors import ToolExecutionError, ToolTimeout
+from agent.errors import (
+    ConfigError,
+    ToolArgumentError,
+    ToolExecutionError,
+    ToolPolicyError,
+    ToolTimeout,
+)
+from tools import _codepaths
+from tools._codepaths import import_path, import_roots, isolated_python
 from tools._worker import MAX_FRAME_BYTES
 from tools.base import Tool
 from tools.policy import ToolPolicies
 
-__all__ = ["SandboxWorker", "bwrap_argv", "bwrap_available"]
+__all__ = ["SandboxWorker", "bwrap_argv", "bwrap_available", "check_workspace"]
 
 _HEADER = struct.Struct(">I")
-_PROJECT = Path(__file__).resolve().parents[1]
 _SYSTEM_PATHS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc/ld.so.cache")
 _START_TIMEOUT_S = 60.0
 
@@ -68,28 +80,46 @@ def bwrap_available() -> bool:
         return False
 
 
-def bwrap_argv(workspace: Path, *, writable: bool, ro_paths: list[Path]) -> list[str]:
+def bwrap_argv(
+    workspace: Path, *, writable: bool, ro_paths: Iterable[Path], rw_paths: Iterable[Path] = ()
+) -> list[str]:
     """The bubblewrap command line for a worker confined to ``workspace``.
+
+    ``rw_paths``: folders inside the workspace that are writable even when it is not.
+    Binds are made parents first (a deeper bind wins over the folder it sits in); at the
+    same path the read-only code wins over a writable bind.
 
     >>> bwrap_argv(Path("/w"), writable=False, ro_paths=[])[:2]
     ['bwrap', '--unshare-all']
     """
     argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
-    binds: dict[str, str] = {}
+    binds = [(str(workspace), "--bind" if writable else "--ro-bind", 0)]
+    binds += [(str(p), "--bind", 1) for p in rw_paths]
     for p in _SYSTEM_PATHS:
         if os.path.islink(p):
             argv += ["--symlink", os.readlink(p), p]
         elif os.path.exists(p):
-            binds[p] = "--ro-bind"
-    for p in ro_paths:
-        if _safe_to_expose(p):
-            binds.setdefault(str(p), "--ro-bind")
-    binds[str(workspace)] = "--bind" if writable else "--ro-bind"
-    # Parents first, so a deeper bind (the venv inside a writable workspace) wins.
-    for path in sorted(binds, key=lambda s: (s.count("/"), binds[s] == "--bind")):
-        argv += [binds[path], path, path]
+            binds.append((p, "--ro-bind", 2))
+    binds += [(str(p), "--ro-bind", 2) for p in ro_paths if _safe_to_expose(p)]
+    seen: dict[str, str] = {}
+    for path, kind, _ in sorted(binds, key=lambda b: (b[0].count("/"), b[0], b[2])):
+        seen[path] = kind  # the last bind of a path is the one in force
+    for path, kind in seen.items():
+        argv += [kind, path, path]
     return [*argv, "--chdir", str(workspace)]
+
+
+def check_workspace(workspace: Path, tools: Iterable[Tool]) -> None:
+    """ConfigError when sandboxed ``tools`` could plant code through ``workspace``.
+
+    See `tools._codepaths`: a workspace overlapping the interpreter's environment, the
+    project or a tool's package is refused. Tools that do not run in the worker never
+    touch the workspace, so with none of those there is nothing to check.
+    """
+    sandboxed = [t for t in tools if t.sandbox == "process"]
+    if sandboxed:
+        _codepaths.check_workspace(workspace, sandboxed)
 
 
 def _safe_to_expose(p: Path) -> bool:
@@ -129,10 +159,15 @@ class SandboxWorker:
         proc = await self._ensure_started()
         self._next_id += 1
         rid = self._next_id
+        frame = {"op": "call", "id": rid, "tool": name, "args": arguments, "call_id": call_id}
+        try:
+            data = json.dumps(frame, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise ToolArgumentError(
+                "the arguments hold a lone surrogate, which is not valid Unicode"
+            ) from None
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
-        frame = {"op": "call", "id": rid, "tool": name, "args": arguments, "call_id": call_id}
-        data = json.dumps(frame, ensure_ascii=False).encode()
         timeout = self.policies.sandbox.call_timeout_s
         try:
             assert proc.stdin is not None
@@ -177,20 +212,20 @@ class SandboxWorker:
             return await self._start()
 
     async def _start(self) -> asyncio.subprocess.Process:
-        # -P: never put the cwd (the workspace, which the model can write) on sys.path, or a
-        # planted tools/ or json.py there would be imported as code. -s: no user site dir.
-        argv = [sys.executable, "-B", "-P", "-s", "-m", "tools._worker"]
-        roots = _import_roots(self.tools.values())
+        try:
+            check_workspace(self.workspace, self.tools.values())
+        except ConfigError as exc:
+            raise ToolPolicyError(f"the sandbox refuses to start: {exc}") from None
+        path = import_path(import_roots(self.tools.values()))
+        argv = isolated_python("from tools._worker import main; main()", path)
         if self.kind == "bwrap":
-            ro = [Path(sys.prefix), Path(sys.base_prefix), _PROJECT, *map(Path, roots)]
-            writable = bool(self.policies.files.allow_write)
-            argv = [*bwrap_argv(self.workspace, writable=writable, ro_paths=ro), "--", *argv]
+            argv = [*bwrap_argv(self.workspace, **self._mounts(path)), "--", *argv]
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env=self._env(roots),
+            env=self._env(),
             cwd=self.workspace,
             start_new_session=True,  # one process group to kill on timeout
         )
@@ -209,7 +244,6 @@ class SandboxWorker:
                 "file_size_mb": self.policies.sandbox.file_size_mb,
             },
             "threads": self.policies.max_concurrency,
-            "sys_path": roots,
         }
         data = json.dumps(init).encode()
         assert proc.stdin is not None and proc.stdout is not None
@@ -229,7 +263,22 @@ class SandboxWorker:
         self._tasks.append(asyncio.create_task(self._read_replies(proc)))
         return proc
 
-    def _env(self, roots: list[str]) -> dict[str, str]:
+    def _mounts(self, path: list[str]) -> dict[str, Any]:
+        """Which folders bubblewrap binds, and how (see the module docstring)."""
+        prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(sys.executable)}
+        rw = []
+        sql = self.policies.sql
+        if not sql.read_only and sql.database is not None:
+            folder = (self.workspace / sql.database).resolve().parent
+            if folder.is_relative_to(self.workspace) and folder.is_dir():
+                rw.append(folder)
+        return {
+            "writable": bool(self.policies.files.allow_write),
+            "ro_paths": [Path(p) for p in [*sorted(prefixes), *path]],
+            "rw_paths": rw,
+        }
+
+    def _env(self) -> dict[str, str]:
         if self.kind == "bwrap":
             home = "/tmp"
         else:
@@ -240,7 +289,6 @@ class SandboxWorker:
             "LANG": "C.UTF-8",
             "HOME": home,
             "TMPDIR": "/tmp" if self.kind == "bwrap" else home,
-            "PYTHONPATH": os.pathsep.join([str(_PROJECT), *roots]),
         }
 
     async def _read_replies(self, proc: asyncio.subprocess.Process) -> None:
@@ -300,22 +348,6 @@ async def _read_frame(stream: asyncio.StreamReader) -> dict[str, Any]:
     if not isinstance(msg, dict):
         raise ValueError("worker frame is not a JSON object")
     return msg
-
-
-def _import_roots(tools: Any) -> list[str]:
-    """The sys.path roots the worker needs to import the sandboxed tools by reference."""
-    roots: list[str] = []
-    for t in tools:
-        module = sys.modules.get((t.ref or "").partition(":")[0])
-        file = getattr(module, "__file__", None)
-        if not file:
-            continue
-        root = Path(file).resolve().parent
-        while (root / "__init__.py").exists():
-            root = root.parent
-        if str(root) not in roots and root != _PROJECT:
-            roots.append(str(root))
-    return roots
 
 
 def _describe_exit(rc: int) -> str:
