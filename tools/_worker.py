@@ -1,13 +1,22 @@
-"""The sandbox worker: a child process that runs ``sandbox="process"`` tools.
+"""The sandbox worker: a child process that runs ``sandbox="process"`` tools for many runs.
 
-Started by `tools.sandbox.SandboxWorker` as an isolated Python without ``site`` whose
+Started by the sandbox pool (`tools._pool`) as an isolated Python without ``site`` whose
 ``sys.path`` is set on the command line (`tools._codepaths`), inside bubblewrap when
 available. Protocol: frames of a 4-byte big-endian length and a UTF-8 JSON object,
 over the process's original stdin/stdout. The first frame is ``init`` (limits, tools by
 ``module:qualname`` reference, policies, workspace); the worker applies its rlimits before
-importing any tool, answers ``ready``, then serves ``call`` frames on a fixed set of threads
-and answers each with ``{"id", "ok", "content" | "error_type" + "message"}`` in completion
-order.
+importing any tool, answers ``ready``, then serves:
+
+- ``call`` ``{"id", "run", "tool", "args", "call_id"}`` on a fixed set of threads, answered
+  with ``{"id", "ok", "content" | "error_type" + "message", "cpu_s"}`` in completion order;
+- ``cancel`` ``{"id"}``: the call's cancel hooks run (`tools.base.ToolContext.on_cancel`:
+  a DuckDB query is interrupted), so a call past its hard timeout fails alone;
+- ``release`` ``{"id", "run", "last"}``: the run is over; its state is closed and
+  forgotten (with ``last``, the worker's shared state too: nothing stays open, no file
+  stays locked, while the worker idles), then answered like a call.
+
+Runs are kept apart inside the process: each has its own `ToolContext.state` (its DuckDB
+engine, its open handles); only what a tool asks for with ``shared=True`` is common.
 
 Trade-offs: JSON rather than pickle, so a compromised worker cannot make the parent
 execute code by what it sends back. Tools are imported by reference, never sent as code.
@@ -143,7 +152,7 @@ def _resolve(ref: str) -> Any:
 
 class _Server:
     def __init__(self, init: dict[str, Any], writer: _Writer) -> None:
-        from tools.base import ToolContext, as_tool
+        from tools.base import as_tool
         from tools.policy import ToolPolicies
 
         self.writer = writer
@@ -154,22 +163,34 @@ class _Server:
                 self.tools[name] = as_tool(_resolve(ref))
             except Exception as exc:
                 self.errors[name] = f"{type(exc).__name__}: {exc}"
-        self.base_ctx = ToolContext(
-            run_id=init["run_id"],
-            workspace=Path(init["workspace"]),
-            policies=ToolPolicies.model_validate(init["policies"]),
-        )
+        self.workspace = Path(init["workspace"])
+        self.policies = ToolPolicies.model_validate(init["policies"])
         self.memory_mb = init["limits"]["memory_mb"]
+        self.shared: dict[str, Any] = {}
+        self.runs: dict[str, Any] = {}  # run id -> its ToolContext
+        self.active: dict[int, Any] = {}  # call id -> the call's ToolContext (for cancel)
+        self.lock = threading.Lock()
         self.calls: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         for i in range(init["threads"]):
             threading.Thread(target=self._serve, name=f"tool-{i}", daemon=True).start()
 
     def submit(self, msg: dict[str, Any]) -> None:
-        self.calls.put(msg)
+        if msg.get("op") == "cancel":
+            with self.lock:
+                ctx = self.active.get(msg.get("id", -1))
+            if ctx is not None:
+                ctx.cancel()
+        else:
+            self.calls.put(msg)
 
     def _serve(self) -> None:
         while True:
-            self._run(self.calls.get())
+            msg = self.calls.get()
+            if msg.get("op") == "release":
+                self._release(str(msg.get("run", "")), last=bool(msg.get("last")))
+                self.writer.send({"id": msg.get("id"), "ok": True, "content": ""})
+            else:
+                self._run(msg)
 
     def _run(self, msg: dict[str, Any]) -> None:
         try:
@@ -177,14 +198,48 @@ class _Server:
             reply = {"id": msg["id"], "ok": True, "content": valid_text(content)}
         except BaseException as exc:  # every failure becomes a reply, never a dead thread
             reply = {"id": msg["id"], "ok": False, **self._describe(exc)}
+        finally:
+            with self.lock:
+                self.active.pop(msg["id"], None)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        reply["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 3)
         try:
             self.writer.send(reply)
         except (MemoryError, ValueError) as exc:
             self.writer.send({"id": msg["id"], "ok": False, **self._describe(exc)})
 
-    def _invoke(self, msg: dict[str, Any]) -> str:
+    def _context(self, run_id: str, call_id: str, rid: int) -> Any:
         from dataclasses import replace
 
+        from tools.base import ToolContext
+
+        with self.lock:
+            base = self.runs.get(run_id)
+            if base is None:
+                base = self.runs[run_id] = ToolContext(
+                    run_id=run_id,
+                    workspace=self.workspace,
+                    policies=self.policies,
+                    shared=self.shared,
+                )
+            # The run's state, lock and shared dict; cancel hooks of this call alone.
+            ctx = replace(base, call_id=call_id, cancel_hooks=[])
+            self.active[rid] = ctx
+        return ctx
+
+    def _release(self, run_id: str, *, last: bool) -> None:
+        with self.lock:
+            ctx = self.runs.pop(run_id, None)
+            values = list(ctx.state.values()) if ctx is not None else []
+            if last:
+                values += list(self.shared.values())
+                self.shared.clear()
+        for value in values:
+            with contextlib.suppress(Exception):
+                if callable(getattr(value, "close", None)):
+                    value.close()
+
+    def _invoke(self, msg: dict[str, Any]) -> str:
         from agent.errors import ToolExecutionError
         from tools.base import render_result
 
@@ -194,7 +249,7 @@ class _Server:
                 f"tool {name!r} could not be loaded in the sandbox: {self.errors.get(name)}"
             )
         tool = self.tools[name]
-        ctx = replace(self.base_ctx, call_id=msg.get("call_id", ""))
+        ctx = self._context(str(msg.get("run", "")), msg.get("call_id", ""), msg["id"])
         args, kwargs = tool.bind(msg["args"], ctx)
         result = tool.fn(*args, **kwargs)
         if inspect.isawaitable(result):

@@ -60,7 +60,7 @@ from tools._worker import unencodable, valid_text
 from tools.base import Tool, ToolContext, render_result
 from tools.policy import ToolPolicies
 from tools.registry import ToolRegistry
-from tools.sandbox import SandboxWorker
+from tools.sandbox import RunSandbox
 
 __all__ = ["Dispatcher"]
 
@@ -96,7 +96,7 @@ class Dispatcher:
         self._ctx = ToolContext(run_id=run_id, workspace=self.workspace, policies=policies)
         self._scrub = _Scrubber(self.workspace)
         by_name = {t.name: t for t in self.registry}
-        self.worker = SandboxWorker(by_name, policies, run_id=run_id)
+        self.worker = RunSandbox(by_name, policies, run_id=run_id)
 
     async def __aenter__(self) -> Dispatcher:
         return self

@@ -1,8 +1,11 @@
-"""The sandbox: one persistent worker process per run for ``sandbox="process"`` tools.
+"""The sandbox: worker processes that run ``sandbox="process"`` tools, shared by runs.
 
-The worker (`tools._worker`) is started lazily on the first call, and restarted lazily on
-the next call after it died or was killed. It imports only from read-only places, never from
-the workspace, and a workspace overlapping them is refused (`tools._codepaths`). Where
+A run's sandboxed calls go through its :class:`RunSandbox`, which the pool
+(`tools._pool`) assigns to a worker process on the run's first call: runs that may touch
+the same things (workspace, policies, tools) share a small group of workers, each run's
+state kept apart inside the worker; ``sandbox.shared: false`` gives a run a worker of its
+own instead. A worker (`tools._worker`) imports only from read-only places, never from the
+workspace, and a workspace overlapping them is refused (`tools._codepaths`). Where
 bubblewrap works it runs inside ``bwrap``:
 
 - only read-only system paths (``/usr``, ``/lib*``, the Python prefixes, and every folder of
@@ -20,10 +23,10 @@ sets rlimits on itself before importing any tool: ``RLIMIT_AS`` (memory), ``RLIM
 (cumulative over the worker's life) and ``RLIMIT_FSIZE``; its environment is empty but
 for ``PATH``, ``LANG``, ``HOME`` and ``TMPDIR``, so no secrets are inherited.
 
-A hard timeout kills the whole worker (its process group; bwrap's PID namespace takes
-the rest), failing every call in flight on it: a thread stuck in C code cannot be
-stopped any other way. The caller gets `ToolTimeout` for the call that hung and
-`ToolExecutionError` for the others.
+At a call's hard timeout the call is interrupted inside the worker (a DuckDB query stops)
+and fails alone; a call that cannot be interrupted (a thread stuck in C code) gets the
+whole worker killed (its process group; bwrap's PID namespace takes the rest): the caller
+gets `ToolTimeout` for that call and `ToolExecutionError` for the others in flight there.
 
 >>> bwrap_available() in (True, False)
 True
@@ -32,13 +35,10 @@ True
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import functools
 import json
 import os
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -49,18 +49,15 @@ from typing import Any, Literal
 
 from agent.errors import (
     ConfigError,
-    ToolArgumentError,
-    ToolExecutionError,
     ToolPolicyError,
-    ToolTimeout,
 )
 from tools import _codepaths
 from tools._codepaths import import_path, import_roots, isolated_python
-from tools._worker import MAX_FRAME_BYTES
+from tools._pool import Command, PoolKey, WorkerPool
 from tools.base import Tool
 from tools.policy import ToolPolicies
 
-__all__ = ["SandboxWorker", "bwrap_argv", "bwrap_available", "check_workspace"]
+__all__ = ["RunSandbox", "bwrap_argv", "bwrap_available", "check_workspace", "close_pool"]
 
 _HEADER = struct.Struct(">I")
 _SYSTEM_PATHS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc/ld.so.cache")
@@ -127,10 +124,13 @@ def _safe_to_expose(p: Path) -> bool:
     return p.is_dir() and p != Path("/") and p not in home.parents and p != home
 
 
-class SandboxWorker:
-    """The worker process of one run, and the calls in flight on it.
+class RunSandbox:
+    """One run's way into the sandbox: its calls go to the pooled worker it is assigned to.
 
-    >>> SandboxWorker({}, ToolPolicies(sandbox={"use_bwrap": False}), run_id="r").kind
+    ``pid``: the worker process serving the run (None before its first call); ``starts``:
+    how many workers have served it (a worker killed or crashed is replaced).
+
+    >>> RunSandbox({}, ToolPolicies(sandbox={"use_bwrap": False}), run_id="r").kind
     'process'
     """
 
@@ -143,98 +143,69 @@ class SandboxWorker:
         self.kind: Literal["bwrap", "process"] = (
             "bwrap" if (use if use is not None else self.tools and bwrap_available()) else "process"
         )
-        self.pid: int | None = None
         self.starts = 0
-        self._proc: asyncio.subprocess.Process | None = None
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._next_id = 0
+        self._worker: Any = None
+        self._group: Any = None
         self._lock = asyncio.Lock()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stderr: collections.deque[bytes] = collections.deque(maxlen=32)
-        self._home: str | None = None
-        self._load_errors: dict[str, str] = {}
+
+    @property
+    def pid(self) -> int | None:
+        return self._worker.pid if self._worker is not None else None
 
     async def call(self, name: str, arguments: dict[str, Any], *, call_id: str = "") -> str:
-        """Run ``name`` in the worker; return its text or raise a `ToolError` subclass."""
-        proc = await self._ensure_started()
-        self._next_id += 1
-        rid = self._next_id
-        frame = {"op": "call", "id": rid, "tool": name, "args": arguments, "call_id": call_id}
-        try:
-            data = json.dumps(frame, ensure_ascii=False).encode()
-        except UnicodeEncodeError:
-            raise ToolArgumentError(
-                "the arguments hold a lone surrogate, which is not valid Unicode"
-            ) from None
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
+        """Run ``name`` in the run's worker; return its text or raise a `ToolError`."""
+        worker = await self._assigned()
         timeout = self.policies.sandbox.call_timeout_s
-        try:
-            assert proc.stdin is not None
-            proc.stdin.write(_HEADER.pack(len(data)) + data)
-            async with asyncio.timeout(timeout):
-                await proc.stdin.drain()
-                reply = await asyncio.shield(fut)
-        except TimeoutError:
-            await self._kill(
-                proc,
-                f"the worker was restarted because another call ({name}) "
-                "timed out; retry this call",
-            )
-            raise ToolTimeout(
-                f"{name} did not finish within {timeout:g} s and was killed "
-                "(its sandbox worker is restarted for the next call)"
-            ) from None
-        except (ConnectionError, BrokenPipeError):
-            reply = await fut  # the reader fails it with the worker's exit status
-        finally:
-            self._pending.pop(rid, None)
-        if reply.get("ok") and isinstance(reply.get("content"), str):
-            return reply["content"]
-        message = reply.get("message")
-        raise _error_class(reply.get("error_type"))(
-            message if isinstance(message, str) else "tool failed (malformed worker reply)"
-        )
+        return await worker.call(self.run_id, name, arguments, call_id, timeout)
 
     async def aclose(self) -> None:
-        """Stop the worker (if running) and forget it."""
-        if self._proc is not None:
-            await self._kill(self._proc, "the run's tools were closed")
-        if self._home:
-            shutil.rmtree(self._home, ignore_errors=True)
-            self._home = None
+        """The run is over: its worker closes the run's state (a worker of its own stops)."""
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        await worker.release(self.run_id)
+        if self.policies.sandbox.shared:
+            self._group.released(worker)
+        else:
+            await worker.kill("")
+            WorkerPool.for_loop().forget(self._group.key)
 
-    # -- lifecycle -----------------------------------------------------------------------
-    async def _ensure_started(self) -> asyncio.subprocess.Process:
-        async with self._lock:  # concurrent first calls must start one worker, not several
-            if self._proc is not None and self._proc.returncode is None:
-                return self._proc
-            return await self._start()
+    async def _assigned(self) -> Any:
+        async with self._lock:  # concurrent first calls must get one worker, not several
+            if self._worker is not None and self._worker.alive:
+                return self._worker
+            if self._group is None:
+                self._group = self._pool_group()
+            self._worker = await self._group.assign(self.run_id)
+            self.starts += 1
+            return self._worker
 
-    async def _start(self) -> asyncio.subprocess.Process:
+    def _pool_group(self) -> Any:
         try:
             check_workspace(self.workspace, self.tools.values())
         except ConfigError as exc:
             raise ToolPolicyError(f"the sandbox refuses to start: {exc}") from None
+        sandbox = self.policies.sandbox
+        key = PoolKey(
+            self.kind,
+            str(self.workspace),
+            self.policies.model_dump_json(),
+            tuple(sorted((n, t.ref or "") for n, t in self.tools.items())),
+            owner="" if sandbox.shared else self.run_id,
+        )
+        size = (sandbox.pool_size or _default_pool_size()) if sandbox.shared else 1
+        if not self.policies.sql.read_only and self.policies.sql.database is not None:
+            size = 1  # one process may write a DuckDB file: its writers must share it
+        return WorkerPool.for_loop().group(key, self._command, size, sandbox.cpu_s)
+
+    def _command(self) -> Command:
         path = import_path(import_roots(self.tools.values()))
         argv = isolated_python("from tools._worker import main; main()", path)
         if self.kind == "bwrap":
             argv = [*bwrap_argv(self.workspace, **self._mounts(path)), "--", *argv]
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=self._env(),
-            cwd=self.workspace,
-            start_new_session=True,  # one process group to kill on timeout
-        )
-        self._proc, self.pid = proc, proc.pid
-        self.starts += 1
-        self._tasks = [asyncio.create_task(self._drain_stderr(proc))]
+        home = None if self.kind == "bwrap" else tempfile.mkdtemp(prefix="agent-worker-home-")
         init = {
             "op": "init",
-            "run_id": self.run_id,
             "workspace": str(self.workspace),
             "policies": json.loads(self.policies.model_dump_json()),
             "tools": {n: t.ref for n, t in self.tools.items()},
@@ -245,23 +216,7 @@ class SandboxWorker:
             },
             "threads": self.policies.max_concurrency,
         }
-        data = json.dumps(init).encode()
-        assert proc.stdin is not None and proc.stdout is not None
-        try:
-            proc.stdin.write(_HEADER.pack(len(data)) + data)
-            async with asyncio.timeout(_START_TIMEOUT_S):
-                await proc.stdin.drain()
-                ready = await _read_frame(proc.stdout)
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, ValueError):
-            await self._kill(proc, "")
-            tail = b"".join(self._stderr).decode(errors="replace").strip().splitlines()
-            raise ToolExecutionError(
-                f"the sandbox worker ({self.kind}) failed to start"
-                + (f": {tail[-1]}" if tail else "")
-            ) from None
-        self._load_errors = ready.get("errors", {})
-        self._tasks.append(asyncio.create_task(self._read_replies(proc)))
-        return proc
+        return Command(argv, _env(home or "/tmp"), str(self.workspace), init, home)
 
     def _mounts(self, path: list[str]) -> dict[str, Any]:
         """Which folders bubblewrap binds, and how (see the module docstring)."""
@@ -278,92 +233,16 @@ class SandboxWorker:
             "rw_paths": rw,
         }
 
-    def _env(self) -> dict[str, str]:
-        if self.kind == "bwrap":
-            home = "/tmp"
-        else:
-            self._home = self._home or tempfile.mkdtemp(prefix="agent-worker-home-")
-            home = self._home
-        return {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "LANG": "C.UTF-8",
-            "HOME": home,
-            "TMPDIR": "/tmp" if self.kind == "bwrap" else home,
-        }
 
-    async def _read_replies(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
-        try:
-            while True:
-                msg = await _read_frame(proc.stdout)
-                fut = self._pending.get(msg.get("id", -1))
-                if fut is not None and not fut.done():
-                    fut.set_result(msg)
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
-            # A malformed or oversized frame: the worker is broken or hostile; stop it.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        rc = await proc.wait()
-        if self._proc is proc:
-            self._proc = None
-        self._fail_pending(
-            f"the sandbox worker died during the call ({_describe_exit(rc)}); "
-            "it is restarted for the next call"
-        )
-
-    async def _drain_stderr(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stderr is not None
-        while chunk := await proc.stderr.read(4096):
-            self._stderr.append(chunk)  # kept for start-up diagnostics; bounded
-
-    async def _kill(self, proc: asyncio.subprocess.Process, reason: str) -> None:
-        # The worker leads its own process group, so this kills it and all it started.
-        # Not proc.kill() as well: Popen.send_signal polls first, and that poll would reap
-        # the dead worker behind asyncio's child watcher ("Unknown child process pid").
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
-        self._fail_pending(reason)
-        for task in self._tasks:
-            task.cancel()
-        self._tasks = []
-        if self._proc is proc:
-            self._proc = None
-
-    def _fail_pending(self, reason: str) -> None:
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_result({"ok": False, "error_type": "ToolExecutionError", "message": reason})
+async def close_pool() -> None:
+    """Stop every pooled worker of the running loop (they also stop after idling)."""
+    await WorkerPool.for_loop().aclose()
 
 
-async def _read_frame(stream: asyncio.StreamReader) -> dict[str, Any]:
-    """One frame from the worker; ValueError for an oversized or non-object frame."""
-    (size,) = _HEADER.unpack(await stream.readexactly(_HEADER.size))
-    if size > MAX_FRAME_BYTES:
-        raise ValueError(f"worker frame of {size} bytes exceeds {MAX_FRAME_BYTES}")
-    try:
-        msg = json.loads(await stream.readexactly(size))
-    except RecursionError:
-        raise ValueError("worker frame is nested too deeply") from None
-    if not isinstance(msg, dict):
-        raise ValueError("worker frame is not a JSON object")
-    return msg
+def _env(home: str) -> dict[str, str]:
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home, "TMPDIR": home}
 
 
-def _describe_exit(rc: int) -> str:
-    if rc < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-rc).name}"
-    if rc > 128:  # bwrap reports a signalled child as 128 + signal
-        with contextlib.suppress(ValueError):
-            return f"exit status {rc}, {signal.Signals(rc - 128).name}"
-    return f"exit status {rc}"
-
-
-def _error_class(name: str | None) -> type[Exception]:
-    import agent.errors as errors
-
-    cls = getattr(errors, name or "", None)
-    if isinstance(cls, type) and issubclass(cls, errors.ToolError):
-        return cls
-    return ToolExecutionError
+def _default_pool_size() -> int:
+    """Workers per group: the cores this process may use, at least two."""
+    return max(2, len(os.sched_getaffinity(0)))

@@ -45,7 +45,7 @@ import contextlib
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +139,13 @@ class SqlEngine:
             self._con.close()
             raise ConfigError(f"cannot configure DuckDB ({sql}): {exc}") from None
 
-    def query(self, query: str, params: list | dict | None = None) -> str:
+    def query(
+        self,
+        query: str,
+        params: list | dict | None = None,
+        *,
+        on_cursor: Callable[[Callable[[], None]], None] | None = None,
+    ) -> str:
         """Run one statement and render its result for the model.
 
         >>> engine.query("SELECT $n + 1 AS m", {"n": 41})  # doctest: +SKIP
@@ -154,6 +160,8 @@ class SqlEngine:
         self._check_files()
         limit = self.policy.max_rows
         with self._cursor() as cur:
+            if on_cursor is not None:  # how to stop this query alone, from another thread
+                on_cursor(cur.interrupt)
             try:
                 cur.execute(query, params)
                 description = cur.description
