@@ -217,7 +217,7 @@ def http(p: Http, s: SampleView) -> Verdict:
         return Verdict(True, f"{p.service} received {n} matching request{'s' * (n != 1)}")
     shown = "; ".join(f"{r.method} {r.path}{_qs(r)}" for r in seen[:6]) or "nothing"
     why = f" ({_request_matches(p, seen[0])})" if seen and n < low else ""
-    want = str(low) if low == high else f"{low}..{high if high is not None else 'any'}"
+    want = str(low) if low == high else f"at least {low}" if high is None else f"{low} to {high}"
     return Verdict(
         False,
         f"{p.service} received {n} matching requests, expected {want}{why}; received: {shown}",

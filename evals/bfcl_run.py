@@ -207,7 +207,7 @@ def _record(
         "trial": 0,
         "seed": None,
         "category": case.category,
-        "tags": [case.category],
+        "tags": [],
         "input": case.messages[-1]["content"] if case.messages else "",
         "status": "passed" if passed else ("failed" if scored else "infra_error"),
         "passed": passed,

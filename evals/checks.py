@@ -249,7 +249,7 @@ class CheckRegistry:
             hint = f"did you mean '{close[0]}'? " if close else ""
             raise ValueError(f"unknown check '{name}' ({hint}known: {', '.join(self.names())})")
         spec = self._checks[name]
-        if not isinstance(raw, dict) and spec.shorthand is not None:
+        if spec.shorthand is not None and not _is_params(spec.params, raw):
             raw = {spec.shorthand: raw}
         try:
             return spec, spec.params.model_validate(raw if raw is not None else {})
@@ -267,6 +267,15 @@ class CheckRegistry:
         except Exception as exc:
             verdict = Verdict(False, f"the check raised {type(exc).__name__}: {exc}", "check_error")
         return CheckOutcome(spec.name, verdict.passed, verdict.reason, verdict.error_type, shown)
+
+
+def _is_params(model: type[BaseModel], raw: Any) -> bool:
+    """Whether ``raw`` is written as the parameters (a mapping naming at least one of
+    them) rather than as the shorthand's value (``json_fields: {total: 3}``)."""
+    if not isinstance(raw, dict):
+        return False
+    names = {n for n, f in model.model_fields.items() for n in (n, f.alias) if n}
+    return bool(names & set(raw))
 
 
 def _errors(exc: ValidationError) -> str:
