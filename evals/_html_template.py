@@ -95,7 +95,7 @@ async function decode(i){
   return JSON.parse(await new Response(stream).text());
 }
 async function open(i){
-  selected=i; draw(); const d=await decode(i), out=document.getElementById("detail"); out.replaceChildren();
+  selected=i; draw(); history.replaceState(null,"","#sample="+i); const d=await decode(i), out=document.getElementById("detail"); out.replaceChildren();
   out.append(el("h2",d.sample));
   if(d.planned_corruption) out.append(el("p","simulated corruption: "+d.planned_corruption));
   out.append(el("div","input:","k")); out.append(el("pre", typeof d.input==="string"?d.input:JSON.stringify(d.input,null,1)));
@@ -121,6 +121,7 @@ function event(e){
   return d;
 }
 cards(); head(); filter();
+const linked=location.hash.match(/^#sample=(\d+)$/); if(linked) open(+linked[1]);
 box.addEventListener("scroll",()=>requestAnimationFrame(draw));
 document.getElementById("q").addEventListener("input",filter);
 document.getElementById("st").addEventListener("change",filter);

@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 import agent
-from agent.config import Sampling
+from agent.config import ConfigModel, Sampling
 from agent.errors import BackendError, ConfigError, ContextLengthExceeded
 from agent.events import StepFinished, to_dict
 from agent.types import RunResult
@@ -37,7 +39,20 @@ from evals.metrics import summarize
 from evals.results import RunFolder, default_root, git_revision, new_eval_id
 from evals.runner import Progress, work
 
-__all__ = ["BfclOptions", "run_bfcl"]
+__all__ = ["BfclConfig", "BfclOptions", "run_bfcl"]
+
+
+class BfclConfig(ConfigModel):
+    """A BFCL run configuration file (``agent eval bfcl --config FILE``); options given
+    on the command line win."""
+
+    data: Path | None = Field(None, description="BFCL_v4 data folder, relative to this file.")
+    categories: list[str] = Field(default_factory=lambda: list(CATEGORIES))
+    limit: int | None = Field(None, ge=1, description="The first N cases of each category.")
+    sim_gold: bool = False
+    corruption: float = Field(0.0, ge=0, le=1)
+    seed: int = 0
+    concurrency: int = Field(32, ge=1, le=4096)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ import inspect
 import json
 import math
 import re
+import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
@@ -249,7 +250,7 @@ class CheckRegistry:
             hint = f"did you mean '{close[0]}'? " if close else ""
             raise ValueError(f"unknown check '{name}' ({hint}known: {', '.join(self.names())})")
         spec = self._checks[name]
-        if spec.shorthand is not None and not _is_params(spec.params, raw):
+        if spec.shorthand is not None and _is_shorthand(spec.params, spec.shorthand, raw):
             raw = {spec.shorthand: raw}
         try:
             return spec, spec.params.model_validate(raw if raw is not None else {})
@@ -269,13 +270,17 @@ class CheckRegistry:
         return CheckOutcome(spec.name, verdict.passed, verdict.reason, verdict.error_type, shown)
 
 
-def _is_params(model: type[BaseModel], raw: Any) -> bool:
-    """Whether ``raw`` is written as the parameters (a mapping naming at least one of
-    them) rather than as the shorthand's value (``json_fields: {total: 3}``)."""
+def _is_shorthand(model: type[BaseModel], shorthand: str, raw: Any) -> bool:
+    """Whether ``raw`` is the shorthand field's value rather than the parameters: any
+    non-mapping; a mapping only when that field takes one and ``raw`` names no parameter
+    (``json_fields: {total: 3}``)."""
     if not isinstance(raw, dict):
+        return raw is not None
+    annotation = model.model_fields[shorthand].annotation
+    if annotation is not dict and typing.get_origin(annotation) is not dict:
         return False
     names = {n for n, f in model.model_fields.items() for n in (n, f.alias) if n}
-    return bool(names & set(raw))
+    return not names & set(raw)
 
 
 def _errors(exc: ValidationError) -> str:

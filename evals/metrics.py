@@ -49,7 +49,8 @@ def wilson(p: float, n: int, z: float = Z95) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    low, high = max(0.0, centre - half), min(1.0, centre + half)
+    return (0.0 if p <= 0 else low, 1.0 if p >= 1 else high)
 
 
 def pass_hat_k(cases: Iterable[tuple[int, int]], k: int) -> float | None:

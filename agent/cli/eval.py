@@ -22,6 +22,9 @@ import click
 
 __all__ = ["eval_group"]
 
+# evals.bfcl.CATEGORIES, spelt out so `agent eval --help` imports nothing.
+_CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance")
+
 
 def _csv(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in (value or "").split(",") if v.strip())
@@ -148,20 +151,19 @@ def _resumed(folder: Path, suite: Path | None, o: dict[str, Any]) -> tuple[Path,
 @eval_group.command("bfcl")
 @click.option(
     "--data",
-    required=True,
+    envvar="AGENT_BFCL_DATA",
+    show_envvar=True,
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="BFCL_v4 data folder (with possible_answer/).",
 )
 @click.option(
     "--category",
-    default="simple_python,multiple,parallel,parallel_multiple,irrelevance",
+    default=",".join(_CATEGORIES),
     show_default=True,
     help="Categories, comma-separated.",
 )
 @_with_common
-@click.option(
-    "--sim-gold", is_flag=True, help="Simulated model answering from the gold answers (no GPU)."
-)
+@click.option("--sim-gold", is_flag=True, help="Simulated model answering from the gold answers.")
 @click.option(
     "--corruption",
     default=0.0,
@@ -176,13 +178,28 @@ def _resumed(folder: Path, suite: Path | None, o: dict[str, Any]) -> tuple[Path,
     type=int,
     help="Sampling seed; with --sim-gold also picks the corrupted cases.",
 )
-def bfcl_cmd(data: Path, category: str, **o: Any) -> None:
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A BFCL run configuration (YAML); options given here win.",
+)
+@click.pass_context
+def bfcl_cmd(ctx: click.Context, data: Path | None, category: str, **o: Any) -> None:
     """BFCL single-turn function calling: one model call per case, AST-scored.
 
-    Example: agent eval bfcl --data shared/data/bfcl --sim-gold --limit 20
+    --limit N takes the first N cases of each category.
+    Example: agent eval bfcl --data ../shared/data/bfcl --sim-gold --limit 20
     """
+    from agent.errors import ConfigError
     from evals.bfcl_run import BfclOptions, run_bfcl
 
+    try:
+        o, data, category = _bfcl_config(ctx, o, data, category)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    if data is None:
+        raise click.UsageError("give --data DIR (or AGENT_BFCL_DATA, or data: in --config)")
     options = BfclOptions(
         data=data,
         categories=_csv(category),
@@ -201,6 +218,31 @@ def bfcl_cmd(data: Path, category: str, **o: Any) -> None:
             f"answers from BFCL's gold answers, corrupting {options.corruption:.0%} on purpose"
         )
     _finish(lambda show: run_bfcl(options, show), o)
+
+
+def _bfcl_config(
+    ctx: click.Context, o: dict[str, Any], data: Path | None, category: str
+) -> tuple[dict[str, Any], Path | None, str]:
+    """Fill options not given on the command line from ``--config``."""
+    if o["config_file"] is None:
+        return o, data, category
+    from agent._yamlload import load_yaml_model
+    from evals.bfcl_run import BfclConfig
+
+    config = load_yaml_model(o["config_file"], BfclConfig)
+    given = {
+        name
+        for name in ctx.params
+        if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+    }
+    for name in ("limit", "sim_gold", "corruption", "seed", "concurrency"):
+        if name not in given:
+            o[name] = getattr(config, name)
+    if "category" not in given:
+        category = ",".join(config.categories)
+    if "data" not in given and config.data is not None:
+        data = o["config_file"].resolve().parent / config.data
+    return o, data, category
 
 
 def _say_simulated(what: str) -> None:
