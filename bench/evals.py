@@ -107,7 +107,7 @@ async def _agent_phase(url: str) -> None:
             tools=[lookup],
             system=SYSTEM,
             sampling=Sampling(temperature=0.0, seed=0),
-            limits=Limits(max_steps=STEPS + 1),
+            limits=Limits(max_steps=STEPS + 1, deadline_s=3600),
             store=None,
         )
         agent.durability = "exit"
@@ -119,10 +119,11 @@ def _suite_file(folder: Path) -> Path:
     lines = [
         "name: bench",
         f"concurrency: {CASES}",
+        "timeout_s: 3600",
         "defaults:",
         f"  system: {json.dumps(SYSTEM)}",
         "  tools: {enabled: [lookup]}",
-        f"  limits: {{max_steps: {STEPS + 1}}}",
+        f"  limits: {{max_steps: {STEPS + 1}, deadline_s: 3600}}",
         "  model: {sampling: {temperature: 0.0}}",
         "cases:",
     ]
