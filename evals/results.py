@@ -118,7 +118,12 @@ class RunFolder:
         return self.path / "samples.jsonl"
 
     def create(self, config: dict[str, Any]) -> None:
-        self.path.mkdir(parents=True, exist_ok=False)
+        if self.path.exists() and any(self.path.iterdir()):
+            raise ConfigError(
+                f"{self.path} exists and is not empty: choose another --out, or continue "
+                f"that eval with --resume {self.path}"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
         self.write_json("config.json", {"version": CONFIG_VERSION, **config})
         self.samples_path.touch()
 

@@ -141,7 +141,12 @@ def _select(suite: Suite, o: EvalOptions) -> list[Any]:
 
 def _open_folder(suite: Suite, o: EvalOptions) -> tuple[RunFolder, set[str]]:
     if o.resume is None:
-        return RunFolder(o.out or default_root() / new_eval_id()), set()
+        path = o.out or default_root() / new_eval_id()
+        if path.exists() and any(path.iterdir()):
+            raise ConfigError(
+                f"{path} exists and is not empty: choose another --out, or --resume it"
+            )
+        return RunFolder(path), set()
     folder = RunFolder(o.resume)
     config = folder.config()
     if config.get("suite", {}).get("sha256") != suite.digest:

@@ -137,6 +137,8 @@ def test_cli_run_json_exit_codes_and_selection(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert json.loads(tagged.stdout.strip().splitlines()[-1])["samples"] == 4
+    again = _agent("eval", "run", str(suite), "--sim", "--out", "a", cwd=tmp_path)
+    assert again.returncode == 2 and "exists and is not empty" in again.stderr
     bad = _agent("eval", "run", str(suite), "--sim", "--ids", "nope", cwd=tmp_path)
     assert bad.returncode == 2 and "no case 'nope'" in bad.stderr
     down = _agent("eval", "run", str(suite), "--model-url", "http://127.0.0.1:9", cwd=tmp_path)
