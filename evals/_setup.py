@@ -149,18 +149,33 @@ async def start(suite: Suite, options: Any, stack: AsyncExitStack) -> Env:
 
 def plan(suite: Suite, cases: list[Case], trials: int, env: Env) -> list[Sample]:
     """Every sample, trial-major; each case's configuration resolved once."""
+    resolved = {case.id: _resolve(suite, case, env) for case in cases}
     samples = []
     for trial in range(trials):
         for case in cases:
-            samples.append(_sample(suite, case, trial, len(samples), env))
+            samples.append(_sample(suite, case, trial, len(samples), env, *resolved[case.id]))
     return samples
 
 
-def _sample(suite: Suite, case: Case, trial: int, index: int, env: Env) -> Sample:
+def _resolve(suite: Suite, case: Case, env: Env) -> tuple[str, Task, list[str]]:
+    """The case's configuration, its key (cases with equal ones share agents), setup SQL."""
     task, setup = suite.case_task(case)
     key = hashlib.sha256(canonical([task.model_dump(mode="json"), setup]).encode()).hexdigest()[:12]
     env.tasks.setdefault(key, task)
     env.workspaces.setdefault(key, task.workspace_dir())
+    return key, env.tasks[key], setup
+
+
+def _sample(
+    suite: Suite,
+    case: Case,
+    trial: int,
+    index: int,
+    env: Env,
+    key: str,
+    task: Task,
+    setup: list[str],
+) -> Sample:
     database = str(task.tools.sql.database) if task.tools.sql.database else None
     if setup and database is None:
         raise ConfigError(

@@ -303,8 +303,11 @@ def _load_base_task(suite: Suite, lines: dict[Loc, int]) -> list[Problem]:
 
 
 def _check_cases(suite: Suite, lines: dict[Loc, int], tools: set[str]) -> list[Problem]:
+    from tools.registry import ToolRegistry
+
     problems: list[Problem] = []
     registry = CheckRegistry.default()
+    known_tools = set(ToolRegistry.default().names()) | tools
     seen: dict[str, int] = {}
     service_vars = {s.var for s in suite.services}
     for i, case in enumerate(suite.cases):
@@ -325,7 +328,7 @@ def _check_cases(suite: Suite, lines: dict[Loc, int], tools: set[str]) -> list[P
                 problems.append(
                     (line_of(lines, (*at, "expect", j)), f"cases[{i}].expect[{j}]", str(exc))
                 )
-        problems.extend(_check_config(suite, case, i, lines, service_vars, tools))
+        problems.extend(_check_config(suite, case, i, lines, service_vars, known_tools))
     return problems
 
 
@@ -338,8 +341,6 @@ def _check_config(
     tools: set[str],
 ) -> list[Problem]:
     """The case's merged configuration is a valid task; its variables and tools exist."""
-    from tools.registry import ToolRegistry
-
     at, key = ("cases", i), f"cases[{i}]"
     known = {*suite.vars, *case.vars, *service_vars}
     for t, template in enumerate(case.turns):
@@ -364,14 +365,13 @@ def _check_config(
         return [
             (line_of(lines, at), key, f"the merged configuration is invalid: {loc}: {err['msg']}")
         ]
-    registry = ToolRegistry.default()
-    unknown = [n for n in task.tools.enabled if n not in registry and n not in tools]
+    unknown = [n for n in task.tools.enabled if n not in tools]
     if unknown:
         return [
             (
                 line_of(lines, at),
                 key,
-                f"unknown tool '{unknown[0]}' (available: {', '.join(registry.names())})",
+                f"unknown tool '{unknown[0]}' (available: {', '.join(sorted(tools))})",
             )
         ]
     if not task.workspace_dir().is_dir():
