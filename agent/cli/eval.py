@@ -371,7 +371,7 @@ def compare_cmd(run_a: str, run_b: str, as_json: bool) -> None:
     help="Rows shown at most.",
 )
 def query_cmd(run: str, sql: str, as_json: bool, max_rows: int) -> None:
-    """Run SQL (DuckDB) over RUN's samples: table ``samples``, one row per record.
+    """Run SQL (DuckDB) over RUN's samples: views samples, samples_all and checks.
 
     Example: agent eval query RUN "SELECT case_id, avg(latency_s) FROM samples GROUP BY 1"
     """

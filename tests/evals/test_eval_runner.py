@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from agent.sim import FunctionPolicy, SimServer
 from evals.runner import EvalOptions, run_suite
 from evals.suite import load_suite
@@ -307,3 +309,13 @@ def test_report_stays_small_at_ten_thousand_samples() -> None:
     page = render_report({}, summary, records)
     assert len(page) < 8_000_000  # ~0.8 kB a sample, compressed details included
     assert page.count('"c1999#4"') == 1
+
+
+def test_report_without_matplotlib_says_how_to_install(monkeypatch) -> None:
+    from agent.errors import ConfigError
+    from evals._html import render_report
+    from evals.metrics import summarize
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"pip install -e '\.\[evals\]'"):
+        render_report({}, summarize([], {}), [])
