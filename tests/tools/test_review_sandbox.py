@@ -19,10 +19,10 @@ import pytest
 import tools._worker as worker_module
 from agent.types import ToolCall
 from tests.tools.test_sandbox import MODES
+from tools._pool import read_frame as _read_frame
 from tools.base import tool
 from tools.dispatch import Dispatcher
 from tools.policy import ToolPolicies
-from tools._pool import read_frame as _read_frame
 
 # What a model with write access (write_file, or COPY … TO) can leave in the workspace: the
 # worker's cwd. Run as code, it records itself and kills the import.
