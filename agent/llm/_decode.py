@@ -22,6 +22,7 @@ a chat-mode call is only reported once the next one begins, because the protocol
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -41,6 +42,7 @@ from agent.hermes import (
 )
 from agent.llm import _failures as _f
 from agent.llm import _http
+from agent.llm._wire import Response
 from agent.llm.base import Generation
 from agent.types import Malformed, Message, Timings, ToolCall, ToolSpec, Usage, new_call_id
 
@@ -283,19 +285,28 @@ async def read_stream(
     Raises ``_failures.Retry`` for a reset or a stream without a finish reason (the loop
     in :mod:`agent.llm.vllm` decides whether a retry is still possible).
     """
-    chunks = _http.sse_events(response)
+    own = isinstance(response, Response)
+    if own:  # our own HTTP client: payloads as bytes, the deadline held by the client
+        chunks: AsyncIterator[dict[str, Any] | None] = _payloads(response.events(), url)
+    else:  # a caller's httpx client
+        chunks = _http.sse_events(response)
     try:
         while True:
-            # The deadline wraps each read, never a yield: a timeout must not fire
-            # while the caller's own code runs between events.
-            async with asyncio.timeout_at(deadline):
+            if own:
                 chunk = await anext(chunks, END)
+            else:
+                # The deadline wraps each read, never a yield: a timeout must not fire
+                # while the caller's own code runs between events.
+                async with asyncio.timeout_at(deadline):
+                    chunk = await anext(chunks, END)
             if chunk is END:
                 break
             if chunk is None:
-                # [DONE]: one more pull lets sse_events read the body's end (briefly),
-                # so the connection is reused instead of closed.
-                await anext(chunks, END)
+                # [DONE]: one more pull reads the body's end (briefly), so the connection
+                # is reused instead of closed.
+                with contextlib.suppress(TimeoutError, httpx.HTTPError):
+                    async with asyncio.timeout(_http.DRAIN_S):
+                        await anext(chunks, END)
                 break
             for event in state.take(chunk, decoder):
                 yield event
@@ -309,6 +320,14 @@ async def read_stream(
         raise _f.Retry(
             StreamInterrupted(f"stream from {url} ended without a finish reason", url=url)
         )
+
+
+async def _payloads(
+    events: AsyncIterator[bytes | None], url: str
+) -> AsyncIterator[dict[str, Any] | None]:
+    payload = _http.payload
+    async for data in events:
+        yield None if data is None else payload(data, url)
 
 
 def structural_tag(tools: Sequence[ToolSpec], *, required: bool = False) -> str:

@@ -47,6 +47,7 @@ __all__ = [
     "error_message",
     "is_context_overflow",
     "parse_context_error",
+    "payload",
     "sse_events",
 ]
 
@@ -179,7 +180,7 @@ def parse_context_error(message: str) -> tuple[int | None, int | None]:
     return _context_numbers(message)
 
 
-def _payload(data: bytes, response: httpx.Response) -> dict[str, Any]:
+def payload(data: bytes, url: str) -> dict[str, Any]:
     """One ``data:`` payload: a JSON object, or an ``{"error": ...}`` raised as such."""
     try:
         chunk = orjson.loads(data)
@@ -189,7 +190,6 @@ def _payload(data: bytes, response: httpx.Response) -> dict[str, Any]:
         return chunk
     from agent.errors import BackendHTTPError
 
-    url = str(response.request.url)
     if not isinstance(chunk, dict):
         text = data[:500].decode("utf-8", "replace")
         raise BackendHTTPError(
@@ -241,6 +241,6 @@ async def sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any] |
                             pass
                 return
             if data:
-                yield _payload(data, response)
+                yield payload(data, str(response.request.url))
     # A last line without its newline is an event cut short (SSE dispatches an event at
     # its line's end): dropped, so the stream reads as interrupted rather than malformed.

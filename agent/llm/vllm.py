@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import ssl
 import time
@@ -53,6 +54,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 
 from agent.errors import (
     BackendHTTPError,
@@ -70,6 +72,7 @@ from agent.llm._decode import (
     structural_tag,
 )
 from agent.llm._request import build_request
+from agent.llm._wire import Wire
 from agent.llm.base import Backend, GenerationDone, GenerationRequest
 
 __all__ = ["VLLMBackend", "VLLMConfig", "structural_tag"]
@@ -161,6 +164,7 @@ class VLLMBackend(Backend):
         self._replicas = _http.Replicas(cfg.urls, cooldown_s=cfg.cooldown_s)
         self._client = client  # given by the caller: used for everything, never closed
         self._pools: dict[int, httpx.AsyncClient] = {}
+        self._wire: Wire | None = None
         self._tls: ssl.SSLContext | None = None
         self._next_pool = itertools.count()
         self._model = cfg.model
@@ -289,6 +293,9 @@ class VLLMBackend(Backend):
         return int(resp.json()["count"])
 
     async def aclose(self) -> None:
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            await wire.aclose()
         pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             await pool.aclose()
@@ -327,9 +334,7 @@ class VLLMBackend(Backend):
                 tagged = att.tag is not None and url not in self._no_tag
                 if tagged:
                     body["structured_outputs"] = {"structural_tag": att.tag}
-                http = self._http(att.request.session_id)
-                req = http.build_request("POST", url + att.path, json=body)
-                response = await http.send(req, stream=True)
+                response = await self._post(url + att.path, body, att)
         except TimeoutError as exc:
             raise _f.timeout(url) from exc
         except _f.RESETS as exc:
@@ -354,6 +359,25 @@ class VLLMBackend(Backend):
         for event in decoder.close():
             yield event
         yield GenerationDone(state.generation(decoder, att.prompt, url))
+
+    async def _post(self, url: str, body: dict[str, Any], att: _Attempt) -> Any:
+        """Send the streamed request: our own lean HTTP client, unless the caller gave an
+        httpx client (then that, for everything)."""
+        if self._client is not None:
+            req = self._client.build_request("POST", url, json=body)
+            return await self._client.send(req, stream=True)
+        if self._wire is None:
+            cfg = self.config
+            if self._tls is None and any(u.startswith("https:") for u in self.urls):
+                self._tls = ssl.create_default_context()
+            self._wire = Wire(
+                connect_timeout=cfg.connect_timeout_s,
+                read_timeout=cfg.read_timeout_s,
+                tls=self._tls,
+                max_idle=cfg.max_connections,
+            )
+        headers = {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
+        return await self._wire.post(url, _dumps(body), headers, att.deadline)
 
     async def _raise_status(
         self, url: str, response: httpx.Response, att: _Attempt, constrained: bool
@@ -451,6 +475,13 @@ async def _require_event_stream(url: str, response: httpx.Response, att: _Attemp
         status=200,
         body=body,
     )
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # what orjson refuses (an int past 64 bits, say) json still writes
+        return json.dumps(body, ensure_ascii=False).encode()
 
 
 def _normalize(url: str) -> str:
