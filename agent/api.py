@@ -195,7 +195,12 @@ class Agent:
             )
             rec.start(resumed)
             start = RunStarted(
-                run_id, self._task_name(), self._model_url(), resumed, thread_id=plan.thread_id
+                run_id,
+                self._task_name(),
+                self._model_url(),
+                resumed,
+                thread_id=plan.thread_id,
+                input=None if resumed else plan.payload["messages"][-1].content,
             )
             rec.event(start)
             ended = False
