@@ -27,7 +27,8 @@ from agent.ui.settings import Settings, model_status, schema_problem, tool_choic
 
 __all__ = ["Handlers"]
 
-_STREAM = {"concurrency_limit": None, "show_progress": "hidden"}
+_STREAM: dict[str, Any] = {"concurrency_limit": None, "show_progress": "hidden"}
+_PRIVATE: dict[str, Any] = {**_STREAM, "api_visibility": "private"}
 
 
 class Handlers:
@@ -66,19 +67,20 @@ class Handlers:
         denied = c.deny.click(self.deny, [c.thread], view, api_name="deny", **_STREAM)
         c.stop.click(self.stop, [c.thread], [c.status], api_name="stop", **_STREAM)
         history = [c.conversations, c.runs]
+        page.load(self.history, None, history, api_name="history", **_STREAM)
         for event in (sent, resumed, approved, denied):
-            event.then(self.history, None, history, api_visibility="private", **_STREAM)
+            event.then(self.history, None, history, **_PRIVATE)
         c.thread.change(None, [c.thread], None, js=_URL_JS, api_visibility="private")
         page.load(
             self.attach, [c.thread], view, js=_THREAD_FROM_URL_JS, api_name="attach", **_STREAM
         )
-        page.load(self.check_model, [c.model_url], self._model_outputs(), **_STREAM)
-        page.load(self.history, None, history, api_name="history", **_STREAM)
-        c.conversations.input(self.attach, [c.conversations], view, **_STREAM)
-        c.refresh.click(self.history, None, history, api_visibility="private", **_STREAM)
+        c.conversations.input(self.attach, [c.conversations], view, **_PRIVATE)
+        c.refresh.click(self.history, None, history, **_PRIVATE)
         c.new.click(self.new_conversation, None, view, api_name="new_conversation", **_STREAM)
-        for trigger in (c.check_model.click, c.model_url.submit, c.model_url.blur):
-            trigger(self.check_model, [c.model_url], self._model_outputs(), **_STREAM)
+        model = ([c.model_url], self._model_outputs())
+        c.check_model.click(self.check_model, *model, api_name="check_model", **_STREAM)
+        for trigger in (page.load, c.model_url.submit, c.model_url.blur):
+            trigger(self.check_model, *model, **_PRIVATE)
         c.schema.change(
             self.check_schema, [c.schema], [c.schema_status], trigger_mode="always_last", **_STREAM
         )
@@ -86,8 +88,7 @@ class Handlers:
             self.mode_changed,
             [c.mode],
             [c.schema_group, c.json_group, c.tools, c.tool_choice],
-            api_visibility="private",
-            **_STREAM,
+            **_PRIVATE,
         )
         c.task_file.upload(
             self.load_task,
@@ -120,8 +121,24 @@ class Handlers:
 
     # --- turns --------------------------------------------------------------------------
 
-    async def send(self, message: str, thread: str, *values: Any) -> AsyncIterator[Any]:
+    async def send(
+        self,
+        message: str,
+        thread: str,
+        mode: str,
+        system: str,
+        tools: list[str],
+        schema: str,
+        temperature: float,
+        top_p: float,
+        max_tokens: float,
+        seed: str,
+        tool_choice: str,
+        model_url: str,
+    ) -> AsyncIterator[Any]:
         """Send a message (a new conversation when ``thread`` is empty) and stream the turn."""
+        values = (mode, system, tools, schema, temperature, top_p, max_tokens, seed)
+        values += (tool_choice, model_url)
         if not (message or "").strip():
             yield (*self._show(await self._screen(thread)), gr.skip())
             return
@@ -155,7 +172,7 @@ class Handlers:
 
     async def _continue(self, thread: str, approve: bool | None) -> AsyncIterator[Any]:
         view = await self.engine.view(thread) if thread else None
-        last = view.last if view is not None else None
+        last = view.last_run if view is not None else None
         if last is None or last.run_id is None:
             yield self._show(await self._screen(thread))
             return

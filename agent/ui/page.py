@@ -172,7 +172,12 @@ def _right_column(c: _Components) -> None:
             c.deny = gr.Button("Deny", variant="stop", elem_id="deny-btn")
     with gr.Row(equal_height=True):
         c.message = gr.Textbox(
-            placeholder="Ask something…", show_label=False, scale=6, lines=1, elem_id="message"
+            placeholder="Ask something…",
+            label="Message",
+            show_label=False,
+            scale=6,
+            lines=1,
+            elem_id="message",
         )
         c.send = gr.Button("Send", variant="primary", scale=1, elem_id="send-btn")
         c.stop = gr.Button("Stop", variant="stop", scale=1, interactive=False, elem_id="stop-btn")

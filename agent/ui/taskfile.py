@@ -26,7 +26,7 @@ def read_task_file(path: Path, shown_name: str | None = None) -> tuple[Any, ...]
         task = load_yaml_model(path, Task)
     except ConfigError as exc:
         raise ConfigError(str(exc).replace(str(path), shown_name or path.name)) from None
-    _check_tools(task)
+    _check_tools(task, shown_name or path.name)
     s = task.model.sampling
     mode = "json" if task.output_schema else ("tools" if task.tools.enabled else "chat")
     try:
@@ -48,13 +48,13 @@ def read_task_file(path: Path, shown_name: str | None = None) -> tuple[Any, ...]
     )
 
 
-def _check_tools(task: Task) -> None:
+def _check_tools(task: Task, name: str) -> None:
     from tools.registry import ToolRegistry
 
     registry = ToolRegistry.default()
     unknown = [name for name in task.tools.enabled if name not in registry]
     if unknown:
         raise ConfigError(
-            f"tools.enabled: unknown tool(s) {', '.join(unknown)} "
+            f"{name}: tools.enabled: unknown tool(s) {', '.join(unknown)} "
             f"(available: {', '.join(registry.names())})"
         )

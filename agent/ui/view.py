@@ -301,14 +301,19 @@ class ChatView:
     def last(self) -> _Turn | None:
         return self.turns[-1] if self.turns else None
 
+    @property
+    def last_run(self) -> _Turn | None:
+        """The last turn that became a run (a refused message did not)."""
+        return next((t for t in reversed(self.turns) if t.run_id is not None), None)
+
     def pending_calls(self) -> list[ToolCall]:
-        """Calls of the last turn waiting for Approve / Deny."""
-        turn = self.last
+        """Calls of the last run waiting for Approve / Deny."""
+        turn = self.last_run
         return list(turn.pending) if turn and turn.status == "awaiting_approval" else []
 
     def can_resume(self) -> bool:
         """The last run was stopped (or its process died): Resume continues it."""
-        return self.last is not None and self.last.status == "interrupted"
+        return self.last_run is not None and self.last_run.status == "interrupted"
 
     def metrics_rows(self) -> list[list[Any]]:
         """One row per turn: status, TTFT, tokens/s, tokens, steps, calls, wall time."""

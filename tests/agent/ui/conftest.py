@@ -1,9 +1,9 @@
 """The web UI on loopback, against the simulated model, for API and browser tests.
 
-``ui`` serves one page per test module (Gradio takes a few seconds to start) with a
+``ui`` serves one page for all of these tests (Gradio takes a few seconds to start) with a
 workspace, a run store and the keyword-driven simulated model of :mod:`.policy`.
-``browser`` is Debian's chromium driven by Playwright; each test gets a fresh context
-(its own storage: a new visitor). Both skip with a reason when what they need is
+``chromium`` is Debian's chromium driven by Playwright; each test gets a new tab
+(``page``), which starts its own conversation. Both skip with a reason when what they need is
 missing; CI installs everything (``.ci/run``).
 """
 
@@ -34,7 +34,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-TOOL_FILE = "<script>window.__pwned=3</script><img src=x onerror=\"window.__pwned=4\">"
+TOOL_FILE = '<script>window.__pwned=3</script><img src=x onerror="window.__pwned=4">'
 
 
 @dataclass
@@ -54,7 +54,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
     """The page on 127.0.0.1 with the simulated model (instant profile)."""
     pytest.importorskip("gradio", reason="the ui extra is not installed: pip install -e '.[ui]'")
@@ -71,7 +71,10 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
         input="-",
         workspace=workspace,
         store=str(tmp / ".agent"),
-        tools={"enabled": ["list_files", "read_file", "write_file"], "files": {"allow_write": True}},
+        tools={
+            "enabled": ["list_files", "read_file", "write_file"],
+            "files": {"allow_write": True},
+        },
     )
     with run_sim(FunctionPolicy(ui_policy), faults=Faults()) as sim:
         app = build_app(task, sim.url, simulated="(test policy)")
@@ -103,12 +106,22 @@ def chromium() -> Iterator[Any]:
         browser.close()
 
 
-@pytest.fixture
-def page(chromium: Any, ui: UI, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
-    """A fresh visitor's page on the UI; a screenshot of it is saved at the end."""
+@pytest.fixture(scope="module")
+def browser_context(chromium: Any) -> Iterator[Any]:
+    """One browser profile for the module: its tabs share the HTTP cache (fast page
+    loads) and nothing else the page uses (the conversation lives in the URL)."""
     context = chromium.new_context(viewport={"width": 1440, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def page(
+    browser_context: Any, ui: UI, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Any]:
+    """A new tab on the UI (a new conversation); a screenshot of it is saved at the end."""
+    page = browser_context.new_page()
+    page.set_default_timeout(20_000)
     outside: list[str] = []
     page.on(
         "request",
@@ -119,7 +132,7 @@ def page(chromium: Any, ui: UI, tmp_path: Path, request: pytest.FixtureRequest) 
     folder = Path(os.environ.get("AGENT_UI_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(folder / f"{request.node.name}.png"), full_page=True)
-    context.close()
+    page.close()
 
 
 __all__ = ["INJECTION", "TOOL_FILE", "UI"]

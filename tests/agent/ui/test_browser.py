@@ -46,9 +46,7 @@ def ask(page: Any, text: str) -> None:
 
 
 def wait_status(page: Any, pattern: str, timeout: float = 15_000) -> None:
-    _expect()(page.locator("#status textarea")).to_have_value(
-        re.compile(pattern), timeout=timeout
-    )
+    _expect()(page.locator("#status textarea")).to_have_value(re.compile(pattern), timeout=timeout)
 
 
 def chat_text(page: Any) -> str:
@@ -94,9 +92,7 @@ def test_a_question_streams_text_then_a_tool_box_turns_done_then_the_answer(
     assert "notes.txt" in page.inner_text("#chat .thought-group")
 
 
-def test_json_mode_validates_the_schema_as_you_type_and_shows_the_object(
-    page: Any, ui: UI
-) -> None:
+def test_json_mode_validates_the_schema_as_you_type_and_shows_the_object(page: Any, ui: UI) -> None:
     expect = _expect()
     open_page(page, ui)
     page.get_by_label("JSON", exact=True).check()
