@@ -408,7 +408,9 @@ class Agent:
             "output_retries": 0,
             "usage": {},
             "denied": [],
-            "json_mode": False,
+            # With no tools, the answer is the first thing the model writes: JSON mode
+            # (the schema in the system turn, structured outputs) from the first call.
+            "json_mode": self.output_schema is not None and len(self.tools) == 0,
             "constrain": False,
             "awaiting_approval": False,
             "limit": None,
