@@ -81,11 +81,7 @@ def ui_cmd(
 
     Example: agent ui examples/sales_duckdb/task.yaml --sim examples/sales_duckdb/script.yaml
     """
-    if importlib.util.find_spec("gradio") is None:
-        click.echo(f"error: agent ui needs the ui extra (Gradio): {INSTALL}", err=True)
-        sys.exit(2)
-    from agent.errors import ConfigError
-    from agent.ui.app import base_task, is_loopback
+    from agent.ui.app import is_loopback
 
     given = ctx.get_parameter_source("model_url") == click.core.ParameterSource.COMMANDLINE
     if sim_script is not None and given:
@@ -98,11 +94,32 @@ def ui_cmd(
             f"--host {host} is reachable from other machines: give --auth USER:PASSWORD "
             "(or AGENT_UI_AUTH) to require a login, or keep the default 127.0.0.1"
         )
+    if not has_gradio():
+        click.echo(f"error: agent ui needs the ui extra (Gradio): {INSTALL}", err=True)
+        sys.exit(2)
+    from agent.errors import ConfigError
+    from agent.ui.app import base_task
+
     try:
         base = base_task(task, workspace=workspace, store=store)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     _serve(base, model_url, sim_script, host, port, login)
+
+
+def _check_url(url: str) -> str:
+    from agent.errors import ConfigError
+    from agent.ui.settings import Settings
+
+    try:
+        return Settings(model_url=url).check_url()
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--model-url") from None
+
+
+def has_gradio() -> bool:
+    """Whether the ``ui`` extra is installed (without importing Gradio)."""
+    return importlib.util.find_spec("gradio") is not None
 
 
 def _auth(value: str | None) -> tuple[str, str] | None:
@@ -132,7 +149,7 @@ def _serve(
                 raise click.UsageError(str(exc)) from None
             server = stack.enter_context(run_sim(policy))
             model_url, simulated = server.url, f"at {server.url} replays {script}"
-        url = base.model.urls(model_url)[0]
+        url = _check_url(base.model.urls(model_url)[0])
         app = build_app(base, url, simulated=simulated)
         try:
             local = app.launch(host, port, auth=login, quiet=True)

@@ -11,11 +11,12 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent.llm.base import Backend
-from agent.task import Task
-from agent.ui.engine import Engine
+if TYPE_CHECKING:
+    from agent.llm.base import Backend
+    from agent.task import Task
+    from agent.ui.engine import Engine
 
 __all__ = ["App", "base_task", "build_app", "is_loopback"]
 
@@ -28,7 +29,7 @@ def base_task(path: Path | None, *, workspace: Path | None, store: str | None) -
 
     ``workspace`` and ``store`` override the file's (they are the server's to choose).
     """
-    from agent.task import load_task
+    from agent.task import Task, load_task
 
     task = load_task(path) if path is not None else Task(name=UI_TASK_NAME, input="-")
     update: dict[str, Any] = {}
@@ -94,6 +95,7 @@ def build_app(
     ``simulated`` says what the simulator replays (the page shows a banner); ``backend``
     makes the model backend for a URL instead of ``VLLMBackend`` (the backend seam).
     """
+    from agent.ui.engine import Engine
     from agent.ui.page import PageConfig, build_page
 
     engine = Engine(task, backend=backend)

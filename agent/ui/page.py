@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local tool
+# Gradio summarises its request log with pandas after every event, for a monitoring
+# dashboard this page does not use: only now and then.
+os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
 
 import gradio as gr
 
