@@ -123,7 +123,8 @@ def test_approval_pauses_then_a_denied_call_reads_denied() -> None:
         final("awaiting_approval", None),
     )
     assert view.pending_calls() == [WRITE]
-    assert screen(view, "t", running=False).approval == 'write_file({"path": "a.txt", "content": "x"})'
+    approval = screen(view, "t", running=False).approval
+    assert approval == 'write_file({"path": "a.txt", "content": "x"})'
     for event in (
         RunStarted("r1", resumed=True),
         ApprovalRequest("r1", [WRITE]),
@@ -170,7 +171,7 @@ async def test_a_replayed_trace_shows_what_the_live_run_showed(sim: Any, tmp_pat
     (tmp_path / "ws").mkdir()
     sim.policy = ScriptPolicy(
         [
-            "Let me look.\n" + call("list_files") + "\n" + call("write_file", path="a", content="b"),
+            "Let me look.\n" + call("list_files") + call("write_file", path="a", content="b"),
             '<tool_call>\n{"name": "list_files", "arguments": {\n</tool_call>',
             "All " + INJECTION,
         ]
