@@ -53,8 +53,12 @@ class Turn:
     def __init__(self, thread_id: str, view: ChatView, agent_key: str) -> None:
         self.thread_id, self.view, self.agent_key = thread_id, view, agent_key
         self.done = False
+        self.notice: str | None = None
+        """Why the turn did not start, when the conversation was busy (its view is
+        left as it was)."""
         self.started_at = time.time()
         self._tick = asyncio.Event()
+        self._over = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self, stream: AsyncIterator[Any], input: str | None) -> None:
@@ -78,6 +82,7 @@ class Turn:
             self.view.refused(input, message)
         finally:
             self.done = True
+            self._over.set()
             self._notify()
 
     def _notify(self) -> None:
@@ -93,6 +98,12 @@ class Turn:
             if self.done:
                 return
             await tick.wait()
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if the turn ends meanwhile."""
+        if not self.done and seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._over.wait(), seconds)
 
     def cancel(self) -> bool:
         """Stop the run (it ends ``interrupted``); False if it was already over."""
@@ -157,15 +168,16 @@ class Engine:
         input: str | None = None,
         run_id: str | None = None,
         approve: bool | None = None,
+        new: bool = False,
     ) -> Turn:
         """Start a turn: answer ``input``, or continue ``run_id`` (``approve``: the
-        decision on its waiting calls). ``settings=None`` reuses the thread's last."""
-        view = await self.view(thread_id)
+        decision on its waiting calls). ``settings=None`` reuses the thread's last;
+        ``new``: the conversation was just made (nothing to rebuild)."""
+        view = await self.view(thread_id, new=new)
         settings = settings or self._settings.get(thread_id) or Settings()
         turn = Turn(thread_id, view, "")
-        running = self.running(thread_id)
-        if running is not None:
-            view.refused(input, "This conversation has a turn running (in another tab?).")
+        if self.running(thread_id) is not None:
+            turn.notice = "Not sent: this conversation has a turn running (in another tab?)."
             turn.done = True
             return turn
         self._turns[thread_id] = turn  # before any await: a second start sees it
@@ -216,12 +228,13 @@ class Engine:
 
     # --- conversations ----------------------------------------------------------------
 
-    async def view(self, thread_id: str) -> ChatView:
-        """The conversation as shown: in memory, else rebuilt from its runs' traces."""
+    async def view(self, thread_id: str, *, new: bool = False) -> ChatView:
+        """The conversation as shown: in memory, else rebuilt from its runs' traces
+        (``new``: a conversation just made, with nothing to rebuild)."""
         self._loop = asyncio.get_running_loop()
         view = self._views.get(thread_id)
         if view is None:
-            view = await asyncio.to_thread(self._replay, thread_id)
+            view = ChatView() if new else await asyncio.to_thread(self._replay, thread_id)
             self._views[thread_id] = view
             busy = {t for t, turn in self._turns.items() if not turn.done}
             for old in list(self._views)[: -self._max_views]:

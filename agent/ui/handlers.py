@@ -2,11 +2,16 @@
 
 Each handler reads component values, asks the :class:`~agent.ui.engine.Engine`, and
 returns (or, while a turn runs, yields) what the components show, from a
-:class:`~agent.ui.screen.Screen`. Streaming handlers only *watch* a turn: closing the page
-does not stop a run; Stop does. Every handler is also an endpoint of the page's API
-(``gradio_client``): ``/send``, ``/resume``, ``/approve``, ``/deny``, ``/stop``,
-``/attach``, ``/new_conversation``, ``/check_model``, ``/check_schema``, ``/load_task``,
-``/history``.
+:class:`~agent.ui.screen.Screen`. A turn is a chain of three events: ``begin`` (instant:
+clear the message box, Send off, Stop on), the streaming one (the conversation, its id,
+the status line, the metrics: four outputs, so each update costs Gradio little), then
+``outcome`` (approval, Resume, the JSON answer, the trace to download). Streaming
+handlers only *watch* a turn: closing the page does not stop a run; Stop does.
+
+The page's API (``gradio_client``): ``/send``, ``/resume``, ``/approve``, ``/deny`` stream
+``(chat, conversation id, status, metrics)``; ``/outcome`` gives the turn's ``(calls
+awaiting approval, JSON answer, its status, trace file)``; ``/stop``, ``/attach``,
+``/new_conversation``, ``/check_model``, ``/check_schema``, ``/load_task``, ``/history``.
 """
 
 from __future__ import annotations
@@ -25,10 +30,18 @@ from agent.ui.page import _THREAD_FROM_URL_JS, _URL_JS, PageConfig
 from agent.ui.screen import Screen, screen
 from agent.ui.settings import Settings, model_status, schema_problem, tool_choice_supported
 
-__all__ = ["Handlers"]
+__all__ = ["BURST_S", "UPDATE_INTERVAL_S", "Handlers"]
 
+UPDATE_INTERVAL_S = 0.03
+"""Least time between two updates of a running turn; tokens in between coalesce. Gradio
+queues every update for the browser, so updates sent faster than a browser renders
+them (~20-30 ms each here) pile up and lag; this keeps the stream ahead of it."""
+BURST_S = 0.008
+"""After a quiet spell, how long the first change waits for the rest of its burst (a
+fast server sends many tokens at once: one update for them, not two)."""
 _STREAM: dict[str, Any] = {"concurrency_limit": None, "show_progress": "hidden"}
 _PRIVATE: dict[str, Any] = {**_STREAM, "api_visibility": "private"}
+_INSTANT: dict[str, Any] = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
 
 
 class Handlers:
@@ -40,44 +53,69 @@ class Handlers:
     # --- wiring -------------------------------------------------------------------------
 
     def wire(self, page: gr.Blocks) -> None:
-        c = self.c
-        settings = [
-            c.mode,
-            c.system,
-            c.tools,
-            c.schema,
-            c.temperature,
-            c.top_p,
-            c.max_tokens,
-            c.seed,
-            c.tool_choice,
-            c.model_url,
-        ]
-        view = self._view_outputs()
-        sent = gr.on(
-            [c.send.click, c.message.submit],
-            self.send,
-            [c.message, c.thread, *settings],
-            [*view, c.message],
-            api_name="send",
-            **_STREAM,
-        )
-        resumed = c.resume.click(self.resume, [c.thread], view, api_name="resume", **_STREAM)
-        approved = c.approve.click(self.approve, [c.thread], view, api_name="approve", **_STREAM)
-        denied = c.deny.click(self.deny, [c.thread], view, api_name="deny", **_STREAM)
-        c.stop.click(self.stop, [c.thread], [c.status], api_name="stop", **_STREAM)
-        history = [c.conversations, c.runs]
+        """Attach every handler to its components and events."""
+        history = [self.c.conversations, self.c.runs]  # first: it owns the name /history
         page.load(self.history, None, history, api_name="history", **_STREAM)
-        for event in (sent, resumed, approved, denied):
-            event.then(self.history, None, history, **_PRIVATE)
+        self._wire_turns()
+        self._wire_conversations(page)
+        self._wire_left(page)
+
+    def _settings_inputs(self) -> list[Any]:
+        c = self.c
+        return [c.mode, c.system, c.tools, c.schema, c.temperature, c.top_p, c.max_tokens]
+
+    def _wire_turns(self) -> None:
+        c = self.c
+        live, settings = self._live_outputs(), self._settings_inputs()
+        begun = [c.send, c.stop, c.approval_group, c.resume]
+        chains = [
+            gr.on(
+                [c.send.click, c.message.submit],
+                self.begin,
+                [c.message, c.thread],
+                [c.message, c.pending, *begun],
+                **_INSTANT,
+            ).then(
+                self.send,
+                [c.pending, c.thread, *settings, c.seed, c.tool_choice, c.model_url],
+                live,
+                api_name="send",
+                **_STREAM,
+            )
+        ]
+        for button, fn in ((c.resume, self.resume), (c.approve, self.approve), (c.deny, self.deny)):
+            chains.append(
+                button.click(self.begin_continue, None, begun, **_INSTANT).then(
+                    fn, [c.thread], live, api_name=fn.__name__, **_STREAM
+                )
+            )
+        c.stop.click(self.stop, [c.thread], [c.status], api_name="stop", **_STREAM)
+        outcome, history = self._outcome_outputs(), [c.conversations, c.runs]
+        chains[0].then(self.outcome, [c.thread], outcome, api_name="outcome", **_STREAM)
+        for chain in chains[1:]:
+            chain.then(self.outcome, [c.thread], outcome, **_PRIVATE)
+        for chain in chains:
+            chain.then(self.history, None, history, **_PRIVATE)
+
+    def _wire_conversations(self, page: gr.Blocks) -> None:
+        c = self.c
+        live, outcome = self._live_outputs(), self._outcome_outputs()
+        history = [c.conversations, c.runs]
         c.thread.change(None, [c.thread], None, js=_URL_JS, api_visibility="private")
         page.load(
-            self.attach, [c.thread], view, js=_THREAD_FROM_URL_JS, api_name="attach", **_STREAM
+            self.attach, [c.thread], live, js=_THREAD_FROM_URL_JS, api_name="attach", **_STREAM
+        ).then(self.outcome, [c.thread], outcome, **_PRIVATE)
+        c.conversations.input(self.attach, [c.conversations], live, **_PRIVATE).then(
+            self.outcome, [c.thread], outcome, **_PRIVATE
         )
-        c.conversations.input(self.attach, [c.conversations], view, **_PRIVATE)
         c.refresh.click(self.history, None, history, **_PRIVATE)
-        c.new.click(self.new_conversation, None, view, api_name="new_conversation", **_STREAM)
-        model = ([c.model_url], self._model_outputs())
+        c.new.click(self.new_conversation, None, live, api_name="new_conversation", **_STREAM).then(
+            self.outcome, [c.thread], outcome, **_PRIVATE
+        )
+
+    def _wire_left(self, page: gr.Blocks) -> None:
+        c = self.c
+        model = ([c.model_url], [c.model_status, c.banner, c.max_tokens])
         c.check_model.click(self.check_model, *model, api_name="check_model", **_STREAM)
         for trigger in (page.load, c.model_url.submit, c.model_url.blur):
             trigger(self.check_model, *model, **_PRIVATE)
@@ -93,18 +131,17 @@ class Handlers:
         c.task_file.upload(
             self.load_task,
             [c.task_file],
-            [*settings[:8], c.message, c.task_status],
+            [*self._settings_inputs(), c.seed, c.message, c.task_status],
             api_name="load_task",
             **_STREAM,
         )
 
-    def _view_outputs(self) -> list[Any]:
+    def _live_outputs(self) -> list[Any]:
+        return [self.c.chat, self.c.thread, self.c.status, self.c.metrics]
+
+    def _outcome_outputs(self) -> list[Any]:
         c = self.c
         return [
-            c.chat,
-            c.thread,
-            c.status,
-            c.metrics,
             c.approval_group,
             c.approval_text,
             c.resume,
@@ -116,10 +153,20 @@ class Handlers:
             c.download,
         ]
 
-    def _model_outputs(self) -> list[Any]:
-        return [self.c.model_status, self.c.banner, self.c.max_tokens]
-
     # --- turns --------------------------------------------------------------------------
+
+    def begin(self, message: str, thread: str) -> tuple[Any, ...]:
+        """A turn starts (instantly, in the browser's request): the message moves out of
+        the box; Send goes off and Stop on. While the conversation has a turn running,
+        nothing is sent and the message stays."""
+        if thread and self.engine.running(thread) is not None:
+            return (gr.skip(), "", *([gr.skip()] * 4))
+        return ("", message, *self.begin_continue())
+
+    def begin_continue(self) -> tuple[Any, ...]:
+        """Resume, Approve or Deny: Send off, Stop on, the approval box and Resume hidden."""
+        hide = gr.update(visible=False)
+        return (gr.update(interactive=False), gr.update(interactive=True), hide, hide)
 
     async def send(
         self,
@@ -135,46 +182,45 @@ class Handlers:
         seed: str,
         tool_choice: str,
         model_url: str,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncIterator[tuple[Any, ...]]:
         """Send a message (a new conversation when ``thread`` is empty) and stream the turn."""
         values = (mode, system, tools, schema, temperature, top_p, max_tokens, seed)
         values += (tool_choice, model_url)
         if not (message or "").strip():
-            yield (*self._show(await self._screen(thread)), gr.skip())
+            yield _live(await self._screen(thread))
             return
+        new = not thread
         thread = thread or new_thread_id()
         try:
             settings = _settings(values)
         except ConfigError as exc:
-            (await self.engine.view(thread)).refused(message, str(exc))
-            yield (*self._show(await self._screen(thread)), "")
+            (await self.engine.view(thread, new=new)).refused(message, str(exc))
+            yield _live(await self._screen(thread))
             return
-        turn = await self.engine.start(thread, settings, input=message)
-        first = True
+        turn = await self.engine.start(thread, settings, input=message, new=new)
         async for update in self._watch(turn):
-            yield (*update, "" if first else gr.skip())
-            first = False
+            yield update
 
-    async def resume(self, thread: str) -> AsyncIterator[Any]:
+    async def resume(self, thread: str) -> AsyncIterator[tuple[Any, ...]]:
         """Continue the conversation's interrupted run from its last checkpoint."""
         async for update in self._continue(thread, None):
             yield update
 
-    async def approve(self, thread: str) -> AsyncIterator[Any]:
+    async def approve(self, thread: str) -> AsyncIterator[tuple[Any, ...]]:
         """Run the calls waiting for approval, and stream the rest of the run."""
         async for update in self._continue(thread, True):
             yield update
 
-    async def deny(self, thread: str) -> AsyncIterator[Any]:
+    async def deny(self, thread: str) -> AsyncIterator[tuple[Any, ...]]:
         """Refuse the calls waiting for approval (the model is told), and stream on."""
         async for update in self._continue(thread, False):
             yield update
 
-    async def _continue(self, thread: str, approve: bool | None) -> AsyncIterator[Any]:
+    async def _continue(self, thread: str, approve: bool | None) -> AsyncIterator[tuple[Any, ...]]:
         view = await self.engine.view(thread) if thread else None
         last = view.last_run if view is not None else None
         if last is None or last.run_id is None:
-            yield self._show(await self._screen(thread))
+            yield _live(await self._screen(thread))
             return
         turn = await self.engine.start(thread, None, run_id=last.run_id, approve=approve)
         async for update in self._watch(turn):
@@ -184,51 +230,59 @@ class Handlers:
         """Stop the conversation's running turn (the run ends ``interrupted``)."""
         return "Stopping…" if thread and self.engine.stop(thread) else "Nothing is running."
 
-    async def attach(self, thread: str) -> AsyncIterator[Any]:
+    async def attach(self, thread: str) -> AsyncIterator[tuple[Any, ...]]:
         """Show a conversation (page load, reload, the history list); follow its running
         turn, if any, to the end."""
         thread = (thread or "").strip()
         turn = self.engine.running(thread) if thread else None
         if turn is None:
-            yield self._show(await self._screen(thread))
+            yield _live(await self._screen(thread))
             return
         async for update in self._watch(turn):
             yield update
 
     async def new_conversation(self) -> tuple[Any, ...]:
         """An empty conversation (its id is made when the first message is sent)."""
-        return self._show(Screen(thread_id=""))
+        return _live(Screen(thread_id=""))
 
     async def _watch(self, turn: Turn) -> AsyncIterator[tuple[Any, ...]]:
+        """The turn's screens as it runs (changes coalesce: a slow consumer skips states,
+        and updates come at most every ``UPDATE_INTERVAL_S``), then its last one."""
+        last = 0.0
         async for _ in turn.updates():
-            yield self._show(screen(turn.view, turn.thread_id, running=not turn.done))
-        final = screen(turn.view, turn.thread_id, running=False)
-        yield self._show(final, download=await self.engine.trace_file(final.trace_path))
+            if turn.done:
+                break
+            if time.monotonic() - last >= UPDATE_INTERVAL_S:  # after a quiet spell
+                await turn.pause(BURST_S)
+            if turn.done:
+                break
+            yield _live(screen(turn.view, turn.thread_id, running=True, notice=turn.notice))
+            last = time.monotonic()
+            await turn.pause(UPDATE_INTERVAL_S)
+        yield _live(screen(turn.view, turn.thread_id, running=False, notice=turn.notice))
+
+    async def outcome(self, thread: str) -> tuple[Any, ...]:
+        """How the conversation's last turn stands: calls awaiting approval, Resume, the
+        JSON answer and its status, its trace to download."""
+        s = await self._screen(thread)
+        download = await self.engine.trace_file(s.trace_path) if not s.running else None
+        return (
+            gr.update(visible=s.approval is not None),
+            s.approval or "",
+            gr.update(visible=s.can_resume),
+            gr.update(interactive=s.running),
+            gr.update(interactive=not s.running),
+            gr.update(visible=True) if s.json_text is not None else gr.skip(),
+            s.json_text or "",
+            s.json_status or "",
+            gr.update(value=download, interactive=True) if download else gr.skip(),
+        )
 
     async def _screen(self, thread: str) -> Screen:
         if not thread:
             return Screen(thread_id="")
         turn = self.engine.running(thread)
         return screen(await self.engine.view(thread), thread, running=turn is not None)
-
-    def _show(self, s: Screen, download: str | None = None) -> tuple[Any, ...]:
-        """The view outputs for a Screen, in :meth:`_view_outputs` order."""
-        json_visible = gr.update(visible=True) if s.json_text is not None else gr.skip()
-        return (
-            s.messages,
-            s.thread_id,
-            s.status,
-            s.metrics,
-            gr.update(visible=s.approval is not None),
-            s.approval or "",
-            gr.update(visible=s.can_resume),
-            gr.update(interactive=s.running),
-            gr.update(interactive=not s.running),
-            json_visible,
-            s.json_text or "",
-            s.json_status or "",
-            gr.update(value=download, interactive=True) if download else gr.skip(),
-        )
 
     # --- left column --------------------------------------------------------------------
 
@@ -287,6 +341,11 @@ class Handlers:
         ]
         choices = [(conv.label(), conv.thread_id) for conv in conversations]
         return gr.update(choices=choices, value=None), rows
+
+
+def _live(s: Screen) -> tuple[Any, ...]:
+    """The streamed outputs of a Screen: chat, conversation id, status, metrics."""
+    return (s.messages, s.thread_id, s.status, s.metrics)
 
 
 def _settings(values: tuple[Any, ...]) -> Settings:

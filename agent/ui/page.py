@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local tool
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # nor from huggingface_hub (Gradio's)
 # Gradio summarises its request log with pandas after every event, for a monitoring
 # dashboard this page does not use: only now and then.
 os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
@@ -70,6 +71,7 @@ def build_page(engine: Engine, config: PageConfig) -> gr.Blocks:
             _banner(config.simulated), elem_id="sim-banner", visible=bool(config.simulated)
         )
         c.thread = gr.Textbox(visible=False, label="thread")
+        c.pending = gr.Textbox(visible=False, label="message")  # the message being sent
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=320):
                 _left_column(c, engine, config)

@@ -38,8 +38,9 @@ class Screen:
     trace_path: str | None = None
 
 
-def screen(view: ChatView, thread_id: str, *, running: bool) -> Screen:
-    """The Screen of ``view`` (``running``: a turn is in progress)."""
+def screen(view: ChatView, thread_id: str, *, running: bool, notice: str | None = None) -> Screen:
+    """The Screen of ``view`` (``running``: a turn is in progress; ``notice`` replaces
+    the status line)."""
     pending = view.pending_calls()
     json_text, json_status = _json_answer(view)
     last = view.last
@@ -47,7 +48,7 @@ def screen(view: ChatView, thread_id: str, *, running: bool) -> Screen:
         thread_id=thread_id,
         messages=view.messages(),
         metrics=_metrics_table(view.metrics_rows()),
-        status=_status(view, running),
+        status=notice or _status(view, running),
         running=running,
         approval="\n".join(_call_line(c) for c in pending) if pending and not running else None,
         can_resume=view.can_resume() and not running,

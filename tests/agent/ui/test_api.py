@@ -1,9 +1,9 @@
 """The page's API through ``gradio_client``: every button is an endpoint too.
 
 ``/send`` takes the message, the conversation (empty: a new one) and the left column's
-settings, and streams the right column: chat, conversation id, status, metrics, the calls
-awaiting approval, the JSON answer and its status, the trace to download, the cleared
-message box.
+settings, and streams the conversation: chat, conversation id, status, metrics.
+``/outcome`` then says how the turn stands: the calls awaiting approval, the JSON answer
+and its status, the trace to download.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from tests.agent.ui.policy import INJECTION
 
 pytest.importorskip("gradio_client", reason="the ui extra is not installed")
 
-CHAT, THREAD, STATUS, METRICS, APPROVAL, JSON_OUT, JSON_STATUS, DOWNLOAD = range(8)
+CHAT, THREAD, STATUS, METRICS = range(4)
+APPROVAL, JSON_OUT, JSON_STATUS, DOWNLOAD = range(4)
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -54,6 +55,10 @@ def send(client: Any, ui: UI, message: str, thread: str = "", **settings: Any) -
     return outputs or [job.result()]
 
 
+def outcome(client: Any, thread: str) -> Any:
+    return client.predict(thread, api_name="/outcome")
+
+
 def texts(chat: list[dict[str, Any]]) -> str:
     return "\n".join(part["text"] for m in chat for part in m["content"] if "text" in part)
 
@@ -69,7 +74,7 @@ def test_send_streams_a_turn_to_its_answer_metrics_and_trace(client: Any, ui: UI
     assert boxes[0]["title"] == "Tool call: list_files" and boxes[0]["status"] == "done"
     assert "The workspace holds notes.txt." in texts(chat)
     assert "| 1 | done |" in last[METRICS]
-    trace = Path(last[DOWNLOAD]["value"])
+    trace = Path(outcome(client, last[THREAD])[DOWNLOAD]["value"])
     first = json.loads(trace.read_text().splitlines()[0])
     assert (first["type"], first["input"]) == ("run_started", "Which files are there?")
 
@@ -88,21 +93,23 @@ def test_turns_continue_a_thread_and_two_clients_are_two_conversations(client: A
 
 def test_json_mode_answers_a_validated_formatted_object(client: Any, ui: UI) -> None:
     schema = json.dumps({"type": "object", "required": ["city", "temp_c"]})
-    last = send(client, ui, "Weather in Paris", mode="json", schema=schema)[-1]
+    last = outcome(client, send(client, ui, "Weather in Paris", mode="json", schema=schema)[-1][1])
     assert json.loads(last[JSON_OUT]) == {"city": "Paris", "temp_c": 21}
     assert last[JSON_OUT].startswith("{\n  ") and last[JSON_STATUS].startswith("valid")
     refused = send(client, ui, "Weather?", mode="json", schema='{"type": ')[-1]
     assert "JSON schema: not JSON" in texts(refused[CHAT]) and refused[STATUS] == "Not sent."
     stricter = json.dumps({"type": "object", "required": ["country"]})
     invalid = send(client, ui, "Weather in Paris", mode="json", schema=stricter)[-1]
-    assert invalid[JSON_STATUS].startswith("invalid") and "country" in invalid[JSON_STATUS]
+    status = outcome(client, invalid[THREAD])[JSON_STATUS]
+    assert status.startswith("invalid") and "country" in status
 
 
 def test_approval_through_approve_and_deny(client: Any, ui: UI) -> None:
     target = ui.workspace / "out.txt"
     target.unlink(missing_ok=True)
     paused = send(client, ui, "write the file")[-1]
-    assert "write_file" in paused[APPROVAL] and paused[STATUS].startswith("Waiting")
+    assert paused[STATUS].startswith("Waiting")
+    assert "write_file" in outcome(client, paused[THREAD])[APPROVAL]
     done = client.predict(paused[THREAD], api_name="/approve")
     assert done[STATUS] == "Done." and target.read_text() == "hello"
     target.unlink()
