@@ -37,8 +37,9 @@ UPDATE_INTERVAL_S = 0.03
 queues every update for the browser, so updates sent faster than a browser renders
 them (~20-30 ms each here) pile up and lag; this keeps the stream ahead of it."""
 BURST_S = 0.008
-"""After a quiet spell, how long the first change waits for the rest of its burst (a
-fast server sends many tokens at once: one update for them, not two)."""
+"""How long a change waits for the rest of its burst (a fast server sends many tokens at
+once: one update for them, not two)."""
+_LEEWAY = 2.0
 _STREAM: dict[str, Any] = {"concurrency_limit": None, "show_progress": "hidden"}
 _PRIVATE: dict[str, Any] = {**_STREAM, "api_visibility": "private"}
 _INSTANT: dict[str, Any] = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
@@ -89,7 +90,8 @@ class Handlers:
                     fn, [c.thread], live, api_name=fn.__name__, **_STREAM
                 )
             )
-        c.stop.click(self.stop, [c.thread], [c.status], api_name="stop", **_STREAM)
+        # Not the status line: the stopped turn's own last update says how it ended.
+        c.stop.click(self.stop, [c.thread], [c.stop_reply], api_name="stop", **_STREAM)
         outcome, history = self._outcome_outputs(), [c.conversations, c.runs]
         chains[0].then(self.outcome, [c.thread], outcome, api_name="outcome", **_STREAM)
         for chain in chains[1:]:
@@ -246,19 +248,25 @@ class Handlers:
         return _live(Screen(thread_id=""))
 
     async def _watch(self, turn: Turn) -> AsyncIterator[tuple[Any, ...]]:
-        """The turn's screens as it runs (changes coalesce: a slow consumer skips states,
-        and updates come at most every ``UPDATE_INTERVAL_S``), then its last one."""
-        last = 0.0
+        """The turn's screens as it runs, then its last one.
+
+        Changes coalesce: each update first waits ``BURST_S`` for the rest of a burst,
+        and updates are paced to one per ``UPDATE_INTERVAL_S`` on average, with a
+        leeway of one (the question, then its first tokens, go at once).
+        """
+        allowance, stamp = _LEEWAY, time.monotonic()
         async for _ in turn.updates():
             if turn.done:
                 break
-            if time.monotonic() - last >= UPDATE_INTERVAL_S:  # after a quiet spell
-                await turn.pause(BURST_S)
+            await turn.pause(BURST_S)
+            allowance = min(_LEEWAY, allowance + (time.monotonic() - stamp) / UPDATE_INTERVAL_S)
+            if allowance < 1.0:
+                await turn.pause((1.0 - allowance) * UPDATE_INTERVAL_S)
+                allowance = 1.0
             if turn.done:
                 break
+            allowance, stamp = allowance - 1.0, time.monotonic()
             yield _live(screen(turn.view, turn.thread_id, running=True, notice=turn.notice))
-            last = time.monotonic()
-            await turn.pause(UPDATE_INTERVAL_S)
         yield _live(screen(turn.view, turn.thread_id, running=False, notice=turn.notice))
 
     async def outcome(self, thread: str) -> tuple[Any, ...]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local tool
@@ -72,6 +73,7 @@ def build_page(engine: Engine, config: PageConfig) -> gr.Blocks:
         )
         c.thread = gr.Textbox(visible=False, label="thread")
         c.pending = gr.Textbox(visible=False, label="message")  # the message being sent
+        c.stop_reply = gr.Textbox(visible=False, label="stop")  # /stop's answer, for the API
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=320):
                 _left_column(c, engine, config)
@@ -105,8 +107,8 @@ def _left_column(c: _Components, engine: Engine, config: PageConfig) -> None:
         _tool_choices(engine),
         value=list(task.tools.enabled),
         label="Tools",
-        info=f"Workspace {task.workspace_dir()}. Policies are the server's (task file, "
-        "options); the page cannot widen them.",
+        info=f"Workspace {_shown(task.workspace_dir())}. Policies are the server's (task "
+        "file, options); the page cannot widen them.",
         interactive=mode != "chat",
     )
     with gr.Group(visible=mode == "json") as c.schema_group:
@@ -157,7 +159,7 @@ def _right_column(c: _Components) -> None:
     c.chat = gr.Chatbot(
         label="Conversation",
         elem_id="chat",
-        height=520,
+        height=560,
         render_markdown=False,
         sanitize_html=True,
         allow_tags=False,
@@ -222,6 +224,14 @@ def _tool_choices(engine: Engine) -> list[tuple[str, str]]:
         summary = policy_summary(tool.name, policies, approval, effects)
         out.append((f"{tool.name} — {summary}", tool.name))
     return out
+
+
+def _shown(path: Path) -> str:
+    """A path as the page shows it: relative to the current folder when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd())) or "."
+    except ValueError:
+        return str(path)
 
 
 def engine_tool_names(engine: Engine) -> list[str]:

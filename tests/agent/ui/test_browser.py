@@ -7,7 +7,9 @@ Screenshots are saved at the end of each test (``AGENT_UI_SCREENSHOTS`` to keep 
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -190,3 +192,35 @@ def test_reload_keeps_the_conversation_and_a_new_tab_starts_its_own(
     wait_status(other, "^Done")
     assert other.url != url and "kumquat" not in other.inner_text("#chat")
     other.close()
+
+
+def test_the_sales_example_as_readme_shows_it(chromium: Any, tmp_path: Path) -> None:
+    """README's screenshot (docs/ui.png): README's example task, simulated, in the page."""
+    from agent.sim import ScriptPolicy
+    from agent.task import load_task
+    from agent.testing import run_sim
+    from agent.ui import build_app
+    from tests.agent.ui.conftest import free_port
+
+    example = Path(__file__).resolve().parents[3] / "examples" / "sales_duckdb"
+    task = load_task(example / "task.yaml").model_copy(update={"store": str(tmp_path / "s")})
+    with run_sim(ScriptPolicy.from_file(example / "script.yaml")) as sim:
+        app = build_app(task, sim.url, simulated="replays examples/sales_duckdb/script.yaml")
+        url = app.launch("127.0.0.1", free_port(), quiet=True)
+        page = chromium.new_page(viewport={"width": 1440, "height": 1020})
+        try:
+            page.goto(url)
+            page.wait_for_selector("#chat")
+            ask(page, task.render_input())
+            wait_status(page, "^Done")
+            page.locator("#chat .thought-group .title").nth(1).click()  # the SQL and its rows
+            _expect()(page.locator("#chat")).to_contain_text("total_revenue")
+            page.wait_for_timeout(600)  # the box's opening animation
+            page.locator("#chat .bubble-wrap").evaluate("e => { e.scrollTop = e.scrollHeight; }")
+            assert "North had the highest total revenue in 2026" in chat_text(page)
+            folder = Path(os.environ.get("AGENT_UI_SCREENSHOTS") or tmp_path)
+            folder.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(folder / "ui.png"))
+        finally:
+            page.close()
+            app.close()
