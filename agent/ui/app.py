@@ -98,7 +98,7 @@ def build_app(
     from agent.ui.engine import Engine
     from agent.ui.page import PageConfig, build_page
 
-    engine = Engine(task, backend=backend)
+    engine = Engine(task, model_url=model_url, backend=backend)
     blocks = build_page(engine, PageConfig(model_url=model_url, simulated=simulated))
     return App(blocks, engine)
 

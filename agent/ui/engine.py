@@ -143,11 +143,15 @@ class Engine:
         self,
         base: Task,
         *,
+        model_url: str = "",
         backend: Callable[[str], Backend] | None = None,
         max_agents: int = 8,
         max_views: int = 64,
     ) -> None:
         self.base = base
+        self.defaults = _defaults(base, model_url)
+        """Settings for a turn that brings none and whose conversation has none in memory
+        (Resume / Approve after a restart): the server's task, its model URL."""
         self.store_folder = store_location(base.store).folder
         self._backend = backend
         self._max_agents, self._max_views = max_agents, max_views
@@ -174,7 +178,7 @@ class Engine:
         decision on its waiting calls). ``settings=None`` reuses the thread's last;
         ``new``: the conversation was just made (nothing to rebuild)."""
         view = await self.view(thread_id, new=new)
-        settings = settings or self._settings.get(thread_id) or Settings()
+        settings = settings or self._settings.get(thread_id) or self.defaults
         turn = Turn(thread_id, view, "")
         if self.running(thread_id) is not None:
             turn.notice = "Not sent: this conversation has a turn running (in another tab?)."
@@ -316,6 +320,22 @@ class Engine:
         while self._agents:
             await self._agents.popitem()[1].aclose()
         shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def _defaults(task: Task, model_url: str) -> Settings:
+    s = task.model.sampling
+    mode = "json" if task.output_schema else ("tools" if task.tools.enabled else "chat")
+    return Settings(
+        mode=mode,  # type: ignore[arg-type]
+        system=task.system or "",
+        tools=tuple(task.tools.enabled),
+        schema=json.dumps(task.output_schema) if task.output_schema else "",
+        temperature=s.temperature,
+        top_p=s.top_p,
+        max_tokens=s.max_tokens,
+        seed=s.seed,
+        model_url=model_url or task.model.urls()[0],
+    )
 
 
 def _first_input(record: Any) -> str:

@@ -94,7 +94,6 @@ class _Components:
 
 def _left_column(c: _Components, engine: Engine, config: PageConfig) -> None:
     task = engine.base
-    sampling = task.model.sampling
     c.system = gr.Textbox(
         task.system or "",
         label="System prompt",
@@ -119,13 +118,7 @@ def _left_column(c: _Components, engine: Engine, config: PageConfig) -> None:
         c.schema_status = gr.Textbox(
             "valid JSON Schema", show_label=False, interactive=False, elem_id="schema-status"
         )
-    with gr.Accordion("Sampling", open=True):
-        c.temperature = gr.Slider(0, 2, sampling.temperature or 0.0, step=0.05, label="Temperature")
-        c.top_p = gr.Slider(0.05, 1.0, sampling.top_p or 1.0, step=0.01, label="Top-p")
-        c.max_tokens = gr.Slider(16, 8192, sampling.max_tokens, step=16, label="Max tokens")
-        c.seed = gr.Textbox(
-            "" if sampling.seed is None else str(sampling.seed), label="Seed (blank: random)"
-        )
+    _sampling(c, task)
     supported = tool_choice_supported()
     c.tool_choice = gr.Dropdown(
         [*TOOL_CHOICES, *engine_tool_names(engine)],
@@ -146,6 +139,17 @@ def _left_column(c: _Components, engine: Engine, config: PageConfig) -> None:
     c.task_status = gr.Textbox(
         f"task: {task.name or task.path or '(none)'}", show_label=False, interactive=False
     )
+
+
+def _sampling(c: _Components, task: Any) -> None:
+    sampling = task.model.sampling
+    with gr.Accordion("Sampling", open=True):
+        c.temperature = gr.Slider(0, 2, sampling.temperature or 0.0, step=0.05, label="Temperature")
+        c.top_p = gr.Slider(0.05, 1.0, sampling.top_p or 1.0, step=0.01, label="Top-p")
+        c.max_tokens = gr.Slider(16, 8192, sampling.max_tokens, step=16, label="Max tokens")
+        c.seed = gr.Textbox(
+            "" if sampling.seed is None else str(sampling.seed), label="Seed (blank: random)"
+        )
 
 
 _DEFAULT_SCHEMA = {
