@@ -200,7 +200,12 @@ class Agent:
             )
             rec.start(resumed)
             start = RunStarted(
-                run_id, self._task_name(), self._model_url(), resumed, thread_id=plan.thread_id
+                run_id,
+                self._task_name(),
+                self._model_url(),
+                resumed,
+                thread_id=plan.thread_id,
+                input=None if resumed else plan.payload["messages"][-1].content,
             )
             rec.event(start)
             ended = False
@@ -412,7 +417,9 @@ class Agent:
             "output_retries": 0,
             "usage": {},
             "denied": [],
-            "json_mode": False,
+            # With no tools, the answer is the first thing the model writes: JSON mode
+            # (the schema in the system turn, structured outputs) from the first call.
+            "json_mode": self.output_schema is not None and len(self.tools) == 0,
             "constrain": False,
             "awaiting_approval": False,
             "limit": None,

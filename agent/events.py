@@ -41,13 +41,15 @@ __all__ = [
 
 @dataclass(frozen=True)
 class RunStarted:
-    """A run began (``resumed``: it continues from a checkpoint) on ``thread_id``."""
+    """A run began (``resumed``: it continues from a checkpoint) on ``thread_id``;
+    ``input`` is the user's text of the turn it answers (``None`` when it resumes)."""
 
     run_id: str
     task: str | None = None
     model_url: str | None = None
     resumed: bool = False
     thread_id: str | None = None
+    input: str | None = None
     kind: Literal["run_started"] = "run_started"
 
 

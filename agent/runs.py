@@ -14,7 +14,7 @@ each, so a killed process keeps everything written before it died; a resumed run
 the same file and appends. Event types and their usual fields:
 
 ```
-run_started   task, model_url, resumed
+run_started   task, model_url, resumed, thread_id, input (the user's text; null on resume)
 prompt        step, prefix_chars, text, chars: the prompt sent is the previous prompt's
               first prefix_chars characters + text (prompts are append-only, so this
               keeps traces linear in run length); chars is its whole length.

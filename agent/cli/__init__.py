@@ -32,6 +32,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("agent.cli.sim:sim_cmd", "Run the simulated vLLM server (no GPU needed)."),
     "tools": ("agent.cli.tools:tools_cmd", "List the available tools and their schemas."),
     "tool": ("agent.cli.tools:tool_group", "Run one tool call through the dispatcher."),
+    "ui": ("agent.cli.ui:ui_cmd", "Serve the web UI (Gradio; the ui extra) on 127.0.0.1:7861."),
 }
 
 

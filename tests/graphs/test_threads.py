@@ -89,3 +89,15 @@ async def test_a_turn_resumes_in_another_agent_by_its_run_id(make_agent: Any, si
     result = await second.run(run_id=paused.run_id, approve="all")
     assert (result.status, result.answer, result.thread_id) == ("done", "ok2", "t2")
     assert CALLS == [("launch", "a"), ("launch", "b")]
+
+
+async def test_run_started_carries_the_turns_input(make_agent: Any) -> None:
+    agent = make_agent(["Paris.", "About 2.1 million people."])
+    turn1 = [e async for e in agent.stream("Capital of France?", thread_id="t-in")]
+    turn2 = [e async for e in agent.stream("How many live there?", thread_id="t-in")]
+    first, second = turn1[0], turn2[0]
+    assert (first.kind, first.input, second.input) == (
+        "run_started",
+        "Capital of France?",
+        "How many live there?",
+    )
