@@ -292,10 +292,9 @@ class Agent:
             stack = AsyncExitStack()
             checkpointer, store = await open_persistence(self.store, stack)
             self._graph = build_graph(checkpointer=checkpointer, store=store)
-            if self.store.folder is not None:
-                from agent.runs import RunStore
+            from agent.runs import open_run_store
 
-                self._runs = RunStore(self.store.folder / "runs.db")
+            self._runs = open_run_store(self.store)
             self._resources = stack
 
     async def _context(self, run_id: str, stack: AsyncExitStack, *, resumed: bool) -> Any:

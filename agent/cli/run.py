@@ -191,13 +191,15 @@ def _resolve_run(task: Any, ref: str) -> str:
     """The full id of the run ``--resume REF`` names (a unique start of its id or short id)."""
     from agent.errors import ConfigError
     from agent.persistence import store_location
-    from agent.runs import RunStore
+    from agent.runs import open_run_store
 
-    folder = store_location(task.store).folder
-    db = folder / "runs.db" if folder is not None else None
-    if db is None or not db.is_file():
+    location = store_location(task.store)
+    folder = location.folder
+    if location.postgres_url is None and (folder is None or not (folder / "runs.db").is_file()):
         raise ConfigError(f"no run {ref!r} to resume: no run store at {folder}")
-    return RunStore(db).find(ref).run_id
+    runs = open_run_store(location)
+    assert runs is not None
+    return runs.find(ref).run_id
 
 
 async def _start_sim(script: Path, stack: AsyncExitStack, console: Any) -> str:

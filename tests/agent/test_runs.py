@@ -109,7 +109,7 @@ def test_resolve_store_path(tmp_path: Path, monkeypatch) -> None:
     assert resolve_store_path(tmp_path / "x.db") == tmp_path / "x.db"
     monkeypatch.setenv("AGENT_STORE", str(tmp_path / "s"))
     assert resolve_store_path() == tmp_path / "s" / "runs.db"
-    with pytest.raises(ConfigError, match="SQLite"):
+    with pytest.raises(ConfigError, match="postgres URL"):
         resolve_store_path("postgres://u:secret@db/x")
 
 
