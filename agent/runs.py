@@ -405,13 +405,18 @@ class RunStore:
                 [(e.run_id, e.seq, e.kind, e.data, e.ts) for e in events],
             )
 
-    def events(self, run_id: str, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
-        """A run's events with ``seq > after``, in order, at most ``limit``."""
+    def events(
+        self, run_id: str, after: int = 0, limit: int = 1000, kind: str | None = None
+    ) -> list[StoredEvent]:
+        """A run's events with ``seq > after`` (only ``kind`` ones if given), in order, at
+        most ``limit``; ``after=-1, limit=1`` with a kind: the last one of that kind."""
+        where, order = ("AND kind = ?", (kind,)) if kind else ("", ())
+        newest = after < 0
         with self._tx(write=False) as conn:
             rows = conn.execute(
                 "SELECT run_id, seq, kind, data, ts FROM run_events WHERE run_id = ? AND seq > ?"
-                " ORDER BY seq LIMIT ?",
-                (run_id, after, limit),
+                f" {where} ORDER BY seq {'DESC' if newest else ''} LIMIT ?",
+                (run_id, max(after, 0), *order, limit),
             )
         return [StoredEvent(**row) for row in rows]
 

@@ -35,6 +35,7 @@ class _Options:
     as_json: bool
     trace_file: Path | None
     store: str | None
+    otel: bool = False
 
 
 @click.command("run")
@@ -84,6 +85,12 @@ class _Options:
     show_envvar=True,
     help="Run store folder (or postgresql:// URL); overrides the task file's store.",
 )
+@click.option(
+    "--otel",
+    is_flag=True,
+    help="OpenTelemetry GenAI spans of the run (the otel extra): to the global provider "
+    "(opentelemetry-instrument), else printed to stderr.",
+)
 def run_cmd(
     task: Path,
     as_json: bool,
@@ -94,6 +101,7 @@ def run_cmd(
     vars_: tuple[str, ...],
     trace_file: Path | None,
     store: str | None,
+    otel: bool,
 ) -> None:
     """Run TASK.yaml until the model gives a final answer.
 
@@ -118,6 +126,7 @@ def run_cmd(
             as_json,
             trace_file,
             store,
+            otel,
         )
         code = _run_until_signal(options, started)
     except ConfigError as exc:
@@ -164,6 +173,10 @@ async def _run(o: _Options, started: list[str]) -> int:
             model_url = await _start_sim(o.sim_script, stack, console)
         agent = Agent.from_task(task, vars=o.vars, model_url=model_url)
         stack.push_async_callback(agent.aclose)
+        if o.otel:
+            from agent.tracing import cli_tracer
+
+            agent.tracer = cli_tracer()
         printer = _Progress(console, quiet=o.as_json, started=started)
         result = await agent.run(
             run_id=run_id,

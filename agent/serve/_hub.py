@@ -1,0 +1,148 @@
+"""Events of runs: stored first, then handed to live listeners; replayed by number.
+
+Write-then-publish: :meth:`EventHub.emit` queues an event; one background task writes
+whatever is queued in a single transaction (off the event loop), and only then hands the
+batch to this process's listeners. So a listener never sees an event that a crash could
+lose, and a client that reconnects with ``Last-Event-ID: N`` gets exactly the events
+after N — from this replica, another one, or this one after a restart.
+
+A listener (:meth:`EventHub.follow`) registers for live events first, then reads what is
+stored after its position, then takes live events, dropping numbers it has seen; a gap
+(events written by another replica) sends it back to the store. Runs that no task of this
+process is running are polled in the store (``poll_s``), so a listener follows a run
+wherever it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from agent.runs import RunStore, StoredEvent
+
+__all__ = ["EventHub", "is_last"]
+
+_log = logging.getLogger(__name__)
+_KEEPALIVE_S = 15.0
+
+
+def is_last(event: StoredEvent) -> bool:
+    """The run's stream ends here: a ``final`` event that is not a pause for approval."""
+    return event.kind == "final" and '"status": "awaiting_approval"' not in event.data
+
+
+class EventHub:
+    """Stores and fans out events of every run of this process."""
+
+    def __init__(self, runs: RunStore, *, poll_s: float = 0.3) -> None:
+        self.runs, self.poll_s = runs, poll_s
+        self._queued: list[StoredEvent] = []
+        self._wake = asyncio.Event()
+        self._listeners: dict[str, set[asyncio.Queue[StoredEvent]]] = {}
+        self._flushed = asyncio.Event()
+        self.closing = False
+        self.on_publish: Callable[[StoredEvent], None] | None = None
+
+    def emit(self, run_id: str, seq: int, data: dict[str, Any]) -> None:
+        """Queue event number ``seq`` of ``run_id`` (its JSON form) for storing."""
+        text = json.dumps(data, ensure_ascii=False, default=str)
+        self._queued.append(StoredEvent(run_id, seq, data["kind"], text, time.time()))
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Write and publish queued events until cancelled."""
+        while True:
+            await self._wake.wait()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write what is queued now, then publish it."""
+        self._wake.clear()
+        batch, self._queued = self._queued, []
+        if not batch:
+            return
+        try:
+            await asyncio.to_thread(self.runs.append_events, batch)
+        except Exception:  # keep the events: the next flush tries again
+            _log.exception("storing %d events failed", len(batch))
+            self._queued[:0] = batch
+            await asyncio.sleep(0.5)
+            self._wake.set()
+            return
+        for event in batch:
+            for queue in self._listeners.get(event.run_id, ()):
+                queue.put_nowait(event)
+            if self.on_publish is not None:
+                self.on_publish(event)
+
+    async def follow(
+        self, run_id: str, after: int, local: Callable[[], bool]
+    ) -> AsyncIterator[StoredEvent | None]:
+        """Events of ``run_id`` numbered above ``after``, until its last one; ``None`` now
+        and then while nothing happens (for keep-alives). ``local()``: whether this
+        process runs it now (then the store is polled rarely)."""
+        queue: asyncio.Queue[StoredEvent] = asyncio.Queue()
+        self._listeners.setdefault(run_id, set()).add(queue)
+        last, quiet_since = after, time.monotonic()
+        try:
+            while not self.closing:
+                stored = await asyncio.to_thread(self.runs.events, run_id, last)
+                for event in stored:
+                    yield event
+                    last, quiet_since = event.seq, time.monotonic()
+                    if is_last(event):
+                        return
+                if len(stored) == 1000:
+                    continue
+                async for event in self._live(queue, last, local):
+                    yield event
+                    last, quiet_since = event.seq, time.monotonic()
+                    if is_last(event):
+                        return
+                if time.monotonic() - quiet_since > _KEEPALIVE_S:
+                    quiet_since = time.monotonic()
+                    yield None
+        finally:
+            listeners = self._listeners.get(run_id)
+            if listeners is not None:
+                listeners.discard(queue)
+                if not listeners:
+                    del self._listeners[run_id]
+
+    async def _live(
+        self, queue: asyncio.Queue[StoredEvent], last: int, local: Callable[[], bool]
+    ) -> AsyncIterator[StoredEvent]:
+        """Consecutive live events after ``last``; returns on a gap, a quiet spell or
+        closing, so the caller reads the store again."""
+        while not self.closing:
+            timeout = 5.0 if local() else self.poll_s
+            try:
+                event = await asyncio.wait_for(queue.get(), timeout)
+            except TimeoutError:
+                return
+            if event.seq <= last:
+                continue
+            if event.seq != last + 1:
+                return
+            yield event
+            last = event.seq
+            if is_last(event):
+                return
+
+    def begin_close(self) -> None:
+        """End every listener now (the server is going away; clients reconnect)."""
+        self.closing = True
+        for run_id, queues in self._listeners.items():
+            for queue in queues:
+                queue.put_nowait(StoredEvent(run_id, -1, "closing", "{}", time.time()))
+
+    async def aclose(self) -> None:
+        """Write what is left; listeners end."""
+        self.begin_close()
+        with contextlib.suppress(Exception):
+            await self.flush()
