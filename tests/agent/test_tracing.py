@@ -8,17 +8,17 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk")
 
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
 
-from agent import Agent  # noqa: E402
-from agent.runs import RunStore  # noqa: E402
-from agent.sim import ScriptPolicy  # noqa: E402
-from agent.tracing import CAPTURE_CONTENT_ENV, tracer  # noqa: E402
-from tests.fakes import add, call  # noqa: E402
+from agent import Agent
+from agent.runs import RunStore
+from agent.sim import ScriptPolicy
+from agent.tracing import CAPTURE_CONTENT_ENV, tracer
+from tests.fakes import add, call
 
 
 @pytest.fixture

@@ -39,9 +39,11 @@ def api_schema(tmp_path_factory) -> Iterator[object]:
     tmp = tmp_path_factory.mktemp("fuzz")
     task = write_task(tmp, "greet", vars={"who": "you"}, limits={"max_steps": 2})
     security = SecurityConfig(rate=10_000, burst=10_000)
-    with run_sim(FunctionPolicy(lambda r: "Hello.")) as sim:
-        with served(config(tmp, sim.url, task, security=security)) as s:
-            yield schemathesis.openapi.from_url(f"{s.url}/openapi.json")
+    with (
+        run_sim(FunctionPolicy(lambda r: "Hello.")) as sim,
+        served(config(tmp, sim.url, task, security=security)) as s,
+    ):
+        yield schemathesis.openapi.from_url(f"{s.url}/openapi.json")
 
 
 @pytest.mark.slow
@@ -52,24 +54,28 @@ def test_no_server_errors_and_responses_match_the_schema(api_schema) -> None:
     assert len(operations) >= 14
     modes = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
     for operation, mode in itertools.product(operations, modes):
-
-        @given(case=operation.as_strategy(mode))
-        @settings(
-            max_examples=EXAMPLES,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-            derandomize=True,
-            database=None,
-        )
-        def fuzz(case) -> None:
-            ran[f"{operation.label} {mode.value}"] = (
-                ran.get(f"{operation.label} {mode.value}", 0) + 1
-            )
-            case.call_and_validate(checks=_CHECKS, timeout=30)
-
+        fuzz = _fuzzer(operation, mode, ran)
         try:
             fuzz()
         except Unsatisfiable:  # nothing invalid to send (no parameters, no body)
             assert mode == schemathesis.GenerationMode.NEGATIVE, operation.label
     total = sum(ran.values())
     print(f"\nschemathesis: {total} examples over {len(operations)} operations, no failure")
+
+
+def _fuzzer(operation, mode, ran: dict[str, int]):
+    label = f"{operation.label} {mode.value}"
+
+    @given(case=operation.as_strategy(mode))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+        database=None,
+    )
+    def fuzz(case) -> None:
+        ran[label] = ran.get(label, 0) + 1
+        case.call_and_validate(checks=_CHECKS, timeout=30)
+
+    return fuzz
