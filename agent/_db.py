@@ -9,9 +9,9 @@ round Unix times to minutes; ``INTEGER`` → ``BIGINT``). Numbered migrations
 their own, applied under a lock (``BEGIN IMMEDIATE`` in SQLite, an advisory lock in
 Postgres) so that many processes can start at once against a fresh database.
 
-Both flavours are synchronous: SQLite opens a connection per transaction (~0.1 ms, no
-sharing across threads); Postgres borrows one from a small pool, so the methods are safe
-to call from threads (``asyncio.to_thread``) as well as from the event loop.
+Both flavours are synchronous and safe to call from several threads: SQLite keeps one
+connection per thread (never shared across threads; opening one per transaction cost more
+than the transaction); Postgres borrows one from a small pool.
 
 >>> db = SqliteDatabase(":memory:")
 >>> db.kind
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -107,6 +108,7 @@ class SqliteDatabase(Database):
         self.path = Path(path)
         self.name = str(path)
         self._timeout_s = timeout_s
+        self._local = threading.local()
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
@@ -115,12 +117,22 @@ class SqliteDatabase(Database):
             finally:
                 conn.close()
 
-    @contextmanager
-    def tx(self, write: bool = True) -> Iterator[Tx]:
+    def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self._timeout_s, isolation_level=None)
         conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA synchronous=NORMAL")  # durable against a killed process
+        return conn
+
+    @contextmanager
+    def tx(self, write: bool = True) -> Iterator[Tx]:
+        conn = getattr(self._local, "conn", None)
+        own = conn is None or conn.in_transaction  # nested: a connection of its own
+        if own:
+            conn = self._connect()
+            if getattr(self._local, "conn", None) is None and str(self.path) != ":memory:":
+                self._local.conn, own = conn, False
+        assert conn is not None
         try:
-            conn.execute("PRAGMA synchronous=NORMAL")  # durable against a killed process
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield Tx(conn, _same)
@@ -129,7 +141,8 @@ class SqliteDatabase(Database):
                 raise
             conn.execute("COMMIT")
         finally:
-            conn.close()
+            if own:
+                conn.close()
 
 
 class PostgresDatabase(Database):

@@ -16,6 +16,7 @@ workspace is not a client's to choose.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from pathlib import Path
@@ -48,6 +49,7 @@ class TaskCatalog:
         for path in [*files, *_task_files(folder)]:
             self._add(path, explicit=path in files)
         self._agents: dict[str, Any] = {}
+        self._opening = asyncio.Lock()  # one Agent per task, opened once
         self.tracer: Any = None
 
     def _add(self, path: Path, *, explicit: bool) -> None:
@@ -78,13 +80,16 @@ class TaskCatalog:
 
     async def agent(self, name: str) -> Any:
         """The task's agent, opened on first use."""
-        if name not in self._agents:
-            from agent.api import Agent
+        if name in self._agents:
+            return self._agents[name]
+        async with self._opening:
+            if name not in self._agents:
+                from agent.api import Agent
 
-            agent = Agent.from_task(self.get(name), model_url=self.model_url)
-            agent.tracer = self.tracer
-            await agent.open()
-            self._agents.setdefault(name, agent)
+                agent = Agent.from_task(self.get(name), model_url=self.model_url)
+                agent.tracer = self.tracer
+                await agent.open()
+                self._agents[name] = agent
         return self._agents[name]
 
     async def aclose(self) -> None:

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from agent.runs import RunStore, StoredEvent
+from agent.serve._io import io
 
 __all__ = ["EventHub", "is_last"]
 
@@ -39,8 +40,8 @@ def is_last(event: StoredEvent) -> bool:
 class EventHub:
     """Stores and fans out events of every run of this process."""
 
-    def __init__(self, runs: RunStore, *, poll_s: float = 0.3) -> None:
-        self.runs, self.poll_s = runs, poll_s
+    def __init__(self, events: RunStore, *, poll_s: float = 0.3) -> None:
+        self.events, self.poll_s = events, poll_s
         self._queued: list[StoredEvent] = []
         self._wake = asyncio.Event()
         self._listeners: dict[str, set[asyncio.Queue[StoredEvent]]] = {}
@@ -67,7 +68,7 @@ class EventHub:
         if not batch:
             return
         try:
-            await asyncio.to_thread(self.runs.append_events, batch)
+            await io(self.events.append_events, batch)
         except Exception:  # keep the events: the next flush tries again
             _log.exception("storing %d events failed", len(batch))
             self._queued[:0] = batch
@@ -91,7 +92,7 @@ class EventHub:
         last, quiet_since = after, time.monotonic()
         try:
             while not self.closing:
-                stored = await asyncio.to_thread(self.runs.events, run_id, last)
+                stored = await io(self.events.events, run_id, last)
                 for event in stored:
                     yield event
                     last, quiet_since = event.seq, time.monotonic()

@@ -221,14 +221,6 @@ class JobStore:
             )
         return [r["run_id"] for r in rows]
 
-    def active_count(self, identity: str) -> int:
-        with self.db.tx(write=False) as tx:
-            rows = tx.execute(
-                "SELECT COUNT(*) AS n FROM serve_jobs WHERE identity = ? AND state = 'active'",
-                (identity,),
-            )
-        return rows[0]["n"]
-
     # ---- threads ---------------------------------------------------------------------
 
     def create_thread(self, thread_id: str, identity: str, task: str, meta: dict) -> float:

@@ -31,6 +31,7 @@ from agent.events import Final, RunError, to_dict
 from agent.serve._catalog import TaskCatalog, narrow
 from agent.serve._errors import HTTPError, scrub
 from agent.serve._hub import EventHub
+from agent.serve._io import io
 from agent.serve._jobs import Job, JobStore, idempotency_hash
 from agent.serve._models import InlineTask, RunBody, RunOptions
 from agent.types import RunResult, Usage
@@ -46,6 +47,7 @@ class RunManager:
     def __init__(
         self,
         catalog: TaskCatalog,
+        records: Any,
         jobs: JobStore,
         hub: EventHub,
         metrics: Any,
@@ -55,10 +57,11 @@ class RunManager:
         tick_s: float = 0.5,
     ) -> None:
         self.catalog, self.jobs, self.hub, self.metrics = catalog, jobs, hub, metrics
-        self.runs = hub.runs
+        self.records, self.events = records, hub.events
         self.max_active, self.drain_s, self.tick_s = max_active_per_token, drain_s, tick_s
         self.draining = False
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._active: dict[str, int] = {}  # identity -> runs in progress here
         self._stop_reason: dict[str, str] = {}
 
     def running_here(self, run_id: str) -> bool:
@@ -81,10 +84,10 @@ class RunManager:
         except ConfigError as exc:
             raise HTTPError(422, "invalid_request", str(exc)) from None
         idem = idempotency_hash(identity, key) if key else None
-        if idem and (earlier := await asyncio.to_thread(self.jobs.by_idempotency, idem)):
+        if idem and (earlier := await io(self.jobs.by_idempotency, idem)):
             return earlier.run_id, False
         await self._check_thread(body.thread_id, identity, name)
-        if await asyncio.to_thread(self.jobs.active_count, identity) >= self.max_active:
+        if self._active.get(identity, 0) >= self.max_active:
             raise HTTPError(
                 429, "too_many_runs", "too many runs in progress for this token",
                 {"Retry-After": "1"},
@@ -99,16 +102,16 @@ class RunManager:
             thread_id=body.thread_id,
             idem_key=idem,
         )
-        run_id = await asyncio.to_thread(self.jobs.insert, job)
+        run_id = await io(self.jobs.insert, job)
         if run_id != job.run_id:
             return run_id, False
-        self._launch(job, agent, text, body.options.approve)
+        self._launch(job, agent, text, body.options.approve, fresh=True)
         return run_id, True
 
     async def _check_thread(self, thread_id: str | None, identity: str, task: str) -> None:
         if thread_id is None:
             return
-        thread = await asyncio.to_thread(self.jobs.thread, thread_id)
+        thread = await io(self.jobs.thread, thread_id)
         if thread is None or thread["identity"] != identity:
             raise HTTPError(404, "thread_not_found", f"no thread {thread_id!r}")
         if thread["task"] != task:
@@ -116,10 +119,20 @@ class RunManager:
                 409, "thread_task", f"thread {thread_id!r} belongs to task {thread['task']!r}"
             )
 
-    def _launch(self, job: Job, agent: Any, text: str | None, approve: Any) -> None:
-        task = asyncio.create_task(self._execute(job, agent, text, approve))
+    def _launch(
+        self, job: Job, agent: Any, text: str | None, approve: Any, fresh: bool = False
+    ) -> None:
+        """Run ``job`` here (``fresh``: a new run, with no events yet)."""
+        task = asyncio.create_task(self._execute(job, agent, text, approve, fresh))
         self._tasks[job.run_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(job.run_id, None))
+        self._active[job.identity] = self._active.get(job.identity, 0) + 1
+        task.add_done_callback(lambda _: self._done(job))
+
+    def _done(self, job: Job) -> None:
+        self._tasks.pop(job.run_id, None)
+        self._active[job.identity] -= 1
+        if not self._active[job.identity]:
+            del self._active[job.identity]
 
     async def _agent_for(self, job: Job) -> Any:
         """The job's agent, rebuilt from its request (on any replica)."""
@@ -130,9 +143,11 @@ class RunManager:
 
     # ---- running ---------------------------------------------------------------------
 
-    async def _execute(self, job: Job, agent: Any, text: str | None, approve: Any) -> None:
+    async def _execute(
+        self, job: Job, agent: Any, text: str | None, approve: Any, fresh: bool
+    ) -> None:
         run_id, final = job.run_id, None
-        seq = await asyncio.to_thread(self.runs.last_seq, run_id)
+        seq = 0 if fresh else await io(self.events.last_seq, run_id)
         started = time.monotonic()
         try:
             stream = agent.stream(
@@ -171,18 +186,16 @@ class RunManager:
         if final is not None:
             state = "paused" if final.status == "awaiting_approval" else "ended"
             self.metrics.run_seconds.observe(seconds)
-            await asyncio.to_thread(self.jobs.set_state, job.run_id, state, final.error)
+            await io(self.jobs.set_state, job.run_id, state, final.error)
         elif reason == "cancel":
             await self._mark_cancelled(job.run_id, seq)
         else:  # draining or shutting down: resumable at once, here after a restart or elsewhere
-            await asyncio.to_thread(self.jobs.release, job.run_id)
+            await io(self.jobs.release, job.run_id)
 
     async def _mark_cancelled(self, run_id: str, seq: int) -> None:
-        record = await asyncio.to_thread(self.runs.get, run_id)
+        record = await io(self.records.get, run_id)
         if record is not None:
-            await asyncio.to_thread(
-                self.runs.update, run_id, status="cancelled", finished_at=time.time()
-            )
+            await io(self.records.update, run_id, status="cancelled", finished_at=time.time())
         result = RunResult(
             run_id,
             "cancelled",
@@ -193,12 +206,12 @@ class RunManager:
         )
         self.hub.emit(run_id, seq + 1, public(Final(result)))
         self.metrics.observe(Final(result))
-        await asyncio.to_thread(self.jobs.set_state, run_id, "cancelled")
+        await io(self.jobs.set_state, run_id, "cancelled")
 
     # ---- control ---------------------------------------------------------------------
 
     async def job(self, run_id: str, identity: str) -> Job:
-        job = await asyncio.to_thread(self.jobs.get, run_id)
+        job = await io(self.jobs.get, run_id)
         if job is None or job.identity != identity:
             raise HTTPError(404, "run_not_found", f"no run {run_id!r}")
         return job
@@ -206,7 +219,7 @@ class RunManager:
     async def approve(self, run_id: str, identity: str, decision: Any) -> None:
         """Continue a paused run with ``decision`` (a bool, or ``{call_id: bool}``)."""
         job = await self.job(run_id, identity)
-        if job.state != "paused" or not await asyncio.to_thread(self.jobs.claim, job, "paused"):
+        if job.state != "paused" or not await io(self.jobs.claim, job, "paused"):
             raise HTTPError(409, "not_awaiting_approval", f"run {run_id!r} is not waiting")
         agent = await self._agent_for(job)
         self._launch(job, agent, None, lambda request: _decide(decision, request))
@@ -223,10 +236,10 @@ class RunManager:
             return "cancelled"
         orphaned = job.state == "active" and (job.lease_until < time.time() or job.owner_dead())
         states = ("paused", "active") if orphaned else ("paused",)
-        if await asyncio.to_thread(self.jobs.cancel_if, run_id, states):
-            await self._mark_cancelled(run_id, await asyncio.to_thread(self.runs.last_seq, run_id))
+        if await io(self.jobs.cancel_if, run_id, states):
+            await self._mark_cancelled(run_id, await io(self.events.last_seq, run_id))
             return "cancelled"
-        await asyncio.to_thread(self.jobs.request_cancel, run_id)
+        await io(self.jobs.request_cancel, run_id)
         return "cancelling"
 
     def _stop(self, run_id: str, reason: str) -> None:
@@ -245,8 +258,8 @@ class RunManager:
             try:
                 if time.monotonic() - beat > self.jobs.lease_s / 3:
                     beat = time.monotonic()
-                    await asyncio.to_thread(self.jobs.heartbeat)
-                for run_id in await asyncio.to_thread(self.jobs.cancel_requests):
+                    await io(self.jobs.heartbeat)
+                for run_id in await io(self.jobs.cancel_requests):
                     self._stop(run_id, "cancel")
                 if not self.draining:
                     await self.adopt_orphans()
@@ -255,13 +268,13 @@ class RunManager:
 
     async def adopt_orphans(self) -> None:
         """Resume runs that no live replica runs (a crash, an expired lease, a drain)."""
-        for job in await asyncio.to_thread(self.jobs.orphans):
-            if await asyncio.to_thread(self.jobs.claim, job, "active"):
+        for job in await io(self.jobs.orphans):
+            if await io(self.jobs.claim, job, "active"):
                 _log.info("resuming run %s", job.run_id)
                 try:
                     agent = await self._agent_for(job)
                 except HTTPError as exc:  # its task is no longer served here
-                    await asyncio.to_thread(self.jobs.set_state, job.run_id, "ended", exc.message)
+                    await io(self.jobs.set_state, job.run_id, "ended", exc.message)
                     continue
                 body = job.spec["body"]
                 self._launch(job, agent, job.spec["input"], body["options"]["approve"])

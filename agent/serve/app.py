@@ -53,7 +53,7 @@ class ServeConfig:
     """Overrides the tasks' model URL."""
     security: SecurityConfig = field(default_factory=SecurityConfig)
     max_active_per_token: int = 64
-    """Runs in progress at once per token (more: 429)."""
+    """Runs in progress at once per token on this replica (more: 429)."""
     cors_origins: list[str] = field(default_factory=list)
     """Origins allowed by CORS; none: CORS off."""
     drain_s: float = 10.0
@@ -82,12 +82,14 @@ class Service:
         runs = open_run_store(config.store)
         assert runs is not None
         self.runs = runs
+        self.events = _event_store(runs)
         self.replica = uuid.uuid4().hex[:12]
-        self.jobs = JobStore(runs.db, self.replica, config.lease_s)
-        self.hub = EventHub(runs, poll_s=config.poll_s)
+        self.jobs = JobStore(self.events.db, self.replica, config.lease_s)
+        self.hub = EventHub(self.events, poll_s=config.poll_s)
         self.metrics = Metrics()
         self.manager = RunManager(
             self.catalog,
+            self.runs,
             self.jobs,
             self.hub,
             self.metrics,
@@ -99,6 +101,8 @@ class Service:
         self._background: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        for name in self.catalog.tasks:  # open each task's databases before taking requests
+            await self.catalog.agent(name)
         self._background = [
             asyncio.create_task(self.hub.run()),
             asyncio.create_task(self.manager.maintain()),
@@ -174,6 +178,18 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
     logging.getLogger(__name__).error("internal error", exc_info=exc)
     return error_response(500, "internal_error", "internal error (see the server's log)")
+
+
+def _event_store(runs: Any) -> Any:
+    """Where events and jobs go: the run store's database for Postgres; for SQLite a file
+    of their own beside ``runs.db`` (``serve.db``), so that the service's writes and the
+    runs' own record writes do not queue on one file's write lock."""
+    from agent._db import SqliteDatabase
+    from agent.runs import RunStore
+
+    if runs.db.kind != "sqlite":
+        return runs
+    return RunStore(SqliteDatabase(Path(runs.path).with_name("serve.db")))
 
 
 def _version() -> str:
