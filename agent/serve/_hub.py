@@ -7,7 +7,8 @@ lose, and a client that reconnects with ``Last-Event-ID: N`` gets exactly the ev
 after N — from this replica, another one, or this one after a restart.
 
 A listener (:meth:`EventHub.follow`) registers for live events first, then reads what is
-stored after its position, then takes live events, dropping numbers it has seen; a gap
+stored after its position, then takes live events (a batch per write, so a burst of text
+deltas is one socket write), dropping numbers it has seen; a gap
 (events written by another replica) sends it back to the store. Runs that no task of this
 process is running are polled in the store (``poll_s``), so a listener follows a run
 wherever it runs.
@@ -40,8 +41,8 @@ def is_last(event: StoredEvent) -> bool:
 class EventHub:
     """Stores and fans out events of every run of this process."""
 
-    def __init__(self, events: RunStore, *, poll_s: float = 0.3) -> None:
-        self.events, self.poll_s = events, poll_s
+    def __init__(self, events: RunStore, *, poll_s: float = 0.3, batch_s: float = 0.002) -> None:
+        self.events, self.poll_s, self.batch_s = events, poll_s, batch_s
         self._queued: list[StoredEvent] = []
         self._wake = asyncio.Event()
         self._listeners: dict[str, set[asyncio.Queue[StoredEvent]]] = {}
@@ -59,6 +60,7 @@ class EventHub:
         """Write and publish queued events until cancelled."""
         while True:
             await self._wake.wait()
+            await asyncio.sleep(self.batch_s)  # gather a batch: one write for many events
             await self.flush()
 
     async def flush(self) -> None:
@@ -75,39 +77,44 @@ class EventHub:
             await asyncio.sleep(0.5)
             self._wake.set()
             return
+        by_run: dict[str, list[StoredEvent]] = {}
         for event in batch:
-            for queue in self._listeners.get(event.run_id, ()):
-                queue.put_nowait(event)
-            if self.on_publish is not None:
+            by_run.setdefault(event.run_id, []).append(event)
+        for run_id, events in by_run.items():
+            for queue in self._listeners.get(run_id, ()):
+                queue.put_nowait(events)
+        if self.on_publish is not None:
+            for event in batch:
                 self.on_publish(event)
 
     async def follow(
         self, run_id: str, after: int, local: Callable[[], bool]
-    ) -> AsyncIterator[StoredEvent | None]:
-        """Events of ``run_id`` numbered above ``after``, until its last one; ``None`` now
-        and then while nothing happens (for keep-alives). ``local()``: whether this
-        process runs it now (then the store is polled rarely)."""
-        queue: asyncio.Queue[StoredEvent] = asyncio.Queue()
+    ) -> AsyncIterator[list[StoredEvent]]:
+        """Events of ``run_id`` numbered above ``after``, in batches, until its last one;
+        an empty batch now and then while nothing happens (for keep-alives). ``local()``:
+        whether this process runs it now (then the store is polled rarely)."""
+        queue: asyncio.Queue[list[StoredEvent]] = asyncio.Queue()
         self._listeners.setdefault(run_id, set()).add(queue)
         last, quiet_since = after, time.monotonic()
         try:
             while not self.closing:
                 stored = await io(self.events.events, run_id, last)
-                for event in stored:
-                    yield event
-                    last, quiet_since = event.seq, time.monotonic()
-                    if is_last(event):
+                if stored:
+                    events = _until_last(stored)
+                    yield events
+                    last, quiet_since = events[-1].seq, time.monotonic()
+                    if is_last(events[-1]):
                         return
-                if len(stored) == 1000:
-                    continue
-                async for event in self._live(queue, last, local):
-                    yield event
-                    last, quiet_since = event.seq, time.monotonic()
-                    if is_last(event):
+                    if len(stored) == 1000:  # a full page: read the next one
+                        continue
+                async for events in self._live(queue, last, local):
+                    yield events
+                    last, quiet_since = events[-1].seq, time.monotonic()
+                    if is_last(events[-1]):
                         return
                 if time.monotonic() - quiet_since > _KEEPALIVE_S:
                     quiet_since = time.monotonic()
-                    yield None
+                    yield []
         finally:
             listeners = self._listeners.get(run_id)
             if listeners is not None:
@@ -116,23 +123,25 @@ class EventHub:
                     del self._listeners[run_id]
 
     async def _live(
-        self, queue: asyncio.Queue[StoredEvent], last: int, local: Callable[[], bool]
-    ) -> AsyncIterator[StoredEvent]:
-        """Consecutive live events after ``last``; returns on a gap, a quiet spell or
-        closing, so the caller reads the store again."""
+        self, queue: asyncio.Queue[list[StoredEvent]], last: int, local: Callable[[], bool]
+    ) -> AsyncIterator[list[StoredEvent]]:
+        """Consecutive live events after ``last``, in batches; returns on a gap, a quiet
+        spell or closing, so the caller reads the store again."""
         while not self.closing:
             timeout = 5.0 if local() else self.poll_s
             try:
-                event = await asyncio.wait_for(queue.get(), timeout)
+                events = await asyncio.wait_for(queue.get(), timeout)
             except TimeoutError:
                 return
-            if event.seq <= last:
+            events = [e for e in events if e.seq > last]
+            if not events:
                 continue
-            if event.seq != last + 1:
+            if events[0].seq != last + 1:
                 return
-            yield event
-            last = event.seq
-            if is_last(event):
+            events = _until_last(events)
+            yield events
+            last = events[-1].seq
+            if is_last(events[-1]):
                 return
 
     def begin_close(self) -> None:
@@ -147,3 +156,10 @@ class EventHub:
         self.begin_close()
         with contextlib.suppress(Exception):
             await self.flush()
+
+
+def _until_last(events: list[StoredEvent]) -> list[StoredEvent]:
+    for i, event in enumerate(events):
+        if is_last(event):
+            return events[: i + 1]
+    return events

@@ -25,7 +25,7 @@ T = TypeVar("T")
 _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-serve-db")
 
 
-async def io(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` on the database thread."""
+async def io(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` on the database thread."""
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_EXECUTOR, functools.partial(fn, *args))
+    return await loop.run_in_executor(_EXECUTOR, functools.partial(fn, *args, **kwargs))

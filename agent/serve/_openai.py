@@ -166,10 +166,10 @@ async def chat_completions(request: Request) -> Response:
     return JSONResponse(completion.model_dump(mode="json"), headers=headers)
 
 
-async def _final(events: AsyncIterator[Any]) -> dict[str, Any]:
-    async for event in events:
-        if event is not None and event.kind == "final":
-            return json.loads(event.data)["result"]
+async def _final(batches: AsyncIterator[Any]) -> dict[str, Any]:
+    async for events in batches:
+        if events and events[-1].kind == "final":
+            return json.loads(events[-1].data)["result"]
     raise HTTPError(
         503, "draining", "the server stopped before the run ended", {"Retry-After": "5"}
     )
@@ -186,7 +186,7 @@ async def _stream(
         return json.dumps({**base, "choices": [choice], **extra}, ensure_ascii=False)
 
     yield f"data: {chunk({'role': 'assistant', 'content': ''})}\n\n"
-    async for event in events:
+    async for event in _each(events):
         if event is None:
             yield ": keep-alive\n\n"
         elif event.kind in _PROGRESS:
@@ -205,6 +205,15 @@ async def _stream(
                 yield f"data: {json.dumps({**base, 'choices': [], 'usage': _usage(result)})}\n\n"
             yield "data: [DONE]\n\n"
             return
+
+
+async def _each(batches: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """One event at a time (``None`` for a keep-alive)."""
+    async for events in batches:
+        if not events:
+            yield None
+        for event in events:
+            yield event
 
 
 def _message(result: dict[str, Any]) -> dict[str, Any]:

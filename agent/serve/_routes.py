@@ -102,8 +102,8 @@ async def wait_run(request: Request) -> Response:
     run_id, _ = await svc.manager.submit(
         body, _identity(request), request.headers.get("idempotency-key")
     )
-    async for event in svc.hub.follow(run_id, 0, lambda: svc.manager.running_here(run_id)):
-        if event is not None and event.kind == "final":
+    async for events in svc.hub.follow(run_id, 0, lambda: svc.manager.running_here(run_id)):
+        if events and events[-1].kind == "final":
             break
     return JSONResponse((await run_view(svc, run_id)).model_dump(mode="json"))
 
@@ -131,11 +131,11 @@ async def _sse(svc: Any, run_id: str, after: int) -> AsyncIterator[str]:
     svc.listeners += 1
     try:
         yield "retry: 1000\n\n"
-        async for event in svc.hub.follow(run_id, after, lambda: svc.manager.running_here(run_id)):
-            if event is None:
+        async for events in svc.hub.follow(run_id, after, lambda: svc.manager.running_here(run_id)):
+            if not events:
                 yield ": keep-alive\n\n"
             else:
-                yield f"id: {event.seq}\nevent: {event.kind}\ndata: {event.data}\n\n"
+                yield "".join(f"id: {e.seq}\nevent: {e.kind}\ndata: {e.data}\n\n" for e in events)
     finally:
         svc.listeners -= 1
 

@@ -126,9 +126,11 @@ class RunManager:
         task = asyncio.create_task(self._execute(job, agent, text, approve, fresh))
         self._tasks[job.run_id] = task
         self._active[job.identity] = self._active.get(job.identity, 0) + 1
-        task.add_done_callback(lambda _: self._done(job))
+        task.add_done_callback(lambda done: self._done(job, done))
 
-    def _done(self, job: Job) -> None:
+    def _done(self, job: Job, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("run %s: bookkeeping failed", job.run_id, exc_info=task.exception())
         self._tasks.pop(job.run_id, None)
         self._active[job.identity] -= 1
         if not self._active[job.identity]:
