@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import socket
 import statistics
@@ -98,6 +99,11 @@ class ServeChild:
                 raise RuntimeError("agent serve did not start")
             time.sleep(0.1)
 
+    def cpu_s(self) -> float:
+        """User + system CPU seconds of the server process so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_kib(self) -> int:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
         return int(re.search(r"VmRSS:\s+(\d+)", status)[1])
@@ -110,59 +116,85 @@ class ServeChild:
             self.proc.kill()
 
 
-async def _one_over_http(client: httpx.AsyncClient, task: str, latencies: list[float]) -> str:
-    created = await client.post("/v1/runs", json={"task": task})
-    if created.status_code != 202:
-        raise RuntimeError(f"POST /v1/runs: {created.status_code} {created.text}")
-    run_id = created.json()["run_id"]
-    async with client.stream("GET", f"/v1/runs/{run_id}/events") as response:
-        kind = ""
-        async for line in response.aiter_lines():
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: ") and kind in ("step", "final"):
-                if kind == "step" and (m := _TS.search(line)):
-                    latencies.append(time.time() - float(m[1]))
-                if kind == "final":
-                    return json.loads(line[6:])["result"]["status"]
-    return "unterminated"
+class _Client:
+    """A minimal HTTP/1.1 client on asyncio streams: the load generator should cost the
+    shared CPU as little as possible (httpx parses each SSE line in Python)."""
+
+    def __init__(self, url: str) -> None:
+        host, _, port = url.removeprefix("http://").partition(":")
+        self.host, self.port = host, int(port)
+
+    async def post_run(self, task: str) -> str:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        body = json.dumps({"task": task}).encode()
+        writer.write(
+            b"POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        response = await reader.read()
+        writer.close()
+        head, _, payload = response.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 202"):
+            raise RuntimeError(f"POST /v1/runs: {response[:300]!r}")
+        return json.loads(payload)["run_id"]
+
+    async def follow(self, run_id: str, latencies: list[float]) -> str:
+        """Read the run's SSE stream until its final event; its status."""
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        writer.write(f"GET /v1/runs/{run_id}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        kind = b""
+        try:
+            while line := await reader.readline():
+                if line.startswith(b"event: "):
+                    kind = line[7:].strip()
+                elif line.startswith(b"data: ") and kind in (b"step", b"final"):
+                    if kind == b"step" and (m := _TS.search(line.decode())):
+                        latencies.append(time.time() - float(m[1]))
+                    if kind == b"final":
+                        return json.loads(line[6:])["result"]["status"]
+        finally:
+            writer.close()
+        return "unterminated"
+
+
+async def _one_over_http(client: _Client, task: str, latencies: list[float]) -> str:
+    return await client.follow(await client.post_run(task), latencies)
 
 
 async def _over_http(url: str, n: int, task: str = "bench") -> tuple[float, list[float], list]:
     latencies: list[float] = []
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
-        start = time.perf_counter()
-        statuses = await asyncio.gather(
-            *(_one_over_http(client, task, latencies) for _ in range(n))
-        )
-        return time.perf_counter() - start, latencies, statuses
+    client = _Client(url)
+    start = time.perf_counter()
+    statuses = await asyncio.gather(*(_one_over_http(client, task, latencies) for _ in range(n)))
+    return time.perf_counter() - start, latencies, statuses
 
 
 async def _paced(url: str, n: int, clients: int = 4) -> list[float]:
     latencies: list[float] = []
-    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+    client = _Client(url)
 
-        async def worker(count: int) -> None:
-            for _ in range(count):
-                await _one_over_http(client, "bench", latencies)
+    async def worker(count: int) -> None:
+        for _ in range(count):
+            await _one_over_http(client, "bench", latencies)
 
-        await asyncio.gather(*(worker(n // clients) for _ in range(clients)))
+    await asyncio.gather(*(worker(n // clients) for _ in range(clients)))
     return latencies
 
 
-async def _through_api(task: Path, model_url: str, store: Path, n: int) -> tuple[float, list]:
+async def _through_api(
+    task: Path, model_url: str, store: Path, n: int
+) -> tuple[float, float, list]:
     from agent import Agent
     from agent.task import load_task
 
     loaded = load_task(task).model_copy(update={"store": str(store)})
     agent = Agent.from_task(loaded, model_url=model_url)
     await agent.open()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     results = await asyncio.gather(*(agent.run() for _ in range(n)))
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     await agent.aclose()
-    return wall, [r.status for r in results]
+    return wall, cpu, [r.status for r in results]
 
 
 async def _idle_memory(server: ServeChild, k: int) -> float:
@@ -199,10 +231,14 @@ def main() -> None:
         tmp_path = Path(tmp)
         tasks = _tasks(tmp_path)
         with SimChild("bench.serve:policy", profile="h200") as sim:
-            api_wall, api_status = asyncio.run(_through_api(tasks[0], sim.url, tmp_path / "api", n))
+            api = asyncio.run(_through_api(tasks[0], sim.url, tmp_path / "api", n))
+            api_wall, api_cpu, api_status = api
             server = ServeChild(tasks, sim.url, tmp_path / "serve")
             try:
+                asyncio.run(_over_http(server.url, 5))  # warm up, as the API's agent.open()
+                cpu = server.cpu_s()
                 http_wall, _, http_status = asyncio.run(_over_http(server.url, n))
+                http_cpu = server.cpu_s() - cpu
             finally:
                 server.close()
         with SimChild("bench.serve:policy", profile="instant") as sim:
@@ -219,6 +255,8 @@ def main() -> None:
         "api_wall_s": round(api_wall, 3),
         "http_wall_s": round(http_wall, 3),
         "ratio_http_vs_api": round(http_wall / api_wall, 3),
+        "api_cpu_ms_per_run": round(api_cpu / n * 1000, 1),
+        "server_cpu_ms_per_run": round(http_cpu / n * 1000, 1),
         "event_latency_p50_ms": round(statistics.median(latencies) * 1000, 2),
         "event_latency_p99_ms": round(_percentile(latencies, 0.99) * 1000, 2),
         "burst_latency_p50_ms": round(statistics.median(burst) * 1000, 2),
@@ -229,6 +267,8 @@ def main() -> None:
     print(f"{'Python API, one process':<40}{api_wall:.2f} s")
     print(f"{'HTTP + one SSE listener per run':<40}{http_wall:.2f} s")
     print(f"{'ratio HTTP / API (goal <= 1.10)':<40}{http_wall / api_wall:.3f}")
+    print(f"{'CPU per run: API, server':<40}{out['api_cpu_ms_per_run']} ms, "
+          f"{out['server_cpu_ms_per_run']} ms")  # fmt: skip
     print(f"{'event latency p50 (instant)':<40}{out['event_latency_p50_ms']} ms")
     print(f"{'event latency p99 (goal <= 50 ms)':<40}{out['event_latency_p99_ms']} ms")
     print(f"{'  (all N runs at once: p50, p99)':<40}{out['burst_latency_p50_ms']} ms, "
