@@ -12,9 +12,9 @@
     receives. p50/p99 over N runs made by 4 clients, each starting its next run when its
     last one ended (a burst of N runs at once on 2 cores measures CPU queueing instead:
     reported too, as ``burst``). Goal: p99 ≤ 50 ms.
-(c) **Memory per idle SSE connection**: K listeners (200; 100 with ``--quick``) on a
-    run paused for approval (its stream stays open); the server's RSS before and after,
-    divided by K.
+(c) **Memory per idle SSE connection**: K listeners (1,000; 200 with ``--quick``) on a
+    run paused for approval (its stream stays open), in a fresh server process; the
+    server's RSS before and after, divided by K.
 
 The server is ``agent serve`` in a child process (SQLite store in a temp folder), the
 simulator another child, the client this process: three processes on a 2-core machine,
@@ -225,7 +225,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer runs (under a minute)")
     parser.add_argument("--json", action="store_true", help="one JSON object on the last line")
     args = parser.parse_args()
-    n, k = (100, 100) if args.quick else (500, 200)
+    n, k = (100, 200) if args.quick else (500, 1000)
     out: dict[str, Any] = {"runs": n, "idle_connections": k}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -247,6 +247,10 @@ def main() -> None:
                 asyncio.run(_over_http(server.url, 10))  # warm up: imports, first connections
                 latencies = asyncio.run(_paced(server.url, n))
                 _, burst, _ = asyncio.run(_over_http(server.url, n))
+            finally:
+                server.close()
+            server = ServeChild(tasks, sim.url, tmp_path / "serve-idle")  # a fresh heap
+            try:
                 per_conn = asyncio.run(_idle_memory(server, k))
             finally:
                 server.close()

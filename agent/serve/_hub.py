@@ -149,7 +149,7 @@ class EventHub:
         self.closing = True
         for run_id, queues in self._listeners.items():
             for queue in queues:
-                queue.put_nowait(StoredEvent(run_id, -1, "closing", "{}", time.time()))
+                queue.put_nowait([StoredEvent(run_id, -1, "closing", "{}", time.time())])
 
     async def aclose(self) -> None:
         """Write what is left; listeners end."""
