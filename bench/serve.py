@@ -220,6 +220,20 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _print(out: dict[str, Any]) -> None:
+    print(f"{'runs (h200 profile)':<40}{out['runs']}")
+    print(f"{'Python API, one process':<40}{out['api_wall_s']:.2f} s")
+    print(f"{'HTTP + one SSE listener per run':<40}{out['http_wall_s']:.2f} s")
+    print(f"{'ratio HTTP / API (goal <= 1.10)':<40}{out['ratio_http_vs_api']:.3f}")
+    print(f"{'CPU per run: API, server':<40}{out['api_cpu_ms_per_run']} ms, "
+          f"{out['server_cpu_ms_per_run']} ms")  # fmt: skip
+    print(f"{'event latency p50 (instant)':<40}{out['event_latency_p50_ms']} ms")
+    print(f"{'event latency p99 (goal <= 50 ms)':<40}{out['event_latency_p99_ms']} ms")
+    print(f"{'  (all N runs at once: p50, p99)':<40}{out['burst_latency_p50_ms']} ms, "
+          f"{out['burst_latency_p99_ms']} ms")  # fmt: skip
+    print(f"{'memory per idle SSE connection':<40}{out['idle_sse_kib_per_connection']} KiB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs (under a minute)")
@@ -267,17 +281,7 @@ def main() -> None:
         "burst_latency_p99_ms": round(_percentile(burst, 0.99) * 1000, 2),
         "idle_sse_kib_per_connection": round(per_conn, 1),
     }
-    print(f"{'runs (h200 profile)':<40}{n}")
-    print(f"{'Python API, one process':<40}{api_wall:.2f} s")
-    print(f"{'HTTP + one SSE listener per run':<40}{http_wall:.2f} s")
-    print(f"{'ratio HTTP / API (goal <= 1.10)':<40}{http_wall / api_wall:.3f}")
-    print(f"{'CPU per run: API, server':<40}{out['api_cpu_ms_per_run']} ms, "
-          f"{out['server_cpu_ms_per_run']} ms")  # fmt: skip
-    print(f"{'event latency p50 (instant)':<40}{out['event_latency_p50_ms']} ms")
-    print(f"{'event latency p99 (goal <= 50 ms)':<40}{out['event_latency_p99_ms']} ms")
-    print(f"{'  (all N runs at once: p50, p99)':<40}{out['burst_latency_p50_ms']} ms, "
-          f"{out['burst_latency_p99_ms']} ms")  # fmt: skip
-    print(f"{'memory per idle SSE connection':<40}{out['idle_sse_kib_per_connection']} KiB")
+    _print(out)
     if args.json:
         print(json.dumps(out))
 

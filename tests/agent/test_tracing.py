@@ -90,3 +90,20 @@ async def test_a_resumed_run_stays_in_its_trace(sim, tmp_path: Path, spans) -> N
         assert done.status == "done"
     roots = [s for s in exporter.get_finished_spans() if s.name.startswith("invoke_agent")]
     assert len(roots) == 2 and roots[0].context.trace_id == roots[1].context.trace_id
+
+
+def test_agent_run_otel_prints_spans(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    example = root / "examples" / "sales_duckdb"
+    result = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "run", str(example / "task.yaml"), "--sim",
+         str(example / "script.yaml"), "--otel", "--json", "--store", str(tmp_path / "s")],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert '"name": "invoke_agent sales-by-region"' in result.stderr
+    assert '"name": "execute_tool sql_query"' in result.stderr
+    assert '"gen_ai.operation.name": "chat"' in result.stderr
