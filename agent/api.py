@@ -26,6 +26,7 @@ import logging
 import tempfile
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from tools.policy import ToolPolicies
 __all__ = ["Agent", "Approver"]
 
 _log = logging.getLogger(__name__)
+_THREADS_KEPT = 10_000
 
 Approver = Callable[[ApprovalRequest], "bool | dict[str, bool] | Awaitable[bool | dict[str, bool]]"]
 """Decides on calls waiting for approval: True/False for all, or ``{call_id: bool}``."""
@@ -97,7 +99,9 @@ class Agent:
         self._graph: Any = None
         self._resources: AsyncExitStack | None = None
         self._runs: Any = None
-        self._threads: dict[str, str] = {}  # run id -> thread id, for runs of this process
+        # run id -> thread id, for runs of this process (the newest only: a long-lived
+        # service must not grow it forever; older runs' threads are in the run store)
+        self._threads: OrderedDict[str, str] = OrderedDict()
         self._open_lock = asyncio.Lock()
         self.tracer: Any = None
         """An OpenTelemetry ``Tracer``: each run becomes GenAI spans (:mod:`agent.tracing`;
@@ -412,6 +416,8 @@ class Agent:
         if snapshot.values:
             self._check_same_task(snapshot.values.get("run_id", thread))
         self._threads[run_id] = thread
+        if len(self._threads) > _THREADS_KEPT:
+            self._threads.popitem(last=False)
         messages = snapshot.values.get("messages", [])
         text = input if input is not None else self._default_input()
         return _Plan(run_id, thread, snapshot, self._turn(text, run_id, messages))
