@@ -24,10 +24,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from agent.errors import AgentError, ConfigError, error_kind
-from agent.events import Final, RunError, to_dict
+from agent.events import Final, RunError, TextDelta, to_dict
 from agent.serve._catalog import TaskCatalog, narrow
 from agent.serve._errors import HTTPError, scrub
 from agent.serve._hub import EventHub
@@ -36,7 +37,7 @@ from agent.serve._jobs import Job, JobStore, idempotency_hash
 from agent.serve._models import InlineTask, RunBody, RunOptions
 from agent.types import RunResult, Usage
 
-__all__ = ["RunManager", "public"]
+__all__ = ["RunManager", "merge_text", "public"]
 
 _log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class RunManager:
         self.records, self.events = records, hub.events
         self.max_active, self.drain_s, self.tick_s = max_active_per_token, drain_s, tick_s
         self.draining = False
+        self.text_window_s = 0.02
+        """Text deltas of a step arriving within this long of the first are sent as one."""
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._active: dict[str, int] = {}  # identity -> runs in progress here
         self._stop_reason: dict[str, str] = {}
@@ -155,7 +158,7 @@ class RunManager:
             stream = agent.stream(
                 text, thread_id=job.thread_id, run_id=run_id, approve=_approver(approve)
             )
-            async with contextlib.aclosing(stream) as events:
+            async with contextlib.aclosing(merge_text(stream, self.text_window_s)) as events:
                 async for event in events:
                     seq += 1
                     self.hub.emit(run_id, seq, public(event))
@@ -291,6 +294,36 @@ class RunManager:
             self._stop(run_id, "drain")
         if self._tasks:
             await asyncio.wait(list(self._tasks.values()), timeout=5)
+
+
+async def merge_text(events: Any, window_s: float) -> AsyncIterator[Any]:
+    """``events`` with consecutive text deltas of one step merged into one ``TextDelta``
+    while they arrive within ``window_s`` of the first: a token-by-token stream costs one
+    stored row and one SSE event per window, not per token. Other events pass at once
+    (pending text first), so order is kept. Closing this closes ``events``."""
+    pending, since = None, 0.0
+    try:
+        async for event in events:
+            if not isinstance(event, TextDelta):
+                if pending is not None:
+                    yield pending
+                    pending = None
+                yield event
+                continue
+            now = time.monotonic()
+            if pending is not None and pending.step == event.step:
+                pending = TextDelta(event.step, pending.text + event.text)
+            else:
+                if pending is not None:
+                    yield pending
+                pending, since = event, now
+            if now - since >= window_s:
+                yield pending
+                pending = None
+        if pending is not None:
+            yield pending
+    finally:
+        await events.aclose()
 
 
 def public(event: Any) -> dict[str, Any]:
