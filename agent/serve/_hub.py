@@ -130,7 +130,8 @@ class EventHub:
         while not self.closing:
             timeout = 5.0 if local() else self.poll_s
             try:
-                events = await asyncio.wait_for(queue.get(), timeout)
+                async with asyncio.timeout(timeout):  # no task per wait, unlike wait_for
+                    events = await queue.get()
             except TimeoutError:
                 return
             events = [e for e in events if e.seq > last]

@@ -48,6 +48,8 @@ _MIGRATIONS = [
     );
     CREATE UNIQUE INDEX serve_jobs_idem ON serve_jobs (idem_key);
     CREATE INDEX serve_jobs_state ON serve_jobs (state, lease_until);
+    CREATE INDEX serve_jobs_owner ON serve_jobs (owner, state);
+    CREATE INDEX serve_jobs_thread ON serve_jobs (thread_id, created_at);
     CREATE TABLE serve_threads (
         thread_id TEXT PRIMARY KEY,
         identity TEXT NOT NULL,
