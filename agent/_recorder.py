@@ -77,10 +77,16 @@ class RunRecorder:
         process died before the first checkpoint, so it starts again under its id)."""
         if self.runs is None:
             return
-        if self.runs.get(self.run_id) is not None:
-            self.runs.resume(self.run_id)
-        else:
-            self.runs.create(self.run_id, trace_path=str(self.trace_path), **self._row)
+        if resumed:
+            try:
+                self.runs.resume(self.run_id)
+            except KeyError:  # resumed from a checkpoint whose row is gone: record it anew
+                resumed = False
+        if not resumed:
+            try:
+                self.runs.create(self.run_id, trace_path=str(self.trace_path), **self._row)
+            except ValueError:  # its row exists: the process died before a first checkpoint
+                self.runs.resume(self.run_id)
         trace_id = getattr(self.observer, "trace_id", None)
         if trace_id is not None:
             self.runs.update(self.run_id, trace_id=trace_id)
