@@ -159,15 +159,16 @@ def line_of(lines: dict[Loc, int], loc: Loc) -> int:
     return 1
 
 
-def format_problems(path: Path, problems: list[Problem]) -> str:
+def format_problems(path: Path, problems: list[Problem], what: str = "task file") -> str:
     """A summary line, then one ``FILE:LINE: key: message`` line per problem, by line.
 
-    ``format_problems(Path("t.yaml"), [(3, "input", "missing")])``
+    ``format_problems(Path("t.yaml"), [(3, "input", "missing")])``; ``what`` names the
+    kind of file in the summary (``"suite file"``).
     """
     rows = sorted(problems, key=lambda p: p[0])
     body = "\n".join(f"{path}:{line}: {key + ': ' if key else ''}{msg}" for line, key, msg in rows)
     n = len(rows)
-    return f"{path}: {n} problem{'s' if n > 1 else ''} in task file\n{body}"
+    return f"{path}: {n} problem{'s' if n > 1 else ''} in {what}\n{body}"
 
 
 def _parse_yaml(text: str) -> tuple[Any, dict[Loc, int], list[Problem]]:

@@ -37,7 +37,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.types import Command, Durability
 
 from agent._recorder import RunRecorder
-from agent.config import ApprovalRule, Limits, Sampling
+from agent.config import ApprovalRule, Limits, Sampling, ToolChoice
 from agent.errors import AgentError, ConfigError, error_kind
 from agent.events import ApprovalRequest, Event, Final, RunError, RunStarted
 from agent.llm.base import Backend
@@ -73,6 +73,7 @@ class Agent:
         store: str | Path | StoreLocation | None = ".agent",
         constrained_tool_calls: bool = False,
         constrained_repair: bool = False,
+        tool_choice: ToolChoice = "auto",
     ) -> None:
         from tools.registry import ToolRegistry
 
@@ -90,6 +91,12 @@ class Agent:
         self.store = store_location(store)
         self.constrained_tool_calls = constrained_tool_calls
         self.constrained_repair = constrained_repair
+        if tool_choice not in ("auto", "required", "none") and tool_choice not in self.tools:
+            raise ConfigError(
+                f"tool_choice={tool_choice!r}: use auto, required, none or the name of one of "
+                f"the agent's tools ({', '.join(self.tools.names()) or 'none'})"
+            )
+        self.tool_choice = tool_choice
         self.task: Task | None = None
         self._vars: dict[str, str] = {}
         self.durability: Durability = "async"
@@ -118,12 +125,7 @@ class Agent:
     ) -> Agent:
         """An agent configured by a task file (``model_url`` overrides the file's URLs)."""
         task = task if isinstance(task, Task) else load_task(task, vars)
-        model = backend or _http_backend(
-            task.model.urls(model_url),
-            name=task.model.name,
-            mode=task.model.mode,
-            timeout_s=task.model.timeout_s,
-        )
+        model = backend or _http_backend(task.model.urls(model_url), task.model)
         agent = cls(
             model,
             tools=task.tools.enabled,
@@ -136,6 +138,7 @@ class Agent:
             store=store_location(task.store),
             constrained_tool_calls=task.model.constrained_tool_calls,
             constrained_repair=task.model.constrained_repair,
+            tool_choice=task.model.tool_choice,
         )
         agent.task = task
         agent._vars = dict(vars or {})
@@ -190,6 +193,8 @@ class Agent:
         plan = await self._plan(input, thread_id, run_id, resume)
         run_id, resumed = plan.run_id, plan.payload is None
         async with AsyncExitStack() as stack:
+            # Queued until the server has room for its context (a no-op without a budget).
+            await stack.enter_async_context(self.backend.admitted(run_id))
             ctx = await self._context(run_id, stack, resumed=resumed)
             rec = stack.enter_context(
                 RunRecorder(
@@ -321,6 +326,9 @@ class Agent:
             if self._graph is not None:
                 return
             _check_store_is_hidden(self.store, self.policies, self.tools)
+            from tools.sandbox import check_workspace
+
+            check_workspace(Path(self.policies.workspace), self.tools)  # no code in reach
             from agent.persistence import open_persistence
             from graphs.react import build_graph
 
@@ -356,7 +364,8 @@ class Agent:
             output_schema=self.output_schema,
             approval=self.approval,
             constrained_tool_calls=self.constrained_tool_calls,
-            repair_constrained=self.constrained_repair,
+            constrained_repair=self.constrained_repair,
+            tool_choice=self.tool_choice,
             resumed=resumed,
         )
         # Runs before the dispatcher closes (LIFO): calls still running are cancelled, and
@@ -509,14 +518,22 @@ def _config(thread_id: str) -> dict[str, Any]:
     return {"configurable": {"thread_id": thread_id}}
 
 
-def _http_backend(urls: str | Sequence[str], **options: Any) -> Backend:
-    from agent.llm.vllm import VLLMBackend
+def _http_backend(urls: str | Sequence[str], model: Any = None) -> Backend:
+    """A vLLM backend for ``urls``, configured by a task's ``model:`` section if given."""
+    from agent.llm.vllm import VLLMBackend, VLLMConfig
 
+    url_list = (urls,) if isinstance(urls, str) else tuple(urls)
+    if model is None:
+        return VLLMBackend(url_list)
     return VLLMBackend(
-        urls,
-        model=options.get("name"),
-        mode=options.get("mode"),
-        timeout_s=options.get("timeout_s"),
+        url_list,
+        config=VLLMConfig(
+            urls=url_list,
+            model=model.name,
+            mode=model.mode,
+            timeout_s=model.timeout_s,
+            kv_budget=model.kv_budget,
+        ),
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ApprovalMode", "ApprovalRule", "ConfigModel", "Limits", "Sampling"]
+__all__ = ["ApprovalMode", "ApprovalRule", "ConfigModel", "Limits", "Sampling", "ToolChoice"]
 
 
 class ConfigModel(BaseModel):
@@ -39,6 +39,9 @@ class Sampling(ConfigModel):
     repetition_penalty: float | None = Field(None, gt=0)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    stop: list[str] | None = Field(
+        None, description="More strings that end the generation (the turn's end always does)."
+    )
 
     def to_request(self) -> dict[str, Any]:
         """The fields that are set (not ``None``), as vLLM request keys."""
@@ -64,3 +67,10 @@ ApprovalMode = Literal["none", "side_effects", "all"]
 ApprovalRule = ApprovalMode | tuple[str, ...]
 """Which tool calls wait for a human: ``none``; ``side_effects`` (writes: files, non-GET
 HTTP, writing SQL); ``all``; or the names of the tools that must ask."""
+
+ToolChoice = Literal["auto", "required", "none"] | str
+"""Whether the model must call a tool: ``auto`` (it decides), ``required`` (at least one
+call, enforced by structured outputs), ``none`` (no tools are shown and no calls are
+read), or a tool's name (a call to that tool, enforced). In an agent run, ``required`` and
+a name hold until the run's first tool call, then the choice is ``auto`` again — otherwise
+the model could never answer."""

@@ -98,6 +98,7 @@ def response_metadata(generation: Generation, model: str | None = None) -> dict[
     t = generation.timings
     return {
         "finish_reason": generation.finish_reason,
+        "stop_reason": generation.stop_reason,
         "model_name": model,
         "url": generation.url,
         "timings": {"ttft_s": t.ttft_s, "total_s": t.total_s, "tokens_per_s": t.tokens_per_s},

@@ -486,7 +486,11 @@ class TraceWriter:
             with self.path.open("rb") as f:
                 f.seek(-1, os.SEEK_END)
                 needs_newline = f.read(1) != b"\n"
-        self._file: IO[str] | None = self.path.open("a", encoding="utf-8")
+        # A lone surrogate (from a model's JSON "\\ud800") can only sit inside a JSON string,
+        # where backslashreplace writes it as the escape json.loads reads back: valid UTF-8.
+        self._file: IO[str] | None = self.path.open(
+            "a", encoding="utf-8", errors="backslashreplace"
+        )
         if needs_newline:
             self._file.write("\n")
             self._file.flush()

@@ -55,7 +55,7 @@ from agent._yamlload import (
     load_yaml_model,
     validate_file,
 )
-from agent.config import ApprovalMode, ApprovalRule, ConfigModel, Limits, Sampling
+from agent.config import ApprovalMode, ApprovalRule, ConfigModel, Limits, Sampling, ToolChoice
 from agent.errors import ConfigError
 from tools.policy import PolicySet, ToolPolicies
 
@@ -91,10 +91,20 @@ class ModelConfig(ConfigModel):
     constrained_tool_calls: bool = Field(
         False, description="Constrain <tool_call> bodies to the tools' schemas."
     )
+    tool_choice: ToolChoice = Field(
+        "auto",
+        description="auto, required (a tool call is forced), none (no tools shown), or a tool's "
+        "name (a call to it is forced); required and a name hold until the run's first call.",
+    )
     constrained_repair: bool = Field(
         False, description="After a malformed call, constrain the retry to the tools' schemas."
     )
     timeout_s: float = Field(120.0, gt=0, description="Total deadline of one model call.")
+    kv_budget: int | Literal["auto"] | None = Field(
+        None,
+        description="KV-aware admission: runs start only while their contexts fit this many "
+        "tokens per server ('auto': 90% of the server's KV cache); none: all start at once.",
+    )
 
     def urls(
         self, override: str | None = None, env: typing.Mapping[str, str] | None = None
@@ -314,12 +324,22 @@ def _check_resolved(task: Task, lines: dict[Loc, int]) -> list[Problem]:
 
 def _check_tool_names(task: Task, lines: dict[Loc, int]) -> list[Problem]:
     """Every enabled tool exists (built-ins and installed plugins), before anything starts."""
-    if not task.tools.enabled:
+    if not task.tools.enabled and task.model.tool_choice in ("auto", "required", "none"):
         return []
     from tools.registry import ToolRegistry
 
     registry = ToolRegistry.default()
     problems = []
+    choice = task.model.tool_choice
+    if choice not in ("auto", "required", "none") and choice not in task.tools.enabled:
+        problems.append(
+            (
+                line_of(lines, ("model", "tool_choice")),
+                "model.tool_choice",
+                f"'{choice}' is not auto, required, none or an enabled tool "
+                f"(enabled: {', '.join(task.tools.enabled) or 'none'})",
+            )
+        )
     for i, name in enumerate(task.tools.enabled):
         if name not in registry:
             close = registry.closest(name)

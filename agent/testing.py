@@ -9,7 +9,10 @@ with its own event loop (so sync tests, async tests and benchmarks can all use i
 - ``sim``: a running ``instant``-profile server whose policy answers ``""``; configure it
   in the test (``sim.policy = ScriptPolicy([...])``, ``sim.faults.fail_next = 1``);
 - ``sim_factory``: a function starting more servers (e.g. two replicas for failover),
-  each closed at the end of the test.
+  each closed at the end of the test;
+- ``real_vllm``: a *real* vLLM server (vLLM 0.32 on the CPU, SmolLM2-135M-Instruct) for the
+  tests of a package, from the folder ``.ci/real_vllm.sh`` prepares; tests using it skip, naming
+  that script, when the folder is not there. See :func:`run_real_vllm`.
 
 :class:`ScriptedBackend` skips HTTP altogether: an in-process model whose turns say
 exactly what it emits and when (text, parsed calls, pauses, exceptions), for tests of
@@ -23,10 +26,12 @@ True
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+from agent._realvllm import HOW_TO, RealVLLM, real_vllm_home, run_real_vllm
 from agent.errors import BackendError
 from agent.hermes import TextDelta, ToolCallParsed
 from agent.llm.base import Backend, Generation, GenerationDone, GenerationRequest
@@ -37,11 +42,15 @@ from agent.types import ToolCall
 __all__ = [
     "Faults",
     "FunctionPolicy",
+    "RealVLLM",
     "ScriptPolicy",
     "ScriptedBackend",
     "SimConfig",
     "SimServer",
     "arun_sim",
+    "real_vllm",
+    "real_vllm_home",
+    "run_real_vllm",
     "run_sim",
     "sim",
     "sim_factory",
@@ -154,3 +163,17 @@ if pytest is not None:
         finally:
             for server in started:
                 server.close()
+
+    @pytest.fixture(scope="package")
+    def real_vllm() -> Iterator[RealVLLM]:
+        """A real vLLM server for the tests of one package, stopped once they are done (its
+        4 GB and its CPU are not held through the rest of the run). Skips when the tier is not
+        prepared; fails instead when ``AGENT_REQUIRE_REAL_VLLM=1``, as CI sets it."""
+        home = real_vllm_home()
+        if not (home / "READY").is_file():
+            message = f"real-vLLM tier not prepared at {home}: {HOW_TO}"
+            if os.environ.get("AGENT_REQUIRE_REAL_VLLM") == "1":
+                pytest.fail(message)
+            pytest.skip(message)
+        with run_real_vllm(home) as server:
+            yield server

@@ -7,6 +7,10 @@
     (POST, read SSE lines, ``json.loads`` each, join the text). The difference per request
     (1-token answers) and per streamed token (long answers) is what the backend adds:
     rendering, parsing, events, retry bookkeeping.
+(a') **SSE parsing**, client CPU per streamed event: the backend's parser (lines cut from
+    raw bytes, payloads decoded from bytes) against httpx's text line iterator plus
+    ``json.loads`` (what the backend used before), over the same vLLM-shaped chunks, one
+    event per network read as a streaming server sends them.
 (b) **Concurrent multi-step sessions** on the ``h200`` profile: N sessions of 10 steps,
     each sending what an agent run sends (the seven built-in tool definitions and a system
     prompt, shared by all sessions, then its own conversation); each step appends the
@@ -142,6 +146,73 @@ async def overhead(n: int) -> dict[str, float]:
     return out
 
 
+# -- (a') SSE parsing ------------------------------------------------------------------------
+
+
+class _Replay(httpx.AsyncByteStream):
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    async def __aiter__(self):  # type: ignore[override]
+        for chunk in self.chunks:
+            yield chunk
+
+
+def _sse_body(n: int) -> list[bytes]:
+    event = {
+        "id": "cmpl-3f2a9c",
+        "object": "text_completion",
+        "created": 1796000000,
+        "model": "NousResearch/Hermes-3-Llama-3.1-8B",
+        "choices": [
+            {
+                "index": 0,
+                "text": " token",
+                "logprobs": None,
+                "finish_reason": None,
+                "stop_reason": None,
+            }
+        ],
+    }
+    line = b"data: " + json.dumps(event).encode() + b"\n\n"
+    return [line] * n + [b"data: [DONE]\n\n"]
+
+
+async def _parse_lines(response: httpx.Response) -> int:
+    """The previous parser: httpx's text line iterator, then ``json.loads`` per line."""
+    n = 0
+    async for line in response.aiter_lines():
+        if line.startswith("data:") and (data := line[5:].strip()) and data != "[DONE]":
+            json.loads(data)
+            n += 1
+    return n
+
+
+async def _parse_ours(response: httpx.Response) -> int:
+    from agent.llm._http import sse_events
+
+    return sum([1 async for event in sse_events(response) if event is not None])
+
+
+async def sse_parsing(n_events: int, rounds: int) -> dict[str, float]:
+    chunks = _sse_body(n_events)
+    request = httpx.Request("POST", "http://sim/v1/completions")
+    cpu: dict[str, list[float]] = {"lines": [], "ours": []}
+    for _ in range(rounds):  # interleaved, so both see the same machine
+        for name, parse in (("lines", _parse_lines), ("ours", _parse_ours)):
+            response = httpx.Response(200, stream=_Replay(chunks), request=request)
+            t0 = time.process_time()
+            assert await parse(response) == n_events
+            cpu[name].append(time.process_time() - t0)
+    lines, ours = (statistics.median(cpu[k]) / n_events * 1e6 for k in ("lines", "ours"))
+    return {
+        "events": n_events,
+        "lines_us_per_event": lines,
+        "ours_us_per_event": ours,
+        "cpu_ratio": ours / lines,
+    }
+
+
 # -- (b) concurrent sessions ----------------------------------------------------------------
 
 
@@ -199,6 +270,8 @@ async def main(quick: bool) -> dict[str, Any]:
     STEPS = 3 if quick else 10
     result: dict[str, Any] = {"quick": quick, "steps": STEPS}
     result["overhead"] = await overhead(40 if quick else 200)
+    result["sse"] = await sse_parsing(20_000, 5 if quick else 15)
+    result["sse_cpu_ratio"] = result["sse"]["cpu_ratio"]
     speed = 1.0
     for n in (256, 1024):
         result[f"sessions_{n}"] = await sessions(n, speed)
@@ -218,6 +291,11 @@ def _print_table(r: dict[str, Any]) -> None:
     print(
         f"  overhead: {o['overhead_per_request_ms']:.2f} ms per request, "
         f"{o['overhead_per_token_us']:.1f} us per streamed token"
+    )
+    s = r["sse"]
+    print(
+        f"(a') SSE parsing, client CPU per event: httpx lines + json {s['lines_us_per_event']:.2f}"
+        f" us, ours {s['ours_us_per_event']:.2f} us (ratio {s['cpu_ratio']:.2f})"
     )
     print(f"(b) {STEPS}-step sessions, h200 profile")
     print("  sessions   wall s  ideal s  ratio  prefix-hit  client-cpu s  server-cpu s")

@@ -256,7 +256,7 @@ def repair_update(
             "error": f"the model produced unusable tool calls {repairs} times in a row: "
             + "; ".join(reasons),
         }
-    return {"repairs": repairs, "constrain": ctx.repair_constrained}
+    return {"repairs": repairs, "constrain": ctx.constrained_repair}
 
 
 # --- one call -----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from agent import jsonmode
+from agent.config import ToolChoice
 from agent.events import RepairEvent, StepFinished, TextDelta, ToolCallEvent
 from agent.hermes import TextDelta as ParsedText
 from agent.hermes import ToolCallParsed
@@ -100,9 +101,21 @@ def _request(state: AgentState, ctx: RunContext, *, json_mode: bool) -> Generati
         tools=ctx.dispatcher.specs(),
         sampling=ctx.sampling,
         json_schema=ctx.output_schema if json_mode else None,
-        constrain_tool_calls=ctx.constrained_tool_calls or state.get("constrain", False),
+        constrain_tool_calls=ctx.constrained_tool_calls,
+        tool_choice=_tool_choice(state, ctx),
         session_id=ctx.run_id,
     )
+
+
+def _tool_choice(state: AgentState, ctx: RunContext) -> ToolChoice:
+    """This step's choice: a constrained repair forces a valid call; ``required`` or a
+    tool's name hold until the run's first call (after it the model must be free to
+    answer); ``none`` holds throughout."""
+    if ctx.tool_choice == "none":
+        return "none"
+    if state.get("constrain"):
+        return "required"
+    return ctx.tool_choice if state.get("tool_calls", 0) == 0 else "auto"
 
 
 async def _generate(
@@ -234,6 +247,8 @@ async def final_node(state: AgentState, runtime: Runtime[RunContext]) -> dict[st
     messages = [*opened, HumanMessage(content=_FINAL_PROMPT.format(limit=limit))]
     final_state: AgentState = {**state, "messages": [*state["messages"], *messages]}
     request = _request(final_state, ctx, json_mode=ctx.output_schema is not None)
+    if request.tool_choice != "none":  # the last call must be free to answer, not call
+        request.tool_choice = "auto"
     grace = min(30.0, max(5.0, ctx.limits.deadline_s * 0.1))
     step = state.get("steps", 0) + 1
     update: dict[str, Any] = {

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 from langchain_core.messages import AnyMessage
 from langgraph.channels import DeltaChannel
 
-from agent.config import ApprovalRule, Limits, Sampling
+from agent.config import ApprovalRule, Limits, Sampling, ToolChoice
 from agent.llm.base import Backend
 from agent.types import LimitName, RunStatus, ToolResult
 
@@ -88,7 +88,9 @@ class RunContext:
     output_schema: dict[str, Any] | None = None
     approval: ApprovalRule = "side_effects"
     constrained_tool_calls: bool = False
-    repair_constrained: bool = False
+    constrained_repair: bool = False
+    tool_choice: ToolChoice = "auto"
+    """The run's choice; ``required`` or a name holds only until its first tool call."""
     early_dispatch: bool = True
     resumed: bool = False
     """The run continues from a checkpoint: completed tool results may be saved already."""

@@ -1,19 +1,24 @@
-"""The search half of the file tools: the regex guard, the scanner and the timer.
+"""The search half of the file tools: the regex guard, the scanner, and the helper process.
 
 ``search_files`` runs a regex the model wrote over files the model chose, so both the pattern
 and the running time are bounded:
 
 - :func:`compile_pattern` refuses long patterns and nested unbounded quantifiers (``(a+)+``),
-  the classic catastrophic-backtracking shape, before anything runs;
-- :func:`alarm` stops a running search with ``SIGALRM`` after the time limit, but only in
-  the main thread with no interval timer already armed; elsewhere :class:`Scan` checks its
-  deadline between lines, and the worker's hard call timeout is the backstop for a single
-  pathological line;
-- :class:`Scan` stops at ``max_results`` hits or :data:`SEARCH_MAX_BYTES` scanned, and keeps
-  what it found when a timeout cuts it short.
+  the classic catastrophic-backtracking shape, before anything runs: a quick, clear refusal;
+- :func:`search` runs the scan in a helper process (an isolated Python, see
+  `tools._codepaths`) and kills it at ``search_timeout_s``. That is the real bound: Python's
+  ``re`` backtracks without limit on shapes no guard catches (``(a|a)*$``), cannot be
+  interrupted from another thread, and a killed helper costs nothing else; the sandbox
+  worker, its other calls and its DuckDB tables are untouched;
+- :class:`Scan` (in the helper) stops at ``max_results`` hits or :data:`SEARCH_MAX_BYTES`
+  scanned, and streams each hit as it finds it, so :class:`Found` (in the caller) keeps what
+  was found when the deadline cuts the search.
 
-Reading is not done here: :class:`Scan` takes the sandbox's checked reader, so the rules on
-what may be read (regular files, one hard link, size cap) live in :mod:`tools.files` only.
+Trade-offs: a search starts a process (about 0.1 s here), and keeps Python's regex syntax
+(an RE2 engine would be linear-time but drops backreferences and lookaround, and is still
+slow enough on a long line that the deadline needs a process to hold). Reading is not done
+here: :class:`Scan` takes the checked reader of `tools._safeopen` (regular files, one hard
+link, size cap), the same rule ``read_file`` follows.
 
 >>> compile_pattern(r"TODO|FIXME").pattern
 'TODO|FIXME'
@@ -21,51 +26,174 @@ what may be read (regular files, one hard link, size cap) live in :mod:`tools.fi
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import json
 import os
 import re
 import re._constants as _sre  # the parse tree's opcodes: private, stable since 3.11
 import re._parser as _sre_parser
-import signal
+import selectors
 import stat
-import threading
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
-from agent.errors import ToolArgumentError, ToolError
+from agent.errors import ToolArgumentError, ToolError, ToolExecutionError
 from tools import _safeopen
+from tools._codepaths import import_path, isolated_python
 
-__all__ = [
-    "READ_FLAGS",
-    "SEARCH_MAX_BYTES",
-    "Scan",
-    "SearchTimeout",
-    "alarm",
-    "clean",
-    "compile_pattern",
-]
+__all__ = ["SEARCH_MAX_BYTES", "Found", "Scan", "clean", "compile_pattern", "search"]
 
 SEARCH_MAX_BYTES = 50_000_000  # bytes scanned by one search at most
-READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
 _PATTERN_MAX_CHARS = 256
 _BIG_REPEAT = 64  # a {m,n} repeat with n above this counts as unbounded for the guard
 _SHOWN_LINE_CHARS = 200  # a matching line is cut to this in search results
 
 Reader = Callable[[int, str], bytes]
 """``read(fd, shown)``: the file's bytes, or a ToolError saying why it is not read."""
+_HELPER = "from tools._filesearch import serve; serve()"
 
 
-class SearchTimeout(Exception):
-    """The search ran past its time limit (raised by the alarm or by the deadline check)."""
+def search(
+    fd: int,
+    rel: str,
+    *,
+    is_dir: bool,
+    pattern: str,
+    glob: str | None,
+    max_results: int,
+    max_read_bytes: int,
+    timeout: float,
+) -> Found:
+    """Scan ``fd`` (a folder or an open file at ``rel``) in a helper killed at ``timeout``.
+
+    Returns the scan's result (hits, skips, notes); a ToolError the helper raised for the
+    one file asked for is raised here. ``fd`` stays open; the helper gets its own copy.
+
+    >>> search(fd, "docs", is_dir=True, pattern="TODO", glob=None, max_results=50,
+    ...        max_read_bytes=10**6, timeout=5.0).render("TODO", "'docs'")  # doctest: +SKIP
+    """  # fmt: skip
+    request = {"fd": fd, "rel": rel, "is_dir": is_dir, "pattern": pattern, "glob": glob,
+               "max_results": max_results, "max_read_bytes": max_read_bytes}  # fmt: skip
+    result = Found()
+    deadline = time.monotonic() + timeout
+    try:
+        helper = subprocess.Popen(
+            isolated_python(_HELPER, import_path()), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, pass_fds=(fd,), env={},
+        )  # fmt: skip
+    except OSError as exc:
+        raise ToolExecutionError(f"the search could not start: {exc.strerror}") from None
+    try:
+        assert helper.stdin is not None and helper.stdout is not None
+        with contextlib.suppress(BrokenPipeError):
+            helper.stdin.write(json.dumps(request).encode() + b"\n")
+            helper.stdin.close()
+        if not _collect(helper.stdout, deadline, result):
+            result.notes.append(f"time limit of {timeout:g} s reached; incomplete")
+    finally:
+        helper.kill()
+        status = helper.wait()
+    if status not in (0, -9) and not result.done:
+        result.notes.append(f"the search stopped early (exit status {status}); incomplete")
+    return result
+
+
+def _collect(stream: Any, deadline: float, result: Found) -> bool:
+    """Read the helper's messages into ``result`` until it ends (True) or the deadline."""
+    buffer = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        while (left := deadline - time.monotonic()) > 0:
+            if not selector.select(left):
+                continue
+            chunk = os.read(stream.fileno(), 1 << 16)
+            if not chunk:
+                return True
+            *lines, buffer = (buffer + chunk).split(b"\n")
+            for line in lines:
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    raise ToolExecutionError("the search helper sent a malformed message") from None
+                result.take(message)
+    return False
+
+
+def serve() -> None:
+    """The helper's side: one request on stdin, one JSON message per line on stdout."""
+    request = json.loads(sys.stdin.readline())
+    limit = request["max_read_bytes"]
+
+    def emit(message: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.flush()
+
+    scan = Scan(
+        re.compile(request["pattern"]), request["glob"], request["max_results"],
+        lambda fd, shown: _safeopen.read_regular(fd, shown, limit),
+        lambda hit: emit({"hit": hit}),
+    )  # fmt: skip
+    fd, rel = request["fd"], request["rel"]
+    try:
+        if request["is_dir"]:
+            scan.tree(os.dup(fd), rel)  # the walk closes its fd
+        else:
+            scan.file(fd, rel, must=True)
+    except ToolError as exc:
+        emit({"error": type(exc).__name__, "message": str(exc)})
+        return
+    emit({"skipped": scan.skipped, "notes": scan.notes})
+
+
+@dataclass
+class Found:
+    """What a search found, as the caller collects it: hits in order, skips and notes.
+
+    >>> Found(["a.txt:2: b"]).render("b", "'.'")
+    'a.txt:2: b'
+    """
+
+    hits: list[str] = field(default_factory=list)
+    skipped: int = 0
+    notes: list[str] = field(default_factory=list)
+    done: bool = False
+    """Whether the helper finished (rather than being stopped)."""
+
+    def take(self, message: dict[str, Any]) -> None:
+        """Add one message of the helper: a hit, the final counts, or the error it raised."""
+        if "hit" in message:
+            self.hits.append(str(message["hit"]))
+        elif "error" in message:
+            import agent.errors as errors
+
+            error = getattr(errors, str(message["error"]), None)
+            if not (isinstance(error, type) and issubclass(error, ToolError)):
+                error = ToolExecutionError
+            raise error(str(message.get("message", "")))
+        else:
+            self.skipped, self.done = int(message["skipped"]), True
+            self.notes.extend(str(note) for note in message["notes"])
+
+    def render(self, pattern: str, shown: str) -> str:
+        """The tool's answer: hits (or "No matches"), then skips and notes in brackets."""
+        out = list(self.hits) or [f"No matches for {pattern!r} in {shown}"]
+        if self.skipped:
+            out.append(f"[skipped {self.skipped} binary, oversize, hard-linked or special files]")
+        out.extend(f"[{note}]" for note in self.notes)
+        return "\n".join(out)
 
 
 class Scan:
-    """One search's state: hits so far (kept if a timeout cuts the scan), skips, budgets.
+    """One search in the helper: walks and reads files, sends each hit to ``emit``.
 
-    >>> scan = Scan(re.compile("b"), None, 10, time.monotonic() + 1, read)  # doctest: +SKIP
-    >>> scan.file(fd, "a.txt", must=True); scan.render("b", "'.'")  # doctest: +SKIP
-    'a.txt:2: b'
+    >>> scan = Scan(re.compile("b"), None, 10, read, print)  # doctest: +SKIP
+    >>> scan.file(fd, "a.txt", must=True)  # doctest: +SKIP
+    a.txt:2: b
     """
 
     def __init__(
@@ -73,12 +201,12 @@ class Scan:
         regex: re.Pattern[str],
         glob: str | None,
         max_results: int,
-        deadline: float,
         read: Reader,
+        emit: Callable[[str], None],
     ) -> None:
-        self.regex, self.glob, self.max_results, self.deadline = regex, glob, max_results, deadline
-        self.read = read
-        self.hits: list[str] = []
+        self.regex, self.glob, self.max_results = regex, glob, max_results
+        self.read, self.emit = read, emit
+        self.hits = 0
         self.skipped = 0
         self.scanned = 0
         self.notes: list[str] = []
@@ -93,7 +221,8 @@ class Scan:
                 continue
             name = rel.rsplit("/", 1)[-1]
             try:
-                fd = os.open(name, READ_FLAGS | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+                flags = _safeopen.READ_FLAGS | os.O_NOFOLLOW | os.O_CLOEXEC
+                fd = os.open(name, flags, dir_fd=dir_fd)
             except OSError:
                 self.skipped += 1
                 continue
@@ -119,27 +248,18 @@ class Scan:
         text = data.decode("utf-8", errors="replace")
         for lineno, line in enumerate(text.splitlines(), 1):
             if self.regex.search(line):
-                self.hits.append(f"{clean(rel)}:{lineno}: {_clip(line)}")
-                if len(self.hits) >= self.max_results:
+                self.emit(f"{clean(rel)}:{lineno}: {_clip(line)}")
+                self.hits += 1
+                if self.hits >= self.max_results:
                     self.notes.append(f"results capped at {self.max_results}")
                     self.full = True
                     return
-            if time.monotonic() > self.deadline:  # the only stop outside the main thread
-                raise SearchTimeout
 
     def _wanted(self, rel: str) -> bool:
         if self.glob is None:
             return True
         target = rel if "/" in self.glob else rel.rsplit("/", 1)[-1]
         return fnmatch.fnmatchcase(target, self.glob)
-
-    def render(self, pattern: str, shown: str) -> str:
-        """The tool's answer: hits (or "No matches"), then skips and notes in brackets."""
-        out = list(self.hits) or [f"No matches for {pattern!r} in {shown}"]
-        if self.skipped:
-            out.append(f"[skipped {self.skipped} binary, oversize, hard-linked or special files]")
-        out.extend(f"[{note}]" for note in self.notes)
-        return "\n".join(out)
 
 
 def clean(text: str) -> str:
@@ -154,32 +274,6 @@ def clean(text: str) -> str:
 def _clip(line: str) -> str:
     line = clean(line)
     return line if len(line) <= _SHOWN_LINE_CHARS else line[:_SHOWN_LINE_CHARS] + "…"
-
-
-@contextmanager
-def alarm(seconds: float) -> Iterator[None]:
-    """Interrupt a runaway regex with SIGALRM (main thread only, and only if the timer is free).
-
-    CPython's regex engine checks for signals while backtracking, so the handler's
-    exception stops even a catastrophic match mid-line. ``with alarm(5.0): scan.tree(...)``
-    """
-    usable = threading.current_thread() is threading.main_thread() and signal.getitimer(
-        signal.ITIMER_REAL
-    ) == (0.0, 0.0)
-    if not usable:
-        yield
-        return
-    previous = signal.signal(signal.SIGALRM, _on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def _on_alarm(signum: int, frame: object) -> None:
-    raise SearchTimeout
 
 
 def compile_pattern(pattern: object) -> re.Pattern[str]:

@@ -32,19 +32,23 @@ import secrets
 import stat
 from collections.abc import Iterator, Sequence
 
-from agent.errors import ToolArgumentError, ToolPolicyError
+from agent.errors import ToolArgumentError, ToolExecutionError, ToolPolicyError
 
 __all__ = [
     "MAX_PATH_BYTES",
     "O_PATH",
+    "READ_FLAGS",
     "RESOLVE_BENEATH",
     "RESOLVE_NO_MAGICLINKS",
     "RESOLVE_NO_SYMLINKS",
+    "check_regular",
     "describe_failure",
+    "kind_of",
     "open_beneath",
     "open_dir",
     "openat2",
     "openat2_supported",
+    "read_regular",
     "replace_file",
     "split_path",
     "walk_tree",
@@ -62,6 +66,8 @@ RESOLVE_BENEATH = 0x08
 _RESOLVE = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
 
 O_PATH = getattr(os, "O_PATH", os.O_RDONLY)
+READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
+"""Flags of every read open: a FIFO swapped in cannot hang it, a tty cannot become ours."""
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_DEPTH = 64  # directory levels walk_tree descends at most
 
@@ -258,6 +264,62 @@ def describe_failure(root_fd: int, parts: Sequence[str]) -> str | None:
     finally:
         if cur != root_fd:
             os.close(cur)
+
+
+def kind_of(mode: int) -> str:
+    """What a non-regular file is, for messages.
+
+    >>> kind_of(stat.S_IFIFO)
+    'FIFO'
+    """
+    for test, name in (
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISLNK, "symbolic link"),
+        (stat.S_ISDIR, "directory"),
+    ):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def check_regular(st: os.stat_result, shown: str, limit: int) -> None:
+    """Refuse anything but a regular, singly-linked file of at most ``limit`` bytes.
+
+    The file tools' rule on what may be read (``shown`` is the path as messages show it).
+    """
+    if stat.S_ISDIR(st.st_mode):
+        raise ToolArgumentError(f"{shown} is a directory; use list_files")
+    if not stat.S_ISREG(st.st_mode):
+        kind = kind_of(st.st_mode)
+        raise ToolPolicyError(f"{shown} is a {kind}; only regular files are read")
+    if st.st_nlink > 1:
+        raise ToolPolicyError(
+            f"{shown} has {st.st_nlink} hard links; multiply-linked files are refused "
+            "(a hard link may point at a file outside the workspace)"
+        )
+    if st.st_size > limit:
+        raise ToolPolicyError(f"{shown} is {st.st_size} bytes; files over {limit} are not read")
+
+
+def read_regular(fd: int, shown: str, limit: int) -> bytes:
+    """Check the open file once more (it may have been swapped), then read it, capped."""
+    check_regular(os.fstat(fd), shown, limit)
+    chunks, size = [], 0
+    while size <= limit:  # the file may grow after fstat: never trust st_size alone
+        chunk = os.read(fd, min(1 << 16, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise ToolPolicyError(f"{shown} grew past {limit} bytes while being read")
+    data = b"".join(chunks)
+    if b"\x00" in data:
+        raise ToolExecutionError(f"{shown} looks binary (contains NUL bytes); only text is read")
+    return data
 
 
 def walk_tree(

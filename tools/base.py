@@ -32,6 +32,7 @@ Trade-offs:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -58,8 +59,11 @@ SideEffects = bool | Callable[[dict[str, Any]], bool]
 class ToolContext:
     """What a tool may ask for besides its arguments; injected, never shown to the model.
 
-    ``state`` is shared by every call of one dispatcher (in-process) or one worker
-    process (sandboxed): use `resource` to keep a connection open across calls.
+    ``state`` belongs to one run: every call of that run sees it, no other run does (the
+    sandbox pool serves many runs in one worker process and keeps their states apart).
+    ``shared`` belongs to the worker and is seen by every run it serves: only for what
+    runs cannot learn anything from (a read-only database, say). Use `resource` to keep a
+    connection open across calls; objects with a ``close()`` are closed when the run ends.
 
     >>> ToolContext(run_id="r1").resource("n", lambda: 42)
     42
@@ -71,13 +75,30 @@ class ToolContext:
     policies: Any = None  # tools.policy.ToolPolicies; Any keeps this module import-light
     state: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    shared: dict[str, Any] = field(default_factory=dict, repr=False)
+    cancel_hooks: list[Callable[[], Any]] = field(default_factory=list, repr=False)
+    """How to stop this call from another thread (`on_cancel`), run at its hard timeout."""
 
-    def resource(self, key: str, factory: Callable[[], Any]) -> Any:
-        """The per-run object stored under ``key``, created by ``factory()`` on first use."""
+    def resource(self, key: str, factory: Callable[[], Any], *, shared: bool = False) -> Any:
+        """The object stored under ``key`` (the run's, or with ``shared`` the worker's),
+        created by ``factory()`` on first use."""
+        store = self.shared if shared else self.state
         with self.lock:  # worker threads may race to create the same DuckDB connection
-            if key not in self.state:
-                self.state[key] = factory()
-            return self.state[key]
+            if key not in store:
+                store[key] = factory()
+            return store[key]
+
+    def on_cancel(self, hook: Callable[[], Any]) -> None:
+        """Register how to interrupt this call (e.g. a DuckDB cursor's ``interrupt``): at
+        the call's hard timeout the sandbox runs the hooks and the call fails alone, where
+        a call that cannot be interrupted takes its worker process down with it."""
+        self.cancel_hooks.append(hook)
+
+    def cancel(self) -> None:
+        """Run the cancel hooks (from another thread); errors in them are ignored."""
+        for hook in list(self.cancel_hooks):
+            with contextlib.suppress(Exception):
+                hook()
 
 
 @dataclass
@@ -202,7 +223,10 @@ class Tool:
     def has_side_effects(self, arguments: dict[str, Any]) -> bool:
         """Whether this call changes the world (``http_request`` POST: yes; GET: no)."""
         if callable(self.side_effects):
-            return bool(self.side_effects(arguments))
+            try:
+                return bool(self.side_effects(arguments))
+            except Exception:  # odd arguments must not end the run: ask, as for a write
+                return True
         return bool(self.side_effects)
 
     def bind(self, arguments: dict[str, Any], ctx: ToolContext | None) -> tuple[tuple, dict]:

@@ -1,9 +1,10 @@
 """The built-in tools: thin, documented wrappers over the implementations.
 
 ``http_request`` runs in the dispatcher's process (async, its own SSRF guard and deadline);
-the SQL and file tools run in the sandbox worker (``sandbox="process"``), where each worker
-keeps one `tools.sql.SqlEngine` (an open DuckDB connection) and one
-`tools.files.FileSandbox` in its per-worker state (`ToolContext.resource`).
+the SQL and file tools run in the sandbox worker (``sandbox="process"``), where each run
+keeps a `tools.sql.SqlEngine` (an open DuckDB connection; read-only engines are shared by
+the runs of a worker, see `_engine`) and a `tools.files.FileSandbox` in its state
+(`ToolContext.resource`).
 
 The docstrings below are what the model reads: keep them short and concrete. The
 implementations are imported inside the functions, so listing the tools (``agent tools``)
@@ -44,9 +45,21 @@ def _sql_writes(arguments: dict[str, Any]) -> bool:
 
 
 def _engine(ctx: ToolContext) -> Any:
+    """The run's DuckDB engine; read-only, one engine serves every run of the worker.
+
+    A read-only engine refuses every statement that could leave state behind (writes,
+    ``CREATE TEMP``, ``SET``, transactions), and each call runs on its own cursor, so runs
+    sharing it cannot see each other; sharing saves ~4 MB of DuckDB per run. A writable
+    one is the run's own (its in-memory tables are nobody else's).
+    """
     from tools.sql import SqlEngine
 
-    return ctx.resource("sql", lambda: SqlEngine(ctx.policies.sql, ctx.workspace))
+    policies = ctx.policies
+    return ctx.resource(
+        "sql",
+        lambda: SqlEngine(policies.sql, ctx.workspace, file_writes=policies.files.allow_write),
+        shared=policies.sql.read_only,
+    )
 
 
 def _files(ctx: ToolContext) -> Any:
@@ -55,7 +68,14 @@ def _files(ctx: ToolContext) -> Any:
     return ctx.resource("files", lambda: FileSandbox(ctx.policies.files, ctx.workspace))
 
 
-@tool(side_effects=lambda a: str(a.get("method", "GET")).upper() != "GET")
+def _http_effects(arguments: dict[str, Any]) -> bool:
+    """The effective method: overrides and bodies count (see `tools.http`)."""
+    from tools.http import has_side_effects
+
+    return has_side_effects(arguments)
+
+
+@tool(side_effects=_http_effects)
 async def http_request(
     url: str,
     ctx: ToolContext,
@@ -88,7 +108,7 @@ def sql_query(
         query: Exactly one SQL statement.
         params: Values for ? / $1 placeholders (a list) or $name placeholders (an object).
     """
-    return _engine(ctx).query(query, params)
+    return _engine(ctx).query(query, params, on_cursor=ctx.on_cancel)
 
 
 @tool(sandbox="process")

@@ -16,8 +16,10 @@ returns one `ToolResult` per call, in call order, never raising for a tool's fai
    full text kept as an artifact file (``artifacts_dir/ID.txt``, `Dispatcher.read_artifact`);
 4. exceptions become error results (type and message, never a traceback), with absolute
    paths outside the workspace and secret-looking environment values scrubbed;
-5. lone surrogates (a JSON body's ``"\\ud800"``) become U+FFFD: they cannot be encoded as
-   UTF-8, so they would break the trace, the checkpoint and the request to the model.
+5. lone surrogates (a JSON body's ``"\\ud800"``) become U+FFFD in results: they cannot be
+   encoded as UTF-8, so they would break the trace, the checkpoint and the request to the
+   model. In a call's arguments they make the call an argument error (nothing could pass
+   them on intact: not the worker pipe, the CLI's output or a log).
 
 >>> import asyncio, tempfile
 >>> from agent.types import ToolCall
@@ -54,11 +56,11 @@ import jsonschema
 
 from agent.errors import ToolArgumentError, ToolError, ToolExecutionError, ToolTimeout
 from agent.types import ToolCall, ToolResult, ToolSpec
-from tools._worker import valid_text
+from tools._worker import unencodable, valid_text
 from tools.base import Tool, ToolContext, render_result
 from tools.policy import ToolPolicies
 from tools.registry import ToolRegistry
-from tools.sandbox import SandboxWorker
+from tools.sandbox import RunSandbox
 
 __all__ = ["Dispatcher"]
 
@@ -94,7 +96,7 @@ class Dispatcher:
         self._ctx = ToolContext(run_id=run_id, workspace=self.workspace, policies=policies)
         self._scrub = _Scrubber(self.workspace)
         by_name = {t.name: t for t in self.registry}
-        self.worker = SandboxWorker(by_name, policies, run_id=run_id)
+        self.worker = RunSandbox(by_name, policies, run_id=run_id)
 
     async def __aenter__(self) -> Dispatcher:
         return self
@@ -128,6 +130,13 @@ class Dispatcher:
 
     # -- internals ------------------------------------------------------------------------
     def _prepare(self, call: ToolCall) -> _Prepared | ToolResult:
+        bad = unencodable(call.arguments)
+        if bad is not None or valid_text(call.name) != call.name:
+            where = "the tool name" if bad is None else valid_text(bad)
+            return self._error(call, ToolArgumentError(
+                f"{where} holds a lone surrogate (like \\ud800), which is not valid Unicode; "
+                "send valid text (drop or replace that character)"
+            ))  # fmt: skip
         if call.name not in self.registry:
             return self._error(call, ToolArgumentError(self._unknown_tool(call.name)))
         tool = self.registry.get(call.name)

@@ -17,8 +17,9 @@ reaches everything else relative to that fd through :mod:`tools._safeopen` (``op
 
 Trade-offs: the workspace-size cap walks the whole tree on every write (simple and exact;
 slow for a huge workspace); missing parent folders are created before the caps are checked,
-so a refused write may leave empty folders behind. ``search_files`` is bounded by the regex
-guard and the timer of :mod:`tools._filesearch` (``FilesPolicy.search_timeout_s``).
+so a refused write may leave empty folders behind. ``search_files`` runs in a helper process
+killed at ``FilesPolicy.search_timeout_s`` (:mod:`tools._filesearch`), so the time limit holds
+for any pattern, in any thread.
 
 >>> box = FileSandbox(FilesPolicy(), Path("."))  # doctest: +SKIP
 >>> print(box.read_file("README.md", 1, 1))  # doctest: +SKIP
@@ -31,7 +32,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import time
 from pathlib import Path
 
 from agent.errors import (
@@ -42,7 +42,7 @@ from agent.errors import (
     ToolPolicyError,
 )
 from tools import _safeopen
-from tools._filesearch import READ_FLAGS, Scan, SearchTimeout, alarm, clean, compile_pattern
+from tools._filesearch import clean, compile_pattern, search
 from tools.policy import FilesPolicy
 
 __all__ = ["SEARCH_TIMEOUT_S", "FileSandbox"]
@@ -131,7 +131,7 @@ class FileSandbox:
             raise ToolArgumentError("read_file needs a file path; use list_files for folders")
         fd = self._open_file(parts, shown)
         try:
-            data = _read_text(fd, shown, self.policy.max_read_bytes)
+            data = _safeopen.read_regular(fd, shown, self.policy.max_read_bytes)
         finally:
             os.close(fd)
         lines = data.decode("utf-8", errors="replace").splitlines(keepends=True)
@@ -184,31 +184,22 @@ class FileSandbox:
         >>> box.search_files(r"TODO", ".", glob="*.py")  # doctest: +SKIP
         "src/a.py:12: # TODO: handle errors"
         """
-        regex = compile_pattern(pattern)
+        compile_pattern(pattern)  # refuse a bad or obviously catastrophic one up front
         if glob is not None and (not isinstance(glob, str) or "\x00" in glob or len(glob) > 256):
             raise ToolArgumentError("glob must be a string without NUL bytes, at most 256 chars")
         parts = _safeopen.split_path(path)
         shown = _shown(parts)
         is_dir = stat.S_ISDIR(self._probe(parts, shown).st_mode)
         fd = self._open(parts, _DIR_FLAGS, shown) if is_dir else self._open_file(parts, shown)
-        scan = Scan(
-            regex,
-            glob,
-            self.policy.max_results,
-            time.monotonic() + self.search_timeout_s,
-            read=lambda fd, shown: _read_text(fd, shown, self.policy.max_read_bytes),
-        )
         try:
-            with alarm(self.search_timeout_s):
-                if is_dir:
-                    scan.tree(os.dup(fd), "/".join(parts))  # the walk closes its fd
-                else:
-                    scan.file(fd, "/".join(parts), must=True)
-        except SearchTimeout:
-            scan.notes.append(f"time limit of {self.search_timeout_s:g} s reached; incomplete")
+            found = search(
+                fd, "/".join(parts), is_dir=is_dir, pattern=pattern, glob=glob,
+                max_results=self.policy.max_results, max_read_bytes=self.policy.max_read_bytes,
+                timeout=self.search_timeout_s,
+            )  # fmt: skip
         finally:
             os.close(fd)
-        return scan.render(pattern, shown)
+        return found.render(pattern, shown)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -228,8 +219,8 @@ class FileSandbox:
 
     def _open_file(self, parts: tuple[str, ...], shown: str) -> int:
         """Open a regular file for reading; anything else is refused before a real open."""
-        _check_regular(self._probe(parts, shown), shown, self.policy.max_read_bytes)
-        return self._open(parts, READ_FLAGS, shown)  # O_NONBLOCK: a FIFO swapped in can't hang
+        _safeopen.check_regular(self._probe(parts, shown), shown, self.policy.max_read_bytes)
+        return self._open(parts, _safeopen.READ_FLAGS, shown)  # a FIFO swapped in can't hang
 
     def _error(self, exc: OSError, parts: tuple[str, ...], shown: str) -> ToolError:
         """Turn an OSError into a message naming the relative path only (never the host's)."""
@@ -257,39 +248,6 @@ class FileSandbox:
         return sum(st.st_size for _, st, _ in tree if stat.S_ISREG(st.st_mode))
 
 
-def _check_regular(st: os.stat_result, shown: str, limit: int) -> None:
-    """Refuse anything but a regular, singly-linked file of at most ``limit`` bytes."""
-    if stat.S_ISDIR(st.st_mode):
-        raise ToolArgumentError(f"{shown} is a directory; use list_files")
-    if not stat.S_ISREG(st.st_mode):
-        raise ToolPolicyError(f"{shown} is a {_kind(st.st_mode)}; only regular files are read")
-    if st.st_nlink > 1:
-        raise ToolPolicyError(
-            f"{shown} has {st.st_nlink} hard links; multiply-linked files are refused "
-            "(a hard link may point at a file outside the workspace)"
-        )
-    if st.st_size > limit:
-        raise ToolPolicyError(f"{shown} is {st.st_size} bytes; files over {limit} are not read")
-
-
-def _read_text(fd: int, shown: str, limit: int) -> bytes:
-    """Check the open file once more (it may have been swapped), then read it, capped."""
-    _check_regular(os.fstat(fd), shown, limit)
-    chunks, size = [], 0
-    while size <= limit:  # the file may grow after fstat: never trust st_size alone
-        chunk = os.read(fd, min(1 << 16, limit + 1 - size))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    if size > limit:
-        raise ToolPolicyError(f"{shown} grew past {limit} bytes while being read")
-    data = b"".join(chunks)
-    if b"\x00" in data:
-        raise ToolExecutionError(f"{shown} looks binary (contains NUL bytes); only text is read")
-    return data
-
-
 def _check_target(dir_fd: int, name: str, shown: str) -> int | None:
     """Size of the file ``write_file`` would replace, None if new; refuse unsafe targets."""
     try:
@@ -299,7 +257,8 @@ def _check_target(dir_fd: int, name: str, shown: str) -> int | None:
     if stat.S_ISDIR(st.st_mode):
         raise ToolArgumentError(f"{shown} is a directory")
     if not stat.S_ISREG(st.st_mode):
-        raise ToolPolicyError(f"{shown} is a {_kind(st.st_mode)}; only regular files are replaced")
+        kind = _safeopen.kind_of(st.st_mode)
+        raise ToolPolicyError(f"{shown} is a {kind}; only regular files are replaced")
     if st.st_nlink > 1:
         raise ToolPolicyError(f"{shown} has {st.st_nlink} hard links; it will not be overwritten")
     if not st.st_mode & 0o222:
@@ -348,21 +307,7 @@ def _describe_entry(dir_fd: int, name: str) -> str:
         return f"{shown}  ({st.st_size} bytes)"
     if stat.S_ISLNK(st.st_mode):
         return f"{shown}  (symlink, not followed)"
-    return f"{shown}  ({_kind(st.st_mode)})"
-
-
-def _kind(mode: int) -> str:
-    for test, name in (
-        (stat.S_ISFIFO, "FIFO"),
-        (stat.S_ISSOCK, "socket"),
-        (stat.S_ISCHR, "character device"),
-        (stat.S_ISBLK, "block device"),
-        (stat.S_ISLNK, "symbolic link"),
-        (stat.S_ISDIR, "directory"),
-    ):
-        if test(mode):
-            return name
-    return "special file"
+    return f"{shown}  ({_safeopen.kind_of(st.st_mode)})"
 
 
 def _shown(parts: tuple[str, ...]) -> str:

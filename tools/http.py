@@ -7,9 +7,14 @@ of which holds on its own:
   ``*.suffix``, or ``*`` for any public host), numeric hosts in every encoding classified;
 - the connection: :class:`~tools._netguard.GuardedBackend` resolves once per connection,
   refuses if any answer is not public, and dials the checked address, for every hop;
+- the method: the *effective* one. ``X-HTTP-Method-Override``, ``X-HTTP-Method`` and
+  ``X-Method-Override`` are refused unless the method they name is allowed too, and a body on
+  GET or HEAD is refused (many servers read ``_method=DELETE`` in it as the method);
 - redirects: followed by hand (at most ``max_redirects``), each target checked like the first
   URL; 301/302 turn POST into GET and 303 turns anything but HEAD into GET, dropping the body;
-  credentials headers are dropped when the origin changes;
+  when the origin changes only a safe list of headers goes on (no ``Authorization``,
+  cookies, ``X-Api-Key`` or other custom credentials), and a 307/308 body only with a method
+  the policy allows;
 - resources: one total deadline (``asyncio.timeout``; httpx's own timeouts are per read, so a
   server dripping a byte at a time would outlive them), a byte cap counted on *decoded* bytes
   with bounded inflation, a declared Content-Length over the cap refused up front, and h11's
@@ -48,7 +53,7 @@ from tools._netguard import (
 from tools._webtext import Inflater, render_body
 from tools.policy import HttpPolicy
 
-__all__ = ["Resolver", "http_request"]
+__all__ = ["Resolver", "has_side_effects", "http_request"]
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Headers the tool itself controls: framing, routing and encoding must match what was checked.
@@ -56,7 +61,13 @@ _RESERVED_HEADERS = frozenset({
     "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te",
     "trailer", "upgrade", "accept-encoding", "expect",
 })  # fmt: skip
-_CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+# Headers that make many servers treat a request as another method (Rails, Symfony, ASP.NET).
+_METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+# What still goes to another origin after a redirect: nothing that can carry a credential.
+_CROSS_ORIGIN_SAFE = frozenset({
+    "accept", "accept-language", "content-language", "content-type", "user-agent",
+    "cache-control", "pragma", "range",
+})  # fmt: skip
 _DEFAULT_HEADERS = {
     "User-Agent": "hermes-vllm-agent-http-tool/0.1",
     "Accept": "*/*",
@@ -94,7 +105,13 @@ async def _request(
     """:func:`http_request` with the network guard given (tests pass one with seams set)."""
     method = _check_method(policy, method)
     target = _check_url(policy, url)
-    sent = _check_headers(headers or {})
+    sent = _check_headers(policy, headers or {})
+    if body and method in ("GET", "HEAD"):
+        raise ToolPolicyError(
+            f"a body on {method} is refused: many servers read it as a form that can change "
+            "the method (_method=DELETE). Put parameters in the URL's query, or use a method "
+            "this task allows for sending data"
+        )
     content = None if body is None else body.encode("utf-8")
     try:
         async with asyncio.timeout(policy.timeout_s):
@@ -182,7 +199,7 @@ async def _exchange(
         method, content, headers = _redirected(response.status_code, method, content, headers)
         _check_method(policy, method)
         if _origin(next_url) != _origin(url):
-            headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
+            headers = {k: v for k, v in headers.items() if k.lower() in _CROSS_ORIGIN_SAFE}
         hops.append(str(next_url))
         url = next_url
     raise AssertionError("unreachable: the loop returns or raises")
@@ -269,7 +286,7 @@ def _check_literal_ip(policy: HttpPolicy, host: str) -> None:
         )
 
 
-def _check_headers(headers: dict[str, str]) -> dict[str, str]:
+def _check_headers(policy: HttpPolicy, headers: dict[str, str]) -> dict[str, str]:
     for name, value in headers.items():
         if not isinstance(name, str) or not isinstance(value, str):
             raise ToolArgumentError("headers must map strings to strings")
@@ -280,7 +297,30 @@ def _check_headers(headers: dict[str, str]) -> dict[str, str]:
             raise ToolPolicyError(
                 f"header {name!r} cannot be set: the tool controls it; remove it from headers"
             )
+        if low in _METHOD_OVERRIDES:
+            try:
+                _check_method(policy, value)
+            except ToolPolicyError as exc:
+                raise ToolPolicyError(
+                    f"header {name!r} asks the server to treat the request as "
+                    f"{value.strip().upper()!r}: {exc}"
+                ) from None
     return dict(headers)
+
+
+def has_side_effects(arguments: dict[str, object]) -> bool:
+    """Whether an ``http_request`` call may change state: its effective method is not GET.
+
+    A method other than GET, a body, or a method-override header naming another method.
+
+    >>> has_side_effects({"url": "https://a.test/", "headers": {"X-HTTP-Method": "DELETE"}})
+    True
+    """
+    methods = [arguments.get("method") or "GET"]
+    headers = arguments.get("headers") or {}
+    if isinstance(headers, dict):
+        methods += [v for k, v in headers.items() if str(k).strip().lower() in _METHOD_OVERRIDES]
+    return bool(arguments.get("body")) or any(str(m).strip().upper() != "GET" for m in methods)
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:

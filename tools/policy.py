@@ -85,6 +85,14 @@ class SandboxPolicy(ConfigModel):
     use_bwrap: bool | None = Field(
         None, description="Force bubblewrap on/off; None = use it when installed."
     )
+    shared: bool = Field(
+        True,
+        description="Runs with the same workspace, policies and tools share pooled workers "
+        "(each run's state kept apart); false: a worker of its own for each run.",
+    )
+    pool_size: int | None = Field(
+        None, gt=0, description="Workers a pool group may start; None: the CPU count (≥ 2)."
+    )
 
 
 class PolicySet(ConfigModel):

@@ -35,6 +35,7 @@ from typing import Any
 
 from agent.errors import AgentError, ToolDefinitionError
 from agent.types import ToolCall, ToolSpec
+from tools._worker import unencodable
 from tools.base import Tool, as_tool
 
 __all__ = ["ENTRY_POINT_GROUP", "ToolRegistry"]
@@ -142,10 +143,13 @@ class ToolRegistry:
     def has_side_effects(self, call: ToolCall) -> bool:
         """Whether running ``call`` would change the world, for approval.
 
-        An unknown tool has none: it never runs (the dispatcher answers with an error).
+        An unknown tool has none: it never runs (the dispatcher answers with an error), and
+        neither has a call whose arguments hold a lone surrogate, for the same reason.
         """
         tool = self._tools.get(call.name)
-        return tool is not None and tool.has_side_effects(call.arguments)
+        if tool is None or unencodable(call.arguments) is not None:
+            return False
+        return tool.has_side_effects(call.arguments)
 
     def closest(self, name: str) -> str | None:
         """The registered name most like ``name`` (difflib), if any is close."""

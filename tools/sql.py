@@ -1,18 +1,24 @@
 """DuckDB behind ``sql_query`` and ``sql_tables``: one engine per sandbox worker.
 
-Two walls, each enough on its own for the cases it covers:
+Three walls, each enough on its own for the cases it covers:
 
-1. **Statement types.** ``duckdb.extract_statements`` must find exactly one statement, and its
-   type must be allowed: SELECT-like (SELECT, WITH, VALUES, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN
-   of those) when ``policy.read_only``; DML/DDL/COPY/transactions too otherwise. ATTACH,
-   DETACH, INSTALL, LOAD, SET/RESET/USE, PRAGMA, CALL, EXPORT/IMPORT and CREATE/DROP SECRET
-   are always refused. ``EXPLAIN ANALYZE`` runs its statement, so the inner one is checked.
+1. **Statement types** (`tools._sqlcheck`): exactly one statement, of a type the policy
+   allows; settings, extensions, ATTACH, secrets and transactions are always refused, and
+   ``COPY … TO`` needs file writes (``tools.files.allow_write``) as well as SQL writes.
 2. **DuckDB's own lock.** ``allowed_directories`` = the workspace (resolved; DuckDB resolves
    symlinks before checking, measured on 2.0.1), then ``enable_external_access=false``, then
    ``lock_configuration=true``: files outside the workspace, URLs, extension loading, secrets
    and every later SET are refused by DuckDB itself, whatever text reached it. Spilling to disk
    is off (``temp_directory=''``): a query over ``memory_limit`` fails instead of filling the
-   disk. ``max_execution_time`` (DuckDB >= 1.4, locked) is the time cap, so no watchdog thread.
+   disk. ``max_execution_time`` (DuckDB >= 1.4, set GLOBAL so every cursor has it, locked) is
+   the time cap, so no watchdog thread.
+3. **The file rule** (`tools._sqlfiles`): no query runs while the workspace holds a
+   hard-linked or special file, checked before and after each query.
+
+One call, one cursor: each call runs on its own ``cursor()`` of the one connection, closed
+when the call ends. Concurrent calls each get their own result (a DuckDB connection serves
+one statement at a time), tables of an in-memory database stay shared by every call of the
+run, and whatever a failed call left open is rolled back with its cursor.
 
 Relative paths (``SELECT * FROM 'data/sales.csv'``): DuckDB resolves them against the process
 working directory before its directory check (``file_search_path`` is applied after the check,
@@ -35,8 +41,11 @@ sandbox around the worker (bubblewrap) is the wall for those.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,122 +59,32 @@ from agent.errors import (
     ToolPolicyError,
     ToolTimeout,
 )
+from tools._sqlcheck import check_statement, first_lines, writes
+from tools._sqlfiles import FILE_SUFFIXES, data_files, file_problem, unsafe_files
 from tools._sqlrender import render_table
 from tools.policy import SqlPolicy
 
 __all__ = ["FILE_SUFFIXES", "SqlEngine", "check_statement", "writes"]
 
 _T = duckdb.StatementType
-FILE_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".parquet", ".json", ".jsonl", ".ndjson", ".json.gz")
-"""Workspace files ``tables()`` lists as queryable by relative path."""
-
 _MAX_FILES = 50
-_READ_TYPES = frozenset({_T.SELECT})
-_WRITE_TYPES = _READ_TYPES | {
-    _T.INSERT, _T.UPDATE, _T.DELETE, _T.MERGE_INTO, _T.CREATE, _T.DROP, _T.ALTER,
-    _T.TRANSACTION, _T.MULTI, _T.COPY,
-}  # fmt: skip
-_HINTS = {
-    _T.SET: "settings (SET/RESET/USE) are fixed by the tool's policy",
-    _T.PRAGMA: "use DESCRIBE t or SELECT * FROM pragma_table_info('t')",
-    _T.CALL: "call table functions as SELECT * FROM fn()",
-    _T.ATTACH: "only the configured database is available; query files by relative path",
-    _T.DETACH: "only the configured database is available",
-    _T.LOAD: "extensions cannot be installed or loaded",
-    _T.EXPORT: "exporting the database is not allowed",
-}
-_SECRET = re.compile(
-    r"^\s*(CREATE|DROP)\s+(OR\s+REPLACE\s+)?((PERSISTENT|TEMPORARY|TEMP)\s+)?SECRET\b", re.I
-)
-# EXPLAIN's own words: keywords, or an option list without quotes or comments, so the rest
-# of the original text is the inner statement exactly as DuckDB tokenises it.
-_GAP = r"(?:\s|--[^\n]*|/\*.*?\*/)"
-_EXPLAIN = re.compile(rf"EXPLAIN{_GAP}+(?:ANALYZE{_GAP}+|\([\w\s,]*\){_GAP}*)?", re.I | re.S)
-_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
-_LEADING = re.compile(rf"{_GAP}*", re.S)
 _MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*[KMGT]?i?B\s*$", re.I)
-
-
-def check_statement(query: str, *, read_only: bool) -> duckdb.Statement:
-    """The single statement of ``query`` if its type is allowed, else a ``ToolError``.
-
-    >>> check_statement("SELECT 1", read_only=True).type.name
-    'SELECT'
-    """
-    try:
-        statements = duckdb.extract_statements(query)
-        kinds = [statement.type for statement in statements]
-    except duckdb.Error as exc:
-        raise ToolExecutionError(f"SQL syntax error: {_first_lines(str(exc))}") from None
-    except ValueError:  # the binding has no enum member for some types (UPDATE EXTENSIONS)
-        raise ToolPolicyError("statement type not allowed: unknown to the tool") from None
-    if not statements:
-        raise ToolArgumentError("empty query: send one SQL statement")
-    if len(statements) > 1:
-        raise ToolPolicyError(
-            f"one statement per call, got {len(statements)}; send them as separate calls"
-        )
-    statement = statements[0]
-    _check_type(kinds[0], statement.query, read_only)
-    return statement
-
-
-def writes(query: str) -> bool:
-    """Whether ``query`` may change data: anything a read-only engine would refuse.
-
-    Judged by DuckDB's parse, not the first word: ``WITH x AS (…) INSERT …`` and
-    ``EXPLAIN ANALYZE DELETE …`` write although they start like reads.
-
-    >>> writes("SELECT 1"), writes("WITH x AS (SELECT 1) DELETE FROM t")
-    (False, True)
-    """
-    try:
-        check_statement(query, read_only=True)
-    except ToolError:
-        return True
-    return False
-
-
-def _check_type(kind: duckdb.StatementType, text: str, read_only: bool) -> None:
-    if kind == _T.EXPLAIN:
-        head = text[_LEADING.match(text).end() :]  # type: ignore[union-attr]
-        prefix = _EXPLAIN.match(head)
-        try:
-            if prefix:
-                check_statement(head[prefix.end() :], read_only=read_only)  # ANALYZE runs it
-                return
-        except (ToolExecutionError, ToolArgumentError):
-            pass  # the rest did not parse alone: refuse rather than guess
-        raise ToolPolicyError(
-            "statement type not allowed: EXPLAIN in this form; use EXPLAIN SELECT …"
-        )
-    # Comments only blank out words here; a string cannot come before SECRET in CREATE/DROP.
-    bare = _COMMENTS.sub(" ", text)
-    allowed = _READ_TYPES if read_only else _WRITE_TYPES
-    if _SECRET.match(bare):
-        raise ToolPolicyError("statement type not allowed: secrets cannot be created or dropped")
-    if kind not in allowed:
-        what = (
-            "SELECT-like statements only (SELECT, WITH, VALUES, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)"
-            if read_only
-            else "SELECT, DML, DDL, COPY within the workspace and transactions"
-        )
-        hint = _HINTS.get(kind, "this tool is read-only" if read_only else "")
-        raise ToolPolicyError(
-            f"statement type not allowed: {kind.name}; allowed: {what}"
-            + (f"; {hint}" if hint else "")
-        )
 
 
 class SqlEngine:
     """One locked DuckDB connection confined to ``workspace``; see the module docstring.
 
+    ``file_writes``: whether ``COPY … TO`` may write files (``tools.files.allow_write``).
+
     >>> SqlEngine(SqlPolicy(), tmp).query("SELECT * FROM 'data/sales.csv'")  # doctest: +SKIP
     """
 
-    def __init__(self, policy: SqlPolicy, workspace: Path) -> None:
+    def __init__(self, policy: SqlPolicy, workspace: Path, *, file_writes: bool = False) -> None:
         self.policy = policy
+        self.file_writes = file_writes
         self.root = Path(workspace).resolve(strict=True)
+        self._cursors: set[duckdb.DuckDBPyConnection] = set()
+        self._cursors_lock = threading.Lock()
         self._aliases = sorted({str(self.root), str(Path(workspace).absolute())}, key=len)[::-1]
         database = self._database_path()
         self._ensure_cwd()
@@ -193,6 +112,9 @@ class SqlEngine:
             raise ConfigError(f"sql.database must be inside the workspace: {self.policy.database}")
         if self.policy.read_only and not path.is_file():
             raise ConfigError(f"sql.database not found (read-only): {self.policy.database}")
+        problem = file_problem(path.lstat()) if path.exists() else None
+        if problem:
+            raise ConfigError(f"sql.database {self.policy.database} is refused: {problem}")
         return path
 
     def _lock(self) -> None:
@@ -204,7 +126,8 @@ class SqlEngine:
         steps: list[tuple[str, list[Any]]] = [
             ("SET memory_limit = ?", [self.policy.memory_limit]),
             ("SET threads = ?", [self.policy.threads]),
-            ("SET max_execution_time = ?", [max(1, round(self.policy.timeout_s * 1000))]),
+            # GLOBAL: a plain SET is the session's, and every call runs on its own cursor.
+            ("SET GLOBAL max_execution_time = ?", [max(1, round(self.policy.timeout_s * 1000))]),
             ("SET allowed_directories = ?", [[str(self.root) + os.sep]]),
             ("SET enable_external_access = false", []),
             ("SET lock_configuration = true", []),
@@ -216,7 +139,13 @@ class SqlEngine:
             self._con.close()
             raise ConfigError(f"cannot configure DuckDB ({sql}): {exc}") from None
 
-    def query(self, query: str, params: list | dict | None = None) -> str:
+    def query(
+        self,
+        query: str,
+        params: list | dict | None = None,
+        *,
+        on_cursor: Callable[[Callable[[], None]], None] | None = None,
+    ) -> str:
         """Run one statement and render its result for the model.
 
         >>> engine.query("SELECT $n + 1 AS m", {"n": 41})  # doctest: +SKIP
@@ -224,24 +153,31 @@ class SqlEngine:
         """
         if params is not None and not isinstance(params, list | dict):
             raise ToolArgumentError("params must be a list (for ? or $1) or an object (for $name)")
-        statement = check_statement(query, read_only=self.policy.read_only)
+        statement = check_statement(
+            query, read_only=self.policy.read_only, file_writes=self.file_writes
+        )
         self._ensure_cwd()
+        self._check_files()
         limit = self.policy.max_rows
-        try:
-            self._con.execute(query, params)
-            description = self._con.description
-            rows = self._con.fetchmany(limit + 1) if description else []
-            if len(rows) > limit:
-                self._con.abort()  # 2.0.1: a partially fetched result must be aborted
-        except duckdb.Error as exc:
-            raise self._error(exc) from None
+        with self._cursor() as cur:
+            if on_cursor is not None:  # how to stop this query alone, from another thread
+                on_cursor(cur.interrupt)
+            try:
+                cur.execute(query, params)
+                description = cur.description
+                rows = cur.fetchmany(limit + 1) if description else []
+                if len(rows) > limit:
+                    cur.abort()  # 2.0.1: a partially fetched result must be aborted
+            except duckdb.Error as exc:
+                raise self._error(exc) from None
+            total: int | str = len(rows)
+            if len(rows) > limit and statement.type in (_T.SELECT, _T.EXPLAIN):
+                total = self._count(cur, statement, params)
+        self._check_files(after=True)  # a link made while the query ran: no result shown
         if not description:
             return "OK"
         if statement.type not in (_T.SELECT, _T.EXPLAIN):
             return self._scrub(_summary(description, rows))
-        total: int | str = len(rows)
-        if len(rows) > limit:
-            total = self._count(statement, params)
         names = [str(d[0]) for d in description]
         types = [str(d[1]) for d in description]
         text = render_table(
@@ -249,14 +185,44 @@ class SqlEngine:
         )
         return self._scrub(text)
 
-    def _count(self, statement: duckdb.Statement, params: list | dict | None) -> int | str:
+    @contextlib.contextmanager
+    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor of its own for one call, closed (and rolled back) when the call ends."""
+        with self._cursors_lock:
+            cur = self._con.cursor()
+            self._cursors.add(cur)
+        try:
+            yield cur
+        finally:
+            with self._cursors_lock:
+                self._cursors.discard(cur)
+            cur.close()
+
+    def _check_files(self, *, after: bool = False) -> None:
+        """Refuse to run (or to show a result) while the workspace holds unsafe files."""
+        found = unsafe_files(self.root)
+        if found:
+            when = "appeared while the query ran, so its result is withheld" if after else ""
+            raise ToolPolicyError(
+                "the workspace holds files the SQL tool will not open"
+                + (f" ({when})" if when else "")
+                + ": "
+                + ", ".join(found)
+                + ". A file with more than one hard link may be a link to a file outside "
+                "the workspace, and a special file can hang a query; no query runs until "
+                "they are removed from the workspace (ask the user)"
+            )
+
+    def _count(
+        self, cur: duckdb.DuckDBPyConnection, statement: duckdb.Statement, params: Any
+    ) -> int | str:
         """Total rows of a capped SELECT; "more than N" when counting fails or times out."""
         body = statement.query.rstrip().rstrip(";")
         wrapped = f"SELECT count(*) FROM (\n{body}\n) AS _rows"
         try:
             check_statement(wrapped, read_only=True)
-            self._con.execute(wrapped, params)
-            row = self._con.fetchone()
+            cur.execute(wrapped, params)
+            row = cur.fetchone()
         except (duckdb.Error, ToolError):
             row = None
         return int(row[0]) if row else f"more than {self.policy.max_rows}"
@@ -268,12 +234,13 @@ class SqlEngine:
         "Tables and views:\\nsales(id:INTEGER, amount:DOUBLE)\\nFiles ...\\n'data/s.csv'(a:BIGINT)"
         """
         self._ensure_cwd()
-        try:
-            lines = self._catalog_lines()
-        except duckdb.Error as exc:
-            raise self._error(exc) from None
+        with self._cursor() as cur:
+            try:
+                lines = self._catalog_lines(cur)
+            except duckdb.Error as exc:
+                raise self._error(exc) from None
+            files = self._file_lines(cur)
         out = ["Tables and views:", *lines] if lines else ["No tables or views."]
-        files = self._file_lines()
         if files:
             out += ["Files (query by relative path, e.g. SELECT * FROM 'data/x.csv'):", *files]
         text = self._scrub("\n".join(out))
@@ -281,16 +248,16 @@ class SqlEngine:
             text = text[: self.policy.max_bytes] + "\n… (cut at the output cap)"
         return text
 
-    def _catalog_lines(self) -> list[str]:
-        default = self._con.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+    def _catalog_lines(self, cur: duckdb.DuckDBPyConnection) -> list[str]:
+        default = cur.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
         columns: dict[tuple[str, str, str], list[str]] = {}
-        for db, schema, table, column, dtype in self._con.execute(
+        for db, schema, table, column, dtype in cur.execute(
             "SELECT database_name, schema_name, table_name, column_name, data_type "
             "FROM duckdb_columns() WHERE NOT internal ORDER BY column_index"
         ).fetchall():
             columns.setdefault((db, schema, table), []).append(f"{column}:{dtype}")
         lines = []
-        for db, schema, name, kind in self._con.execute(
+        for db, schema, name, kind in cur.execute(
             "SELECT database_name, schema_name, table_name, 'table' FROM duckdb_tables() "
             "WHERE NOT internal UNION ALL SELECT database_name, schema_name, view_name, 'view' "
             "FROM duckdb_views() WHERE NOT internal ORDER BY ALL"
@@ -302,26 +269,39 @@ class SqlEngine:
             lines.append(f"{prefix}{qualified}({', '.join(columns.get((db, schema, name), []))})")
         return lines
 
-    def _file_lines(self) -> list[str]:
+    def _file_lines(self, cur: duckdb.DuckDBPyConnection) -> list[str]:
+        """``'rel'(col:TYPE, …)`` per data file; unsafe files are named, never opened."""
         lines = []
-        for rel in _data_files(self.root, _MAX_FILES + 1):
+        for rel in data_files(self.root, _MAX_FILES + 1):
             if len(lines) == _MAX_FILES:
                 lines.append(f"… more than {_MAX_FILES} files; use glob('**/*.csv') to list them")
                 break
             literal = "'" + rel.replace("'", "''") + "'"
-            try:
-                cols = self._con.execute(f"DESCRIBE SELECT * FROM {literal}").fetchall()
-                lines.append(f"{literal}({', '.join(f'{c[0]}:{c[1]}' for c in cols)})")
-            except duckdb.Error as exc:
-                lines.append(f"{literal}(unreadable: {_first_lines(str(exc), 1)})")
+            problem = self._file_problem(rel)
+            if problem is None:
+                try:
+                    cols = cur.execute(f"DESCRIBE SELECT * FROM {literal}").fetchall()
+                    described = f"{literal}({', '.join(f'{c[0]}:{c[1]}' for c in cols)})"
+                except duckdb.Error as exc:
+                    described = f"{literal}(unreadable: {first_lines(str(exc), 1)})"
+                problem = self._file_problem(rel)  # swapped for a link while DuckDB read it?
+            lines.append(f"{literal}(refused: {problem})" if problem else described)
         return lines
 
+    def _file_problem(self, rel: str) -> str | None:
+        try:
+            return file_problem((self.root / rel).lstat())
+        except OSError:
+            return "vanished"
+
     def interrupt(self) -> None:
-        """Stop the running query from another thread; the connection stays usable.
+        """Stop the running queries from another thread; the connection stays usable.
 
         >>> threading.Timer(1, engine.interrupt).start()  # doctest: +SKIP
         """
-        self._con.interrupt()
+        with self._cursors_lock:
+            for cur in self._cursors:
+                cur.interrupt()
 
     def close(self) -> None:
         """Close the connection; later calls fail. Safe to call twice.
@@ -341,7 +321,7 @@ class SqlEngine:
 
     def _error(self, exc: duckdb.Error) -> ToolError:
         """Map a DuckDB error to the tool error the model sees, paths scrubbed."""
-        message = self._scrub(_first_lines(str(exc)))
+        message = self._scrub(first_lines(str(exc)))
         if isinstance(exc, duckdb.InterruptException):
             if "maximum execution time" in message:
                 return ToolTimeout(
@@ -352,7 +332,7 @@ class SqlEngine:
         if isinstance(exc, duckdb.OutOfMemoryException):
             return ToolExecutionError(
                 f"query exceeded the {self.policy.memory_limit} memory limit; "
-                "aggregate or filter more: " + _first_lines(message, 1)
+                "aggregate or filter more: " + first_lines(message, 1)
             )
         if isinstance(exc, duckdb.PermissionException):
             return ToolPolicyError(
@@ -366,7 +346,8 @@ class SqlEngine:
 
     def _known_tables(self) -> str:
         try:
-            names = [line.split("(", 1)[0] for line in self._catalog_lines()]
+            with self._cursor() as cur:
+                names = [line.split("(", 1)[0] for line in self._catalog_lines(cur)]
         except duckdb.Error:
             names = []
         listed = ", ".join(names[:30]) if names else "none"
@@ -392,22 +373,3 @@ def _summary(description: Any, rows: list[tuple[Any, ...]]) -> str:
     names = [str(d[0]) for d in description]
     types = [str(d[1]) for d in description]
     return render_table(names, types, rows, total=len(rows), max_bytes=4000)
-
-
-def _data_files(root: Path, limit: int) -> list[str]:
-    """Relative paths of data files under ``root``: no hidden folders, no symlinks."""
-    found: list[str] = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            path = Path(folder, name)
-            if name.lower().endswith(FILE_SUFFIXES) and not path.is_symlink():
-                found.append(path.relative_to(root).as_posix())
-                if len(found) >= limit:
-                    return found
-    return found
-
-
-def _first_lines(text: str, n: int = 8) -> str:
-    """DuckDB messages carry a caret diagram; keep it but not pages of hints."""
-    return "\n".join(text.strip().splitlines()[:n])[:1500]

@@ -23,6 +23,7 @@ __all__ = ["main"]
 # command name -> ("module:attribute", one-line help); each module owns its command.
 # The help line lives here so `agent --help` imports nothing.
 _COMMANDS: dict[str, tuple[str, str]] = {
+    "eval": ("agent.cli.eval:eval_group", "Run eval suites and BFCL; report, compare, query."),
     "parse": ("agent.cli.format:parse_cmd", "Parse raw model output into content, calls, errors."),
     "prompt": ("agent.cli.format:prompt_cmd", "Print the exact prompt for messages or a task."),
     "run": ("agent.cli.run:run_cmd", "Run a task file to a final answer, with live progress."),

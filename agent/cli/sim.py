@@ -68,6 +68,13 @@ _STRUCTURED = (
     help="Model name to serve.",
 )
 @click.option(
+    "--lora-module",
+    "lora_modules",
+    multiple=True,
+    metavar="NAME",
+    help="Also serve a LoRA adapter under this name (repeatable).",
+)
+@click.option(
     "--error-rate",
     default=0.0,
     type=click.FloatRange(0, 1),
@@ -100,6 +107,7 @@ def sim_cmd(
     script: str | None,
     max_model_len: int,
     model: str,
+    lora_modules: tuple[str, ...],
     error_rate: float,
     error_status: int,
     disconnect_after: int | None,
@@ -119,6 +127,7 @@ def sim_cmd(
         speed=speed,
         max_model_len=max_model_len,  # type: ignore[arg-type]
         model=model,
+        lora_modules=lora_modules,
         refuse_structured=frozenset(refuse_structured),
     )
     faults = Faults(

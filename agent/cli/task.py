@@ -16,6 +16,7 @@ import click
 __all__ = ["schema_cmd"]
 
 _FORMATS: dict[str, tuple[str, str]] = {
+    "suite": ("evals.suite:suite_json_schema", "an eval suite (agent eval run SUITE.yaml)"),
     "task": ("agent.task:task_json_schema", "a task file (agent run TASK.yaml)"),
 }
 

@@ -3,7 +3,8 @@
 ``agent tool call`` uses the same dispatcher and sandbox as a run, with policies built
 from its options: the workspace is the current directory unless ``--workspace`` says
 otherwise, read-only unless ``--allow-write`` (which also lets SQL write), and no HTTP
-host is allowed unless named with ``--allow-host``.
+host is allowed unless named with ``--allow-host``. For a tool that runs in the sandbox, a
+workspace holding the Python environment or the project's code is refused (exit 2).
 
 Exit codes: 0 the call succeeded; 1 the tool failed (policy, timeout, execution);
 2 bad input (malformed ``--args`` JSON, unknown tool, arguments that fail the schema).
@@ -122,18 +123,29 @@ def call_cmd(
             "sandbox": {"call_timeout_s": timeout},
         }
     )
-    out = asyncio.run(_call(name, arguments, policies))
+    registry = _load_registry()
+    if name in registry:
+        from agent.errors import ConfigError
+        from tools.sandbox import check_workspace
+
+        try:
+            check_workspace(policies.workspace, [registry.get(name)])
+        except ConfigError as exc:
+            raise click.UsageError(f"--workspace: {exc}") from None
+    out = asyncio.run(_call(registry, name, arguments, policies))
     click.echo(json.dumps(out, ensure_ascii=False))
     if out["status"] != "ok":
         sys.exit(2 if out["error"] == "arguments" else 1)
 
 
-async def _call(name: str, arguments: dict[str, Any], policies: Any) -> dict[str, Any]:
+async def _call(
+    registry: Any, name: str, arguments: dict[str, Any], policies: Any
+) -> dict[str, Any]:
     from agent.types import ToolCall
     from tools.dispatch import Dispatcher
 
     artifacts = Path(tempfile.mkdtemp(prefix="agent-tool-artifacts-"))
-    async with Dispatcher(_load_registry(), policies, run_id="cli", artifacts_dir=artifacts) as d:
+    async with Dispatcher(registry, policies, run_id="cli", artifacts_dir=artifacts) as d:
         result = await d.call(ToolCall(name, arguments))
     out = dataclasses.asdict(result)
     if result.artifact_id:

@@ -21,13 +21,18 @@ a chat-mode call is only reported once the next one begins, because the protocol
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from agent.chatml import render_call
+from agent.errors import StreamInterrupted
 from agent.hermes import (
     StreamParser,
     TextDelta,
@@ -35,23 +40,31 @@ from agent.hermes import (
     ToolCallParsed,
     ToolCallStarted,
 )
-from agent.types import Malformed, Message, ToolCall, ToolSpec, Usage, new_call_id
+from agent.llm import _failures as _f
+from agent.llm import _http
+from agent.llm._wire import Response
+from agent.llm.base import Generation
+from agent.types import Malformed, Message, Timings, ToolCall, ToolSpec, Usage, new_call_id
 
 __all__ = [
     "END",
     "ChatDecoder",
     "CompletionsDecoder",
     "StreamState",
+    "read_stream",
     "structural_tag",
     "to_openai_messages",
 ]
 
 
 class CompletionsDecoder:
-    """Raw Hermes text from ``/v1/completions`` through the incremental parser."""
+    """Raw Hermes text from ``/v1/completions`` through the incremental parser.
 
-    def __init__(self) -> None:
-        self._parser = StreamParser()
+    ``calls=False`` (``tool_choice="none"``): nothing is read as a call; all is text.
+    """
+
+    def __init__(self, *, calls: bool = True) -> None:
+        self._parser = StreamParser() if calls else None
         self._parts: list[str] = []
 
     def feed(self, choice: dict[str, Any]) -> list[Any]:
@@ -59,15 +72,18 @@ class CompletionsDecoder:
         if not text:
             return []
         self._parts.append(text)
-        return self._parser.feed(text)
+        return self._parser.feed(text) if self._parser else [TextDelta(text)]
 
     def close(self) -> list[Any]:
-        return self._parser.close()
+        return self._parser.close() if self._parser else []
 
     def result(self) -> tuple[str, str, list[ToolCall], list[Malformed]]:
+        text = "".join(self._parts)
+        if self._parser is None:
+            return text, text, [], []
         # The parser's own tally: the calls carry the ids the caller already saw.
         out = self._parser.result
-        return "".join(self._parts), out.content, out.tool_calls, out.errors
+        return text, out.content, out.tool_calls, out.errors
 
 
 @dataclass
@@ -208,12 +224,13 @@ END = object()
 class StreamState:
     """What one streamed response has told us so far."""
 
-    __slots__ = ("chunks", "finish", "first", "started", "usage")
+    __slots__ = ("chunks", "finish", "first", "started", "stop_reason", "usage")
 
     def __init__(self, started: float) -> None:
         self.started = started
         self.first: float | None = None
         self.finish: str | None = None
+        self.stop_reason: str | int | None = None
         self.usage: Usage | None = None
         self.chunks = 0
 
@@ -228,7 +245,8 @@ class StreamState:
             self.chunks += 1
             if choice.get("finish_reason"):
                 self.finish = choice["finish_reason"]
-        if usage := chunk.get("usage"):
+                self.stop_reason = choice.get("stop_reason")
+        if usage := chunk.get("usage"):  # (the last chunk's, with stream_options)
             details = usage.get("prompt_tokens_details") or {}
             self.usage = Usage(
                 prompt_tokens=int(usage.get("prompt_tokens") or 0),
@@ -237,13 +255,93 @@ class StreamState:
             )
         return events
 
+    def generation(self, decoder: Any, prompt: str | None, url: str) -> Generation:
+        """The whole :class:`Generation` once the stream has ended."""
+        text, content, calls, errors = decoder.result()
+        usage = self.usage or Usage(completion_tokens=self.chunks)
+        total = time.perf_counter() - self.started
+        ttft = (self.first or time.perf_counter()) - self.started
+        decode_s = total - ttft
+        tps = (usage.completion_tokens - 1) / decode_s if decode_s > 0 else 0.0
+        return Generation(
+            text=text,
+            content=content,
+            tool_calls=calls,
+            errors=errors,
+            finish_reason=self.finish or "stop",
+            stop_reason=self.stop_reason,
+            usage=usage,
+            timings=Timings(ttft_s=ttft, total_s=total, tokens_per_s=max(tps, 0.0)),
+            prompt=prompt,
+            url=url,
+        )
 
-def structural_tag(tools: Sequence[ToolSpec]) -> str:
-    """vLLM ``structured_outputs.structural_tag``: every ``<tool_call>`` body is JSON for
-    one of ``tools`` (free text elsewhere). vLLM takes it as a JSON string.
 
-    >>> json.loads(structural_tag([ToolSpec("f")]))["triggers"]
-    ['<tool_call>']
+async def read_stream(
+    url: str, response: httpx.Response, deadline: float, decoder: Any, state: StreamState
+) -> AsyncIterator[Any]:
+    """The events of one streamed response, each read under the request's ``deadline``.
+
+    Raises ``_failures.Retry`` for a reset or a stream without a finish reason (the loop
+    in :mod:`agent.llm.vllm` decides whether a retry is still possible).
+    """
+    own = isinstance(response, Response)
+    if own:  # our own HTTP client: payloads as bytes, the deadline held by the client
+        chunks: AsyncIterator[dict[str, Any] | None] = _payloads(response.events(), url)
+    else:  # a caller's httpx client
+        chunks = _http.sse_events(response)
+    try:
+        while True:
+            if own:
+                chunk = await anext(chunks, END)
+            else:
+                # The deadline wraps each read, never a yield: a timeout must not fire
+                # while the caller's own code runs between events.
+                async with asyncio.timeout_at(deadline):
+                    chunk = await anext(chunks, END)
+            if chunk is END:
+                break
+            if chunk is None:
+                # [DONE]: one more pull reads the body's end (briefly), so the connection
+                # is reused instead of closed.
+                with contextlib.suppress(TimeoutError, httpx.HTTPError):
+                    async with asyncio.timeout(_http.DRAIN_S):
+                        await anext(chunks, END)
+                break
+            for event in state.take(chunk, decoder):
+                yield event
+    except TimeoutError as exc:
+        raise _f.timeout(url) from exc
+    except _f.RESETS as exc:
+        raise _f.Retry(_f.reset(url, exc)) from exc
+    finally:
+        await chunks.aclose()
+    if state.finish is None:
+        raise _f.Retry(
+            StreamInterrupted(f"stream from {url} ended without a finish reason", url=url)
+        )
+
+
+async def _payloads(
+    events: AsyncIterator[bytes | None], url: str
+) -> AsyncIterator[dict[str, Any] | None]:
+    payload = _http.payload
+    async for data in events:
+        yield None if data is None else payload(data, url)
+
+
+def structural_tag(tools: Sequence[ToolSpec], *, required: bool = False) -> str:
+    """vLLM ``structured_outputs.structural_tag`` (xgrammar's ``triggered_tags`` format):
+    every ``<tool_call>`` body is JSON for one of ``tools``, free text elsewhere; with
+    ``required``, at least one call is forced. vLLM takes it as a JSON string.
+
+    The legacy shape (``structures`` + ``triggers``) only constrained a body once the
+    model chose to open ``<tool_call>``: it could never force a call (measured on vLLM
+    0.32: plain text, no call, with ``tool_choice`` required). ``name`` comes first in the
+    schema so that a streamed call is known, and may start, as early as possible.
+
+    >>> json.loads(structural_tag([ToolSpec("f")], required=True))["format"]["at_least_one"]
+    True
     """
     schema = {
         "anyOf": [
@@ -255,9 +353,22 @@ def structural_tag(tools: Sequence[ToolSpec]) -> str:
             for t in tools
         ]
     }
-    structure = {"begin": "<tool_call>\n", "schema": schema, "end": "\n</tool_call>"}
+    tag = {
+        "begin": "<tool_call>\n",
+        "content": {"type": "json_schema", "json_schema": schema},
+        "end": "\n</tool_call>",
+    }
     return json.dumps(
-        {"type": "structural_tag", "structures": [structure], "triggers": ["<tool_call>"]}
+        {
+            "type": "structural_tag",
+            "format": {
+                "type": "triggered_tags",
+                "triggers": ["<tool_call>"],
+                "tags": [tag],
+                "at_least_one": required,
+                "stop_after_first": False,
+            },
+        }
     )
 
 

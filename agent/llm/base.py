@@ -12,12 +12,13 @@ Usage(prompt_tokens=15, completion_tokens=3, cached_tokens=8)
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agent.config import Sampling
+from agent.config import Sampling, ToolChoice
 from agent.types import Malformed, Message, Timings, ToolCall, ToolSpec, Usage
 
 __all__ = [
@@ -37,10 +38,19 @@ class GenerationRequest:
     sampling: Sampling = field(default_factory=Sampling)
     json_schema: dict[str, Any] | None = None
     """JSON mode: the answer must be JSON matching this schema (structured outputs)."""
+    enforce_schema: bool = True
+    """In JSON mode, the server holds the answer to ``json_schema``; ``False``: only to some
+    JSON object (the schema is still in the prompt, as Hermes' JSON mode is trained)."""
     constrain_tool_calls: bool = False
     """Ask the server to constrain every ``<tool_call>`` body to the tools' schemas."""
+    tool_choice: ToolChoice = "auto"
+    """``required`` / a tool name: a call is forced (structured outputs); ``none``: no
+    tools in the prompt and no calls parsed. See :data:`agent.config.ToolChoice`."""
     session_id: str | None = None
     """Replica affinity: requests with the same id stick to one healthy server."""
+    model: str | None = None
+    """Served model to ask for this call (a LoRA adapter's name, say); ``None``: the
+    backend's own (configured, or asked from ``/v1/models``)."""
 
 
 @dataclass
@@ -54,6 +64,9 @@ class Generation:
     tool_calls: list[ToolCall] = field(default_factory=list)
     errors: list[Malformed] = field(default_factory=list)
     finish_reason: str = "stop"
+    stop_reason: str | int | None = None
+    """What stopped it, as vLLM reports: the stop string matched, a stop token's id, or
+    ``None`` for the end of the turn (or a length limit)."""
     usage: Usage = field(default_factory=Usage)
     timings: Timings = field(default_factory=Timings)
     prompt: str | None = None
@@ -87,6 +100,12 @@ class Backend(ABC):
             if isinstance(event, GenerationDone):
                 return event.generation
         raise RuntimeError(f"{type(self).__name__}.stream ended without GenerationDone")
+
+    @contextlib.asynccontextmanager
+    async def admitted(self, session_id: str) -> AsyncIterator[None]:
+        """Hold a run's place on the server for the block (KV-aware admission, where a
+        backend has it: :class:`~agent.llm.vllm.VLLMBackend`); here: no gate."""
+        yield
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Safe to call twice."""

@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import ssl
 import time
@@ -53,38 +54,30 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 
-from agent import chatml
 from agent.errors import (
     BackendHTTPError,
     BackendTimeout,
     ConfigError,
-    StreamInterrupted,
 )
 from agent.llm import _failures as _f
 from agent.llm import _http
+from agent.llm._admission import Admission, parse_kv_capacity
 from agent.llm._decode import (
-    END,
     ChatDecoder,
     CompletionsDecoder,
     StreamState,
+    read_stream,
     structural_tag,
-    to_openai_messages,
 )
-from agent.llm.base import (
-    Backend,
-    Generation,
-    GenerationDone,
-    GenerationRequest,
-    Timings,
-    Usage,
-)
+from agent.llm._request import build_request
+from agent.llm._wire import Wire
+from agent.llm.base import Backend, GenerationDone, GenerationRequest
 
 __all__ = ["VLLMBackend", "VLLMConfig", "structural_tag"]
 
 log = logging.getLogger(__name__)
-
-_STOP = "<|im_end|>"
 
 
 @dataclass(frozen=True)
@@ -113,6 +106,12 @@ class VLLMConfig:
     costs O(N) per request; shards keep N small (measured: most of the client's CPU at
     256 concurrent sessions went there with one pool)."""
     api_key: str | None = None
+    kv_budget: int | Literal["auto"] | None = None
+    """KV-aware admission (:mod:`agent.llm._admission`): runs start only while their live
+    contexts fit this many tokens per server; ``"auto"``: 90% of each server's KV cache,
+    read from its ``/metrics``; ``None``: every run starts at once."""
+    reserve_tokens: int = 4096
+    """A new run's expected context until some runs have ended (then their median peak)."""
 
 
 @dataclass
@@ -145,11 +144,18 @@ class VLLMBackend(Backend):
         mode: Literal["completions", "chat"] | None = None,
         timeout_s: float | None = None,
         max_retries: int | None = None,
+        api_key: str | None = None,
         client: httpx.AsyncClient | None = None,
         config: VLLMConfig | None = None,
     ) -> None:
         cfg = config or VLLMConfig()
-        given = {"model": model, "mode": mode, "timeout_s": timeout_s, "max_retries": max_retries}
+        given = {
+            "model": model,
+            "mode": mode,
+            "timeout_s": timeout_s,
+            "max_retries": max_retries,
+            "api_key": api_key,
+        }
         cfg = replace(cfg, **{k: v for k, v in given.items() if v is not None})
         url_list = [urls] if isinstance(urls, str) else list(urls)
         if url_list != ["http://127.0.0.1:8000"] or config is None:
@@ -158,11 +164,15 @@ class VLLMBackend(Backend):
         self._replicas = _http.Replicas(cfg.urls, cooldown_s=cfg.cooldown_s)
         self._client = client  # given by the caller: used for everything, never closed
         self._pools: dict[int, httpx.AsyncClient] = {}
+        self._wire: Wire | None = None
         self._tls: ssl.SSLContext | None = None
         self._next_pool = itertools.count()
         self._model = cfg.model
         self._model_lock = asyncio.Lock()
         self._no_tag: set[str] = set()
+        self._gate: Admission | None = None
+        self._gate_lock = asyncio.Lock()
+        self._pins: dict[str, str] = {}  # session -> the replica it was admitted to
 
     @property
     def urls(self) -> list[str]:
@@ -195,6 +205,9 @@ class VLLMBackend(Backend):
                         if isinstance(event, GenerationDone):
                             # Before the last yield: a caller may stop iterating right here.
                             self._replicas.mark_up(url)
+                            if self._gate is not None and request.session_id is not None:
+                                use = event.generation.usage
+                                self._gate.observe(request.session_id, use.total_tokens)
                             if att.refused_by == url:  # the unconstrained retry worked
                                 self._refuse_tag(url)
                         att.yielded = True
@@ -220,6 +233,43 @@ class VLLMBackend(Backend):
                     continue  # another replica is up: no reason to wait
                 await self._sleep(att, retries - 1, exc)
 
+    @contextlib.asynccontextmanager
+    async def admitted(self, session_id: str) -> AsyncIterator[None]:
+        """Hold a run's place (``config.kv_budget``): wait until its context fits a server's
+        KV cache, then keep its requests on that server until the block ends."""
+        if self.config.kv_budget is None:
+            yield
+            return
+        gate = await self._admission()
+        async with gate.admitted(session_id, self._replicas.order(session_id)) as url:
+            self._pins[session_id] = url
+            try:
+                yield
+            finally:
+                self._pins.pop(session_id, None)
+
+    async def _admission(self) -> Admission:
+        async with self._gate_lock:
+            if self._gate is None:
+                budget = self.config.kv_budget
+                budgets = {
+                    url: budget if isinstance(budget, int) else await self._kv_budget(url)
+                    for url in self._replicas.urls
+                }
+                self._gate = Admission(budgets, reserve_tokens=self.config.reserve_tokens)
+            return self._gate
+
+    async def _kv_budget(self, url: str) -> int:
+        """90% of the server's KV cache in tokens, from its ``/metrics``."""
+        resp = await self._http().get(f"{url}/metrics")
+        capacity = parse_kv_capacity(resp.text) if resp.status_code == 200 else None
+        if capacity is None:
+            raise ConfigError(
+                f"kv_budget='auto': {url}/metrics does not report vllm:cache_config_info; "
+                "give kv_budget as a number of tokens instead"
+            )
+        return int(capacity * 0.9)
+
     async def count_tokens(self, text: str) -> int:
         """Exact token count of ``text`` from the server's ``/tokenize`` (no BOS added).
 
@@ -243,6 +293,9 @@ class VLLMBackend(Backend):
         return int(resp.json()["count"])
 
     async def aclose(self) -> None:
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            await wire.aclose()
         pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             await pool.aclose()
@@ -256,45 +309,17 @@ class VLLMBackend(Backend):
     # -- one request ------------------------------------------------------------------
 
     def _prepare(self, request: GenerationRequest) -> _Attempt:
-        cfg = self.config
-        body: dict[str, Any] = {
-            **request.sampling.to_request(),
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        tag = None
-        if request.constrain_tool_calls and request.tools and request.json_schema is None:
-            tag = structural_tag(request.tools)
-        prompt = None
-        if cfg.mode == "completions":
-            prompt = chatml.render(request.messages, request.tools, json_schema=request.json_schema)
-            body |= {
-                "prompt": prompt,
-                "stop": [_STOP],
-                "skip_special_tokens": False,
-                "add_special_tokens": False,
-            }
-            if request.json_schema is not None:
-                body["structured_outputs"] = {"json": request.json_schema}
-            path = "/v1/completions"
-        else:
-            body["messages"] = to_openai_messages(request.messages)
-            if request.tools:
-                body["tools"] = [t.to_openai() for t in request.tools]
-            if request.json_schema is not None:
-                name = str(request.json_schema.get("title") or "output")
-                body["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": name, "schema": request.json_schema},
-                }
-            path = "/v1/chat/completions"
-        deadline = asyncio.get_running_loop().time() + cfg.timeout_s
+        path, body, prompt, tag = build_request(request, self.config.mode)
+        deadline = asyncio.get_running_loop().time() + self.config.timeout_s
         return _Attempt(request, path, body, prompt, tag, deadline)
 
     def _untried(self, att: _Attempt, url: str) -> bool:
         return any(u != url and u not in att.tried for u in self._replicas.urls)
 
     def _pick(self, att: _Attempt) -> str:
+        pinned = self._pins.get(att.request.session_id or "")
+        if pinned is not None and pinned not in att.tried:
+            return pinned
         for url in self._replicas.order(att.request.session_id):
             if url not in att.tried:
                 return url
@@ -305,13 +330,11 @@ class VLLMBackend(Backend):
         started = time.perf_counter()
         try:
             async with asyncio.timeout_at(att.deadline):
-                body = {**att.body, "model": await self._model_name(url)}
+                body = {**att.body, "model": att.request.model or await self._model_name(url)}
                 tagged = att.tag is not None and url not in self._no_tag
                 if tagged:
                     body["structured_outputs"] = {"structural_tag": att.tag}
-                http = self._http(att.request.session_id)
-                req = http.build_request("POST", url + att.path, json=body)
-                response = await http.send(req, stream=True)
+                response = await self._post(url + att.path, body, att)
         except TimeoutError as exc:
             raise _f.timeout(url) from exc
         except _f.RESETS as exc:
@@ -323,64 +346,38 @@ class VLLMBackend(Backend):
             if response.status_code != 200:
                 await self._raise_status(url, response, att, tagged)
             await _require_event_stream(url, response, att)
-            decoder = ChatDecoder() if self.config.mode == "chat" else CompletionsDecoder()
+            decoder = (
+                ChatDecoder()
+                if self.config.mode == "chat"
+                else CompletionsDecoder(calls=att.request.tool_choice != "none")
+            )
             state = StreamState(started)
-            async for event in self._read(url, response, att, decoder, state):
+            async for event in read_stream(url, response, att.deadline, decoder, state):
                 yield event
         finally:
             await response.aclose()
         for event in decoder.close():
             yield event
-        yield GenerationDone(self._generation(url, att, decoder, state))
+        yield GenerationDone(state.generation(decoder, att.prompt, url))
 
-    async def _read(
-        self, url: str, response: httpx.Response, att: _Attempt, decoder: Any, state: StreamState
-    ) -> AsyncIterator[Any]:
-        chunks = _http.sse_events(response)
-        try:
-            while True:
-                # The deadline wraps each read, never a yield: a timeout must not fire
-                # while the caller's own code runs between events.
-                async with asyncio.timeout_at(att.deadline):
-                    chunk = await anext(chunks, END)
-                if chunk is END:
-                    break
-                if chunk is None:
-                    # [DONE]: one more pull lets sse_events read the body's end (briefly),
-                    # so the connection is reused instead of closed.
-                    await anext(chunks, END)
-                    break
-                for event in state.take(chunk, decoder):
-                    yield event
-        except TimeoutError as exc:
-            raise _f.timeout(url) from exc
-        except _f.RESETS as exc:
-            raise _f.Retry(_f.reset(url, exc)) from exc
-        finally:
-            await chunks.aclose()
-        if state.finish is None:
-            raise _f.Retry(
-                StreamInterrupted(f"stream from {url} ended without a finish reason", url=url)
+    async def _post(self, url: str, body: dict[str, Any], att: _Attempt) -> Any:
+        """Send the streamed request: our own lean HTTP client, unless the caller gave an
+        httpx client (then that, for everything)."""
+        if self._client is not None:
+            req = self._client.build_request("POST", url, json=body)
+            return await self._client.send(req, stream=True)
+        if self._wire is None:
+            cfg = self.config
+            if self._tls is None and any(u.startswith("https:") for u in self.urls):
+                self._tls = ssl.create_default_context()
+            self._wire = Wire(
+                connect_timeout=cfg.connect_timeout_s,
+                read_timeout=cfg.read_timeout_s,
+                tls=self._tls,
+                max_idle=cfg.max_connections,
             )
-
-    def _generation(self, url: str, att: _Attempt, decoder: Any, state: StreamState) -> Generation:
-        text, content, calls, errors = decoder.result()
-        usage = state.usage or Usage(completion_tokens=state.chunks)
-        total = time.perf_counter() - state.started
-        ttft = (state.first or time.perf_counter()) - state.started
-        decode_s = total - ttft
-        tps = (usage.completion_tokens - 1) / decode_s if decode_s > 0 else 0.0
-        return Generation(
-            text=text,
-            content=content,
-            tool_calls=calls,
-            errors=errors,
-            finish_reason=state.finish or "stop",
-            usage=usage,
-            timings=Timings(ttft_s=ttft, total_s=total, tokens_per_s=max(tps, 0.0)),
-            prompt=att.prompt,
-            url=url,
-        )
+        headers = {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
+        return await self._wire.post(url, _dumps(body), headers, att.deadline)
 
     async def _raise_status(
         self, url: str, response: httpx.Response, att: _Attempt, constrained: bool
@@ -478,6 +475,13 @@ async def _require_event_stream(url: str, response: httpx.Response, att: _Attemp
         status=200,
         body=body,
     )
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # what orjson refuses (an int past 64 bits, say) json still writes
+        return json.dumps(body, ensure_ascii=False).encode()
 
 
 def _normalize(url: str) -> str:

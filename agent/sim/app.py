@@ -2,8 +2,8 @@
 
 Endpoints: ``/health``, ``/version``, ``/v1/models``, ``/v1/completions``,
 ``/v1/chat/completions`` (streamed or not), ``/tokenize``, ``/detokenize``, ``/metrics``.
-Handlers parse, call :mod:`agent.sim.generate`, and shape the answer with
-:mod:`agent.sim.shapes`; state lives on the :class:`~agent.sim.server.SimServer`.
+Handlers parse, call :mod:`agent.sim.generate`, and answer through :mod:`agent.sim.respond`
+and :mod:`agent.sim.shapes`; state lives on the :class:`~agent.sim.server.SimServer`.
 An injected disconnect raises inside the response, which makes uvicorn close the socket
 without finishing the body, the way a crashed or killed server looks to a client.
 
@@ -22,10 +22,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
-from agent.sim import chat, metrics, shapes
-from agent.sim.generate import Job, RequestError, SimulatedDisconnect, prepare, token_chunks
+from agent.sim import chat, metrics, respond, shapes
+from agent.sim.generate import RequestError, prepare
 from agent.sim.tokens import SPECIAL_TOKENS, detokenize, pieces, token_ids
 
 if TYPE_CHECKING:
@@ -35,34 +34,22 @@ __all__ = ["build_app"]
 
 
 def _error(exc: RequestError) -> JSONResponse:
-    return JSONResponse(shapes.error_body(str(exc), exc.status, exc.param), exc.status)
+    return JSONResponse(shapes.error_body(str(exc), exc.status, exc.param, exc.kind), exc.status)
+
+
+def _invalid(message: str, param: str) -> RequestError:
+    """A body that fails vLLM's request validation (pydantic): type ``"Bad Request"``."""
+    return RequestError(f"1 validation error:\n  {message}", 400, param, "Bad Request")
 
 
 async def _json(request: Request) -> dict[str, Any]:
     try:
         body = json.loads(await request.body())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestError(f"request body is not valid JSON: {exc}") from exc
+        raise _invalid(f"JSON decode error: {exc}", "body") from exc
     if not isinstance(body, dict):
-        raise RequestError("request body must be a JSON object")
+        raise _invalid("Input should be a valid dictionary", "body")
     return body
-
-
-class _AbortResponse(Response):
-    """Starts a response, sends half the body, then drops the connection."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
-        await send(
-            {
-                "type": "http.response.body",
-                "body": self.body[: len(self.body) // 2],
-                "more_body": True,
-            }
-        )
-        raise SimulatedDisconnect("simulated disconnect before the body was complete")
 
 
 class _Handlers:
@@ -78,17 +65,37 @@ class _Handlers:
 
     async def models(self, request: Request) -> Response:
         cfg = self.s.config
+        now = int(time.time())
+        permission = {
+            "id": shapes.new_id("modelperm"),
+            "object": "model_permission",
+            "created": now,
+            "allow_create_engine": False,
+            "allow_sampling": True,
+            "allow_logprobs": True,
+            "allow_search_indices": False,
+            "allow_view": True,
+            "allow_fine_tuning": False,
+            "organization": "*",
+            "group": None,
+            "is_blocking": False,
+        }
         card = {
             "id": cfg.model,
             "object": "model",
-            "created": int(time.time()),
+            "created": now,
             "owned_by": "vllm",
             "root": cfg.model,
             "parent": None,
             "max_model_len": cfg.max_model_len,
-            "permission": [],
+            "permission": [permission],
         }
-        return JSONResponse({"object": "list", "data": [card]})
+        # LoRA adapters are listed after the base model, their parent (as vLLM lists them).
+        adapters = [
+            {**card, "id": name, "root": f"/loras/{name}", "parent": cfg.model}
+            for name in cfg.lora_modules
+        ]
+        return JSONResponse({"object": "list", "data": [card, *adapters]})
 
     async def tokenize(self, request: Request) -> Response:
         try:
@@ -133,10 +140,11 @@ class _Handlers:
                 "prefix_cache_hits": e.cache.hits,
                 "prompt_tokens": c["prompt_tokens"],
                 "generation_tokens": c["generation_tokens"],
-                "request_success": c["request_success"],
+                "request_success": ("finished_reason", dict(self.s.finished)),
             },
             {"time_to_first_token_seconds": e.ttft, "inter_token_latency_seconds": e.itl},
         )
+        text += metrics.cache_config(e.profile.cache_tokens)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     # -- generation ---------------------------------------------------------------------
@@ -159,18 +167,15 @@ class _Handlers:
         except RequestError as exc:
             return _error(exc)
         if body.get("stream"):
-            return _sse(self._stream_completion(job, body))
-        return await self._whole(
-            job,
-            lambda use: shapes.completion_response(
-                job.rid, self.s.config.model, job.text, job.finish, job.stop_reason, use
-            ),
-        )
+            return _sse(respond.stream_completion(self.s, job, body))
+        return await respond.whole(self.s, job, body, chat_api=False)
 
     async def chat_completions(self, request: Request) -> Response:
         try:
             body = await _json(request)
             self.s.requests.append(body)
+            if not isinstance(body.get("messages"), list):
+                raise _invalid("Input should be a valid list", "body.messages")
             try:
                 prompt = chat.render_chat(body)
             except (KeyError, TypeError, ValueError) as exc:
@@ -185,105 +190,8 @@ class _Handlers:
         except RequestError as exc:
             return _error(exc)
         if body.get("stream"):
-            return _sse(self._stream_chat(job, body))
-        return await self._whole(job, lambda use: self._chat_body(job, body, use))
-
-    def _chat_body(self, job: Job, body: dict[str, Any], use: dict[str, Any]) -> dict[str, Any]:
-        content, calls = _parse(job.text, body)
-        finish = "tool_calls" if calls and job.finish == "stop" else job.finish
-        return shapes.chat_response(
-            job.rid, self.s.config.model, content, calls, finish, job.stop_reason, use
-        )
-
-    async def _whole(self, job: Job, build: Any) -> Response:
-        seq = self.s.engine.submit(job.ids, job.out_pieces, job.n_tokens)
-        try:
-            disconnect = False
-            try:
-                async for _chunk in token_chunks(seq, job, self.s.closing):
-                    pass
-            except SimulatedDisconnect:
-                disconnect = True
-            payload = build(self._usage(job, seq.cached_tokens))
-        finally:
-            self.s.engine.cancel(seq)
-        if disconnect:
-            return _AbortResponse(json.dumps(payload).encode(), media_type="application/json")
-        return JSONResponse(payload)
-
-    def _usage(self, job: Job, cached: int) -> dict[str, Any]:
-        c = self.s.counters
-        c["prompt_tokens"] += len(job.ids)
-        c["generation_tokens"] += job.n_tokens
-        c["request_success"] += 1
-        return shapes.usage(
-            len(job.ids), job.n_tokens, cached if self.s.config.prompt_tokens_details else None
-        )
-
-    async def _stream_completion(self, job: Job, body: dict[str, Any]) -> AsyncIterator[bytes]:
-        model, sent = self.s.config.model, 0
-        seq = self.s.engine.submit(job.ids, job.out_pieces, job.n_tokens)
-        try:
-            async for chunk in token_chunks(seq, job, self.s.closing):
-                sent += len(chunk)
-                last = sent >= job.n_tokens
-                yield shapes.sse(
-                    shapes.completion_chunk(
-                        job.rid,
-                        model,
-                        "".join(chunk),
-                        job.finish if last else None,
-                        job.stop_reason if last else None,
-                    )
-                )
-            async for tail in self._tail(job, body, seq.cached_tokens, "text_completion"):
-                yield tail
-        finally:
-            self.s.engine.cancel(seq)
-
-    async def _stream_chat(self, job: Job, body: dict[str, Any]) -> AsyncIterator[bytes]:
-        model, buf = self.s.config.model, ""
-        tools_on = _tools_on(body)
-        seq = self.s.engine.submit(job.ids, job.out_pieces, job.n_tokens)
-        try:
-            yield shapes.sse(
-                shapes.chat_chunk(job.rid, model, {"role": "assistant", "content": ""})
-            )
-            async for chunk in token_chunks(seq, job, self.s.closing):
-                safe, buf = (
-                    chat.split_content_stream(buf + "".join(chunk))
-                    if tools_on
-                    else (buf + "".join(chunk), "")
-                )
-                if safe:
-                    yield shapes.sse(shapes.chat_chunk(job.rid, model, {"content": safe}))
-            _content, calls = _parse(job.text, body)
-            if buf and not buf.startswith(chat.TOOL_OPEN):
-                yield shapes.sse(shapes.chat_chunk(job.rid, model, {"content": buf}))
-            for delta in chat.tool_call_deltas(calls):
-                yield shapes.sse(shapes.chat_chunk(job.rid, model, delta))
-            finish = "tool_calls" if calls and job.finish == "stop" else job.finish
-            yield shapes.sse(shapes.chat_chunk(job.rid, model, {}, finish, job.stop_reason))
-            async for tail in self._tail(job, body, seq.cached_tokens, "chat.completion.chunk"):
-                yield tail
-        finally:
-            self.s.engine.cancel(seq)
-
-    async def _tail(
-        self, job: Job, body: dict[str, Any], cached: int, obj: str
-    ) -> AsyncIterator[bytes]:
-        use = self._usage(job, cached)
-        if (body.get("stream_options") or {}).get("include_usage"):
-            yield shapes.sse(shapes.usage_chunk(job.rid, obj, self.s.config.model, use))
-        yield shapes.sse("[DONE]")
-
-
-def _tools_on(body: dict[str, Any]) -> bool:
-    return bool(body.get("tools")) and body.get("tool_choice") != "none"
-
-
-def _parse(text: str, body: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]]]:
-    return chat.parse_output(text) if _tools_on(body) else (text, [])
+            return _sse(respond.stream_chat(self.s, job, body))
+        return await respond.whole(self.s, job, body, chat_api=True)
 
 
 def _sse(gen: AsyncIterator[bytes]) -> StreamingResponse:

@@ -3,9 +3,11 @@
 Like vLLM with ``--tool-call-parser hermes``, the server renders the conversation with a
 chat template and parses ``<tool_call>`` blocks out of the generation. Unlike vLLM, both
 steps use the project's own format core (``agent.chatml.render``, ``agent.hermes.parse``),
-imported lazily so the simulator's other endpoints work without them. Streaming sends
-content deltas until a ``<tool_call>`` opens, then each call as vLLM does: a first delta
-with ``index``, ``id``, ``type`` and ``function.name``, then ``function.arguments`` pieces.
+imported lazily so the simulator's other endpoints work without them. As in vLLM, the
+tools are rendered even with ``tool_choice: "none"`` (only the parsing is off). Streaming
+sends content deltas until a ``<tool_call>`` opens, then each call as vLLM 0.32 does: a
+first delta with ``content: null`` and one call holding ``id`` (``chatcmpl-tool-…``),
+``type``, ``index`` and ``function.name``, then ``function.arguments`` pieces.
 
 >>> split_content_stream("Hi <tool_c")
 ('Hi ', '<tool_c')
@@ -35,18 +37,18 @@ def render_chat(body: dict[str, Any]) -> str:
     """
     from agent.chatml import render
 
-    tools = [] if body.get("tool_choice") == "none" else list(body.get("tools") or [])
-    return render(body.get("messages") or [], tools)
+    return render(body.get("messages") or [], list(body.get("tools") or []))
 
 
 def parse_output(text: str) -> tuple[str | None, list[dict[str, Any]]]:
     """Raw generation → (content, OpenAI ``tool_calls``), as vLLM's Hermes parser returns."""
     from agent.hermes import parse
+    from agent.sim.shapes import new_id
 
     parsed = parse(text)
     calls = [
         {
-            "id": c.id,
+            "id": new_id("chatcmpl-tool"),
             "type": "function",
             "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)},
         }
@@ -85,23 +87,25 @@ def tool_call_deltas(calls: list[dict[str, Any]], piece: int = 16) -> list[dict[
         fn = call["function"]
         deltas.append(
             {
+                "content": None,
                 "tool_calls": [
                     {
-                        "index": index,
                         "id": call["id"],
                         "type": "function",
-                        "function": {"name": fn["name"], "arguments": ""},
+                        "index": index,
+                        "function": {"name": fn["name"]},
                     }
-                ]
+                ],
             }
         )
         args = fn["arguments"]
         for start in range(0, len(args), piece):
             deltas.append(
                 {
+                    "content": None,
                     "tool_calls": [
                         {"index": index, "function": {"arguments": args[start : start + piece]}}
-                    ]
+                    ],
                 }
             )
     return deltas

@@ -1,10 +1,13 @@
 """One generation request from JSON body to engine tokens: checks, policy, stop and length.
 
 Shared by ``/v1/completions`` and ``/v1/chat/completions``. :func:`prepare` runs every
-check that can fail *before* a response starts (model name, refused structured outputs,
-injected errors, context length, policy), so failures are proper JSON errors; afterwards
-only the injected disconnects and stalls of :func:`token_chunks` can break a response.
-The policy's whole output is known up front; the engine only paces its delivery.
+check that can fail *before* a response starts (model name, structured outputs, injected
+errors, context length, policy), so failures are proper JSON errors; afterwards only the
+injected disconnects and stalls of :func:`token_chunks` can break a response. The
+policy's whole output is known up front (one answer per choice when ``n`` > 1), is made
+to obey any structured-output constraint (:mod:`agent.sim.constrain`), and the engine
+only paces its delivery. As in vLLM 0.32, a ``max_tokens`` that does not fit beside the
+prompt is lowered to what fits; only one larger than the whole context is an error.
 
 >>> apply_stop_and_length("Hi<|im_end|>junk", ["<|im_end|>"], 10)
 (['Hi', ''], 'stop', '<|im_end|>')
@@ -20,8 +23,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agent.sim import shapes
+from agent.sim.constrain import (
+    STRUCTURED_KINDS,
+    Constraint,
+    constraint_for,
+    enforce,
+    structured_kinds,
+)
 from agent.sim.engine import SeqHandle
-from agent.sim.policy import PolicyError, SimRequest
+from agent.sim.policy import PolicyError, SimRequest, is_verbatim
 from agent.sim.tokens import SPECIAL_TOKENS, pieces, token_ids
 
 if TYPE_CHECKING:
@@ -29,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "STRUCTURED_KINDS",
+    "Choice",
     "Job",
     "SimulatedDisconnect",
     "apply_stop_and_length",
@@ -36,7 +47,6 @@ __all__ = [
     "token_chunks",
 ]
 
-STRUCTURED_KINDS = ("json", "regex", "choice", "grammar", "structural_tag", "json_object")
 _BOS = SPECIAL_TOKENS["<|begin_of_text|>"]
 
 
@@ -47,32 +57,70 @@ class SimulatedDisconnect(Exception):
 class RequestError(Exception):
     """A check failed before the response started; becomes a vLLM-shaped error."""
 
-    def __init__(self, message: str, status: int = 400, param: str | None = None) -> None:
+    def __init__(
+        self, message: str, status: int = 400, param: str | None = None, kind: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.param = param
+        self.kind = kind
+        """The error ``type`` when it is not the status's usual one (``"Bad Request"``)."""
 
 
 @dataclass
-class Job:
-    """A request that passed every check: its prompt, its output and its faults."""
+class Choice:
+    """One generated answer (``n`` > 1 makes several): text, token pieces and finish."""
 
-    rid: str
-    prompt: str
-    ids: list[int]
+    index: int
     text: str
-    """The output actually delivered (after stop strings and ``max_tokens``)."""
+    """The output actually delivered (after the constraint, stop strings and ``max_tokens``)."""
     out_pieces: list[str]
     """One piece per generated token; a final stop token is an empty piece."""
     finish: str
     stop_reason: Any
-    disconnect_after: int | None
-    stall_s: float | None
-    stall_after: int
 
     @property
     def n_tokens(self) -> int:
         return len(self.out_pieces)
+
+
+@dataclass
+class Job:
+    """A request that passed every check: its prompt, its outputs and its faults."""
+
+    rid: str
+    prompt: str
+    ids: list[int]
+    choices: list[Choice]
+    disconnect_after: int | None
+    stall_s: float | None
+    stall_after: int
+    constraint: Constraint | None = None
+    logprobs: int | None = None
+    """Top alternatives asked per token (``None``: no logprobs)."""
+    model: str = ""
+    """The served name the request asked for (the base model or a LoRA adapter)."""
+
+    # The first choice, for the common n=1 case.
+    @property
+    def text(self) -> str:
+        return self.choices[0].text
+
+    @property
+    def out_pieces(self) -> list[str]:
+        return self.choices[0].out_pieces
+
+    @property
+    def finish(self) -> str:
+        return self.choices[0].finish
+
+    @property
+    def stop_reason(self) -> Any:
+        return self.choices[0].stop_reason
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(c.n_tokens for c in self.choices)
 
 
 def apply_stop_and_length(
@@ -94,17 +142,32 @@ def apply_stop_and_length(
     return out, "stop", stop_reason
 
 
-def _check_request(server: SimServer, body: dict[str, Any]) -> None:
+def _check_request(server: SimServer, body: dict[str, Any], chat: bool) -> Constraint | None:
     cfg = server.config
     model = body.get("model")
-    if model is not None and model != cfg.model:
-        raise RequestError(f"The model `{model}` does not exist.", 404, "model")
-    if (body.get("n") or 1) != 1:
-        raise RequestError("the simulated server supports n=1 only", 400, "n")
-    so = body.get("structured_outputs") or {}
-    kinds = [k for k in STRUCTURED_KINDS if so.get(k) is not None]
+    if model is not None and model != cfg.model and model not in cfg.lora_modules:
+        valid = ", ".join([cfg.model, *cfg.lora_modules])
+        raise RequestError(
+            f"The model `{model}` does not exist. Valid aliases: {valid}.", 404, "model"
+        )
+    n = body.get("n")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise RequestError(f"n must be at least 1, got {n}.", 400, "n")
+    kinds = structured_kinds(body)
+    if "structured_outputs" in body and body["structured_outputs"] is not None and not kinds:
+        raise RequestError(
+            "You must use one kind of structured outputs constraint but none "
+            f"are specified: {body['structured_outputs']!r}",
+            400,
+        )
+    if len(kinds) > 1:
+        raise RequestError(
+            "You can only use one kind of structured outputs constraint but "
+            f"multiple are specified: {kinds}",
+            400,
+        )
     rf = body.get("response_format") or {}
-    if rf.get("type") in ("json_schema", "json_object"):
+    if isinstance(rf, dict) and rf.get("type") in ("json_schema", "json_object", "structural_tag"):
         kinds.append("response_format")
     refused = [k for k in kinds if k in cfg.refuse_structured]
     if refused:
@@ -114,6 +177,10 @@ def _check_request(server: SimServer, body: dict[str, Any]) -> None:
             400,
             "structured_outputs",
         )
+    try:
+        return constraint_for(body, chat=chat)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RequestError(f"invalid structured outputs: {exc}", 400) from exc
 
 
 def _context(server: SimServer, body: dict[str, Any], ids: list[int]) -> int:
@@ -123,11 +190,24 @@ def _context(server: SimServer, body: dict[str, Any], ids: list[int]) -> int:
         max_tokens = body.get("max_completion_tokens")
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
         raise RequestError(
-            f"max_tokens must be an integer >= 1, got {max_tokens!r}", 400, "max_tokens"
+            f"max_tokens must be at least 1, got {max_tokens}. "
+            f"(parameter=max_tokens, value={max_tokens})",
+            400,
+            "max_tokens",
         )
-    if len(ids) >= limit or (max_tokens is not None and len(ids) + max_tokens > limit):
-        raise RequestError(shapes.context_error(limit, len(ids), max_tokens), 400)
-    return max_tokens if max_tokens is not None else limit - len(ids)
+    if max_tokens is not None and max_tokens > limit:
+        raise RequestError(shapes.max_tokens_error(max_tokens, limit), 400, "max_tokens")
+    if len(ids) >= limit:
+        raise RequestError(shapes.context_error(limit, len(ids)), 400, "input_tokens")
+    room = limit - len(ids)
+    return room if max_tokens is None else min(max_tokens, room)
+
+
+def _logprobs(body: dict[str, Any], chat: bool) -> int | None:
+    if chat:
+        return int(body.get("top_logprobs") or 0) if body.get("logprobs") else None
+    value = body.get("logprobs")
+    return None if value is None else int(value)
 
 
 def _stops(body: dict[str, Any]) -> list[str]:
@@ -139,7 +219,8 @@ def prepare(
     server: SimServer, body: dict[str, Any], prompt: str, *, add_special: bool, endpoint: str
 ) -> Job:
     """Check a request and ask the policy; raises :class:`RequestError`."""
-    _check_request(server, body)
+    chat = "chat" in endpoint
+    constraint = _check_request(server, body, chat)
     status = server.faults.draw_error()
     if status is not None:
         raise RequestError(f"simulated fault: HTTP {status} injected by the simulator", status)
@@ -147,26 +228,30 @@ def prepare(
     if add_special:
         ids = [_BOS, *ids]  # like vLLM's tokenizer, even when the prompt already has BOS
     max_tokens = _context(server, body, ids)
-    try:
-        text = server.policy(SimRequest(prompt=prompt, body=body, endpoint=endpoint))
-    except PolicyError as exc:
-        raise RequestError(str(exc), exc.status) from exc
-    except Exception as exc:
-        raise RequestError(f"simulated policy raised {type(exc).__name__}: {exc}", 500) from exc
-    out, finish, stop_reason = apply_stop_and_length(text, _stops(body), max_tokens)
+    choices = []
+    for index in range(body.get("n") or 1):
+        try:
+            text = server.policy(SimRequest(prompt=prompt, body=body, endpoint=endpoint))
+        except PolicyError as exc:
+            raise RequestError(str(exc), exc.status) from exc
+        except Exception as exc:
+            raise RequestError(f"simulated policy raised {type(exc).__name__}: {exc}", 500) from exc
+        if constraint is not None and not is_verbatim(server.policy):
+            text = enforce(text, constraint)
+        out, finish, stop_reason = apply_stop_and_length(text, _stops(body), max_tokens)
+        choices.append(Choice(index, "".join(out), out, finish, stop_reason))
     f = server.faults
-    prefix = "chatcmpl" if "chat" in endpoint else "cmpl"
     return Job(
-        shapes.new_id(prefix),
+        shapes.new_id("chatcmpl" if chat else "cmpl"),
         prompt,
         ids,
-        "".join(out),
-        out,
-        finish,
-        stop_reason,
+        choices,
         f.disconnect_after_tokens,
         f.stall_s,
         f.stall_after_tokens,
+        constraint,
+        _logprobs(body, chat),
+        model=body.get("model") or server.config.model,
     )
 
 

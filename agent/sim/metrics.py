@@ -1,9 +1,11 @@
 """Prometheus text exposition of the simulator's state, under vLLM's metric names.
 
 Written by hand instead of with ``prometheus_client`` to keep the simulator free of extra
-dependencies; the format is small (``# HELP``/``# TYPE`` lines, counters ending in
-``_total``, cumulative histogram buckets). Timing histograms use *modeled* seconds, not
-wall time, so they describe the simulated GPU.
+dependencies; the format is small and follows what vLLM 0.32 (through ``prometheus_client``)
+writes: ``# HELP``/``# TYPE`` lines naming counters with their ``_total`` suffix, labels
+``engine`` and ``model_name``, cumulative histogram buckets. Timing histograms use
+*modeled* seconds, not wall time, so they describe the simulated GPU. vLLM's many other
+series (``*_created`` gauges, per-source counters, process metrics) are left out.
 
 >>> h = Histogram((0.1, 1.0)); h.observe(0.5); h.lines("x", 'model_name="m"')[1]
 'x_bucket{le="1.0",model_name="m"} 1'
@@ -14,7 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Histogram", "render"]
+__all__ = ["FINISHED_REASONS", "Histogram", "render"]
+
+FINISHED_REASONS = ("stop", "length", "abort", "error", "repetition")
+"""Values of ``vllm:request_success_total``'s ``finished_reason`` label, as vLLM lists them."""
 
 
 @dataclass
@@ -47,15 +52,16 @@ class Histogram:
 def render(
     model: str,
     gauges: dict[str, float],
-    counters: dict[str, float],
+    counters: dict[str, float | tuple[str, dict[str, float]]],
     histograms: dict[str, Histogram],
 ) -> str:
     """The ``/metrics`` body. Names are given without the ``vllm:`` prefix.
 
-    >>> "vllm:prefix_cache_hits_total" in render("m", {}, {"prefix_cache_hits": 3}, {})
+    >>> "# TYPE vllm:prefix_cache_hits_total counter" in render(
+    ...     "m", {}, {"prefix_cache_hits": 3}, {})
     True
     """
-    labels = f'model_name="{model}"'
+    labels = f'engine="0",model_name="{model}"'
     out: list[str] = []
     for name, value in gauges.items():
         out += [
@@ -64,11 +70,16 @@ def render(
             f"vllm:{name}{{{labels}}} {float(value)}",
         ]
     for name, value in counters.items():
-        out += [
-            f"# HELP vllm:{name} {_HELP.get(name, name)}",
-            f"# TYPE vllm:{name} counter",
-            f"vllm:{name}_total{{{labels}}} {float(value)}",
-        ]
+        total = f"vllm:{name}_total"
+        out += [f"# HELP {total} {_HELP.get(name, name)}", f"# TYPE {total} counter"]
+        if isinstance(value, tuple):  # (label name, {label value: count})
+            key, counts = value
+            out += [
+                f'{total}{{engine="0",{key}="{k}",model_name="{model}"}} {float(v)}'
+                for k, v in counts.items()
+            ]
+        else:
+            out.append(f"{total}{{{labels}}} {float(value)}")
     for name, hist in histograms.items():
         out += [f"# HELP vllm:{name} {_HELP.get(name, name)}", f"# TYPE vllm:{name} histogram"]
         out += hist.lines(f"vllm:{name}", labels)
@@ -87,3 +98,18 @@ _HELP = {
     "time_to_first_token_seconds": "Histogram of time to first token in seconds (modeled).",
     "inter_token_latency_seconds": "Histogram of inter-token latency in seconds (modeled).",
 }
+
+
+def cache_config(cache_tokens: int, block_size: int = 16) -> str:
+    """vLLM's ``vllm:cache_config_info`` (an info gauge whose labels carry the KV cache's
+    size: ``num_gpu_blocks`` × ``block_size`` tokens), as admission control reads it.
+
+    >>> 'num_gpu_blocks="10"' in cache_config(160)
+    True
+    """
+    labels = f'block_size="{block_size}",num_gpu_blocks="{cache_tokens // block_size}"'
+    return (
+        "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n"
+        "# TYPE vllm:cache_config_info gauge\n"
+        f'vllm:cache_config_info{{engine="0",{labels}}} 1.0\n'
+    )

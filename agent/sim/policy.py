@@ -1,11 +1,18 @@
 """What the simulated model says: a policy maps a request to the raw assistant output.
 
 Two policies ship: :class:`ScriptPolicy` replays a transcript, and :class:`FunctionPolicy`
-calls a Python function (for tests). A script answers the conversation's k-th assistant
-turn with entry k, k being the number of assistant turns already *completed* in the prompt
-(the open generation prompt does not count). Keying on the prompt instead of on a request
-counter means concurrent sessions replay independently and a retried request gets the same
-answer; the price is that two different conversations at the same depth get the same entry.
+calls a Python function (for tests). Under structured outputs (JSON mode, a forced tool
+call) the server checks a policy's answer and replaces one that does not fit with one that
+does, as a constrained decoder would have (:mod:`agent.sim.constrain`) — unless the policy
+is ``verbatim``: a script is a transcript of what the model said, so its entries are sent
+exactly as written, fitting or not (a non-fitting entry models a server that ignored the
+constraint, or an answer cut short). ``FunctionPolicy(fn, verbatim=True)`` does the same.
+
+A script answers the conversation's k-th assistant turn with entry k, k being the number of
+assistant turns already *completed* in the prompt (the open generation prompt does not
+count). Keying on the prompt instead of on a request counter means concurrent sessions
+replay independently and a retried request gets the same answer; the price is that two
+different conversations at the same depth get the same entry.
 
 >>> ScriptPolicy(["Hi!"])(SimRequest(prompt="<|im_start|>assistant\\n"))
 'Hi!'
@@ -28,6 +35,7 @@ __all__ = [
     "ScriptPolicy",
     "SimRequest",
     "count_assistant_turns",
+    "is_verbatim",
 ]
 
 _OPEN = "<|im_start|>assistant"
@@ -75,6 +83,11 @@ class Policy(Protocol):
     def __call__(self, request: SimRequest) -> str: ...
 
 
+def is_verbatim(policy: object) -> bool:
+    """Are ``policy``'s answers sent as written even under a constraint they break?"""
+    return bool(getattr(policy, "verbatim", False))
+
+
 class FunctionPolicy:
     """Answer with ``fn(request)``; the default answers with an empty string.
 
@@ -82,8 +95,11 @@ class FunctionPolicy:
     '/v1/completions'
     """
 
-    def __init__(self, fn: Callable[[SimRequest], str] | None = None) -> None:
+    def __init__(
+        self, fn: Callable[[SimRequest], str] | None = None, *, verbatim: bool = False
+    ) -> None:
         self.fn = fn or (lambda _request: "")
+        self.verbatim = verbatim
 
     def __call__(self, request: SimRequest) -> str:
         out = self.fn(request)
@@ -100,6 +116,8 @@ class ScriptPolicy:
     >>> ScriptPolicy(["a", "b"]).entries
     ['a', 'b']
     """
+
+    verbatim = True
 
     def __init__(self, entries: list[str], *, source: str = "script") -> None:
         self.entries = _validate(entries, source)

@@ -25,6 +25,7 @@ from agent.sim.app import build_app
 from agent.sim.engine import PROFILES, Engine
 from agent.sim.faults import Faults
 from agent.sim.generate import SimulatedDisconnect
+from agent.sim.metrics import FINISHED_REASONS
 from agent.sim.policy import FunctionPolicy, Policy
 
 __all__ = ["SimConfig", "SimServer"]
@@ -42,6 +43,9 @@ class SimConfig:
     """Modeled time runs this many times faster than real time."""
     max_model_len: int = 131072
     model: str = "NousResearch/Hermes-3-Llama-3.1-8B"
+    lora_modules: tuple[str, ...] = ()
+    """LoRA adapters served under their own names beside ``model`` (vLLM's
+    ``--lora-modules``): requests may name one, and the answer says which was asked."""
     cache_tokens: int | None = None
     """KV cache capacity in tokens; ``None`` takes the profile's."""
     max_num_seqs: int | None = None
@@ -98,6 +102,9 @@ class SimServer:
         self.engine = self.config.engine()
         self.requests: list[dict[str, Any]] = []
         self.counters = {"prompt_tokens": 0, "generation_tokens": 0, "request_success": 0}
+        self.finished = dict.fromkeys(FINISHED_REASONS, 0)
+        """Finished sequences by vLLM's ``finished_reason`` (only ``stop`` and ``length``
+        happen here; a request whose client went away counts nowhere, as in vLLM 0.32)."""
         self.url = ""
         self._uvicorn: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None

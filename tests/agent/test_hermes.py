@@ -302,3 +302,20 @@ def test_bfcl_ground_truth_round_trips(bfcl_dir, suite):
         assert calls(py) == truth
         n += 1
     assert n > 50
+
+
+def test_raw_control_characters_in_strings_are_read_and_re_rendered_escaped() -> None:
+    # xgrammar's grammars let raw control characters into JSON strings: a call that is
+    # valid by construction must not be reported malformed.
+    from agent.chatml import render_call
+
+    out = parse('<tool_call>\n{"name": "f", "arguments": {"q": "a\x1db\tc\nd"}}\n</tool_call>')
+    assert out.errors == [] and out.tool_calls[0].arguments == {"q": "a\x1db\tc\nd"}
+    rendered = render_call(out.tool_calls[0])
+    assert "\\u001d" in rendered and "\\t" in rendered and "\x1d" not in rendered
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_numbers_past_json_stay_malformed(value: str) -> None:
+    out = parse(f'<tool_call>\n{{"name": "f", "arguments": {{"x": {value}}}}}\n</tool_call>')
+    assert out.tool_calls == [] and len(out.errors) == 1

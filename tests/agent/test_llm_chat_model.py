@@ -174,3 +174,91 @@ def test_sampling_fields_agree_everywhere() -> None:
     for name in names:  # same defaults and constraints, not a copy that can drift
         assert ChatHermes.model_fields[name].default == Sampling.model_fields[name].default
         assert ChatHermes.model_fields[name].metadata == Sampling.model_fields[name].metadata
+
+
+# -- defects found beside LangChain's standard suite --------------------------------------
+
+
+def test_stop_sequences_are_sent_and_honoured(sim: SimServer) -> None:
+    sim.policy = ScriptPolicy(["Thank you for asking, have a nice day."])
+    msg = ChatHermes(base_url=sim.url).invoke("hi", stop=["you"])
+    assert msg.content.strip() == "Thank"
+    assert msg.response_metadata["stop_reason"] == "you"
+    assert sim.requests[-1]["stop"] == ["<|im_end|>", "you"]
+    ChatHermes(base_url=sim.url, stop=["nice"]).invoke("hi")
+    assert sim.requests[-1]["stop"] == ["<|im_end|>", "nice"], "a constructor stop too"
+
+
+def test_standard_constructor_arguments_are_kept() -> None:
+    llm = ChatHermes(timeout=5, stop=["END"], streaming=True, max_retries=1, model="m")
+    assert (llm.timeout, llm.stop, llm.streaming, llm.max_retries) == (5, ["END"], True, 1)
+    params = llm._get_ls_params()
+    assert (params["ls_model_name"], params["ls_stop"]) == ("m", ["END"])
+    assert ChatHermes()._get_ls_params()["ls_model_name"], "a name before the server is asked"
+
+
+async def test_timeout_reaches_the_backend(sim: SimServer) -> None:
+    llm = ChatHermes(base_url=sim.url, timeout=5, max_retries=1)
+    assert llm._backend().config.timeout_s == 5 and llm._backend().config.max_retries == 1
+    await llm.aclose()
+
+
+def test_a_per_call_model_is_asked_for(sim: SimServer) -> None:
+    sim.policy = ScriptPolicy(["ok"])
+    ChatHermes(base_url=sim.url, model="NousResearch/Hermes-3-Llama-3.1-8B").invoke("hi")
+    assert sim.requests[-1]["model"] == "NousResearch/Hermes-3-Llama-3.1-8B"
+    with pytest.raises(Exception, match=r"does not exist|not found|404"):
+        ChatHermes(base_url=sim.url).invoke("hi", model="no-such-adapter")
+    assert sim.requests[-1]["model"] == "no-such-adapter"
+
+
+def test_sync_stream_yields_chunks_as_they_come() -> None:
+    from agent.testing import SimConfig
+
+    # A timed profile streams token by token (the instant one sends the text at once).
+    with run_sim(ScriptPolicy(["one two three four five"]), SimConfig("h200", speed=20)) as sim:
+        chunks = list(ChatHermes(base_url=sim.url).stream("count"))
+    assert len(chunks) > 5 and all(isinstance(c, AIMessageChunk) for c in chunks)
+    assert "".join(c.text for c in chunks) == "one two three four five"
+    assert chunks[-1].usage_metadata["output_tokens"] > 0
+
+
+@pytest.mark.parametrize("choice", ["any", "required", "get_weather", True])
+def test_bound_tool_choice_is_enforced_by_the_server(sim: SimServer, choice: object) -> None:
+    sim.policy = ScriptPolicy([CALL])
+    msg = ChatHermes(base_url=sim.url).bind_tools([get_weather], tool_choice=choice).invoke("?")
+    tag = json.loads(sim.requests[-1]["structured_outputs"]["structural_tag"])
+    assert tag["format"]["at_least_one"] is True
+    assert msg.tool_calls[0]["name"] == "get_weather"
+
+
+def test_structured_output_methods_are_not_discarded(sim: SimServer) -> None:
+    sim.policy = ScriptPolicy(['{"amount": 2.5, "currency": "EUR"}'] * 2)
+    llm = ChatHermes(base_url=sim.url)
+    out = llm.with_structured_output(Convert, method="json_schema").invoke("2.5 euros")
+    assert out == Convert(amount=2.5, currency="EUR")
+    assert sim.requests[-1]["structured_outputs"]["json"]["properties"]["currency"]
+    out = llm.with_structured_output(Convert, method="json_mode").invoke("2.5 euros")
+    assert out == Convert(amount=2.5, currency="EUR")
+    assert sim.requests[-1]["structured_outputs"] == {"json_object": True}
+    assert "currency" in sim.requests[-1]["prompt"], "the schema is in Hermes' JSON prompt"
+    with pytest.raises(ValueError, match="method='xml'"):
+        llm.with_structured_output(Convert, method="xml")  # type: ignore[arg-type]
+
+
+def test_v1_output_fed_back_as_history_renders(sim: SimServer) -> None:
+    sim.policy = ScriptPolicy([CALL, "Sunny."])
+    llm = ChatHermes(base_url=sim.url, output_version="v1").bind_tools([get_weather])
+    first = llm.invoke([HumanMessage("weather?")])
+    assert isinstance(first.content, list), "v1 output: content blocks"
+    result = ToolMessage("Sunny in Paris", tool_call_id=first.tool_calls[0]["id"])
+    second = llm.invoke([HumanMessage("weather?"), first, result])
+    assert second.text == "Sunny."
+    before, after = (r["prompt"].count("<tool_call>\n{") for r in sim.requests[-2:])
+    assert after == before + 1, "the call, rendered once from tool_calls"
+
+
+def test_non_text_blocks_are_refused_by_type(sim: SimServer) -> None:
+    image = {"type": "image", "url": "https://example.com/cat.png"}
+    with pytest.raises(ValueError, match="'image' content block cannot be sent"):
+        ChatHermes(base_url=sim.url).invoke([HumanMessage([{"type": "text", "text": "?"}, image])])

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import socket
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from agent.config import Sampling
@@ -15,6 +17,7 @@ from agent.errors import (
     BackendHTTPError,
     BackendTimeout,
     BackendUnavailable,
+    ConfigError,
     ContextLengthExceeded,
     StreamInterrupted,
 )
@@ -290,18 +293,69 @@ async def test_json_mode_completions_and_chat(sim: SimServer) -> None:
     assert all(_no_guided(b) for b in sim.requests)
 
 
-async def test_constrained_tool_calls_send_structural_tag(sim: SimServer) -> None:
+def _tag(body: dict) -> dict:
+    tag = json.loads(body["structured_outputs"]["structural_tag"])
+    assert tag["type"] == "structural_tag"
+    fmt = tag["format"]
+    assert (fmt["type"], fmt["triggers"], fmt["stop_after_first"]) == (
+        "triggered_tags",
+        ["<tool_call>"],
+        False,
+    )
+    (one,) = fmt["tags"]
+    assert one["begin"] == "<tool_call>\n" and one["end"] == "\n</tool_call>"
+    assert one["content"]["type"] == "json_schema"
+    return {"at_least_one": fmt["at_least_one"], "schema": one["content"]["json_schema"]}
+
+
+async def test_constrained_tool_calls_send_triggered_tags(sim: SimServer) -> None:
     sim.policy = ScriptPolicy([CALL])
     async with _backend(sim.url) as backend:
         await backend.generate(_req(tools=[WEATHER], constrain_tool_calls=True))
-    tag = json.loads(sim.requests[-1]["structured_outputs"]["structural_tag"])
-    assert tag["triggers"] == ["<tool_call>"]
-    (structure,) = tag["structures"]
-    assert structure["begin"] == "<tool_call>\n" and structure["end"] == "\n</tool_call>"
-    (option,) = structure["schema"]["anyOf"]
+    tag = _tag(sim.requests[-1])
+    assert tag["at_least_one"] is False, "auto: constrained when opened, never forced"
+    (option,) = tag["schema"]["anyOf"]
+    assert list(option["properties"]) == ["name", "arguments"]
     assert option["properties"]["name"] == {"const": "get_weather"}
     assert option["properties"]["arguments"] == WEATHER.parameters
     assert all(_no_guided(b) for b in sim.requests)
+
+
+async def test_tool_choice_required_and_named_force_a_call(sim: SimServer) -> None:
+    other = ToolSpec("get_time", "Time.", {"type": "object", "properties": {}})
+    sim.policy = ScriptPolicy([CALL])
+    async with _backend(sim.url) as backend:
+        await backend.generate(_req(tools=[WEATHER, other], tool_choice="required"))
+        forced = _tag(sim.requests[-1])
+        await backend.generate(_req(tools=[WEATHER, other], tool_choice="get_weather"))
+        named = _tag(sim.requests[-1])
+        with pytest.raises(ConfigError, match="tool_choice 'nope' names no tool"):
+            await backend.generate(_req(tools=[WEATHER], tool_choice="nope"))
+    assert forced["at_least_one"] and len(forced["schema"]["anyOf"]) == 2
+    assert named["at_least_one"]
+    assert [o["properties"]["name"] for o in named["schema"]["anyOf"]] == [{"const": "get_weather"}]
+    assert "get_time" in sim.requests[-1]["prompt"], "every tool is still listed"
+
+
+async def test_tool_choice_none_shows_no_tools_and_reads_no_calls(sim: SimServer) -> None:
+    sim.policy = ScriptPolicy([CALL])
+    async with _backend(sim.url) as backend:
+        gen = await backend.generate(_req(tools=[WEATHER], tool_choice="none"))
+    body = sim.requests[-1]
+    assert "<tools>" not in body["prompt"] and "structured_outputs" not in body
+    assert gen.tool_calls == [] and gen.content == gen.text == CALL
+
+
+async def test_tool_choice_in_chat_mode_goes_to_the_server(sim: SimServer) -> None:
+    async with _backend(sim.url, mode="chat") as backend:
+        for choice in ("auto", "required", "get_weather"):
+            await backend.generate(_req(tools=[WEATHER], tool_choice=choice))
+        await backend.generate(_req(tools=[WEATHER], tool_choice="none"))
+    sent = [b.get("tool_choice") for b in sim.requests]
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    assert sent == ["auto", "required", named, None]
+    assert "tools" not in sim.requests[-1]
+    assert not any("structured_outputs" in b for b in sim.requests), "the server forces it"
 
 
 async def test_refused_constraint_falls_back_and_is_remembered() -> None:
@@ -445,3 +499,51 @@ def test_chat_decoder_reports_fragments_for_a_finished_call() -> None:
     late = decoder.feed({"delta": {"tool_calls": [{"index": 0, "function": {"arguments": "x"}}]}})
     assert [type(e).__name__ for e in late] == ["ToolCallMalformed"]
     assert "after this tool call was complete" in late[0].reason
+
+
+# -- server-sent events ----------------------------------------------------------------------
+
+
+class _Chunks(httpx.AsyncByteStream):
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    async def __aiter__(self):  # type: ignore[override]
+        for chunk in self.chunks:
+            yield chunk
+
+
+def _sse(body: bytes, cuts: list[int]) -> list[object]:
+    from agent.llm._http import sse_events
+
+    points = sorted({0, *cuts, len(body)})
+    chunks = [body[a:b] for a, b in itertools.pairwise(points)]
+    request = httpx.Request("POST", "http://sim/v1/completions")
+    response = httpx.Response(200, stream=_Chunks(chunks), request=request)
+
+    async def collect() -> list[object]:
+        return [e async for e in sse_events(response)]
+
+    return asyncio.run(collect())
+
+
+SSE = (
+    b": keep-alive\r\n\r\n"
+    b'event: message\ndata: {"choices": [{"text": "Caf\xc3\xa9 "}]}\n\n'
+    b'data:{"choices": [{"text": "\xe2\x82\xac"}]}\r\n\r\n'
+    b"data: [DONE]\n\n"
+)
+
+
+@pytest.mark.parametrize("cuts", [[], [1], [25, 26, 60], list(range(1, len(SSE)))])
+def test_sse_events_survive_any_chunking(cuts: list[int]) -> None:
+    # Chunk boundaries anywhere (inside "data:", inside a UTF-8 character, inside the
+    # JSON), CRLF or LF endings, comments and event lines: the same payloads.
+    events = _sse(SSE, cuts)
+    assert events == [{"choices": [{"text": "Café "}]}, {"choices": [{"text": "€"}]}, None]
+
+
+def test_sse_a_cut_last_line_is_no_event_and_junk_is_an_error() -> None:
+    assert _sse(b'data: {"choices": []}\n\ndata: {"choi', [7]) == [{"choices": []}]
+    with pytest.raises(BackendHTTPError, match="not a JSON object"):
+        _sse(b"data: not json\n\n", [])

@@ -73,7 +73,7 @@ def test_chat_returns_parsed_tool_calls(sim: SimServer) -> None:
 def test_chat_without_tools_returns_raw_text(sim: SimServer) -> None:
     sim.policy = ScriptPolicy([CALL])
     choice = chat(sim).json()["choices"][0]
-    assert choice["message"]["content"] == CALL and choice["message"]["tool_calls"] == []
+    assert choice["message"]["content"] == CALL and "tool_calls" not in choice["message"]
 
 
 def test_chat_second_turn_gets_second_entry(sim: SimServer) -> None:
@@ -106,7 +106,8 @@ def test_chat_stream_sends_content_then_tool_call_deltas(sim: SimServer) -> None
     assert content.strip() == "Let me check." and "<tool_c" not in content
     calls = [c["delta"]["tool_calls"][0] for c in chunks if c["delta"].get("tool_calls")]
     assert calls[0]["id"] and calls[0]["function"]["name"] == "get_weather"
-    arguments = "".join(c["function"]["arguments"] for c in calls)
+    assert calls[0]["id"].startswith("chatcmpl-tool-")  # vLLM's id shape
+    arguments = "".join(c["function"].get("arguments", "") for c in calls)
     assert json.loads(arguments) == {"city": "Paris"}
     assert chunks[-1]["finish_reason"] == "tool_calls"
 
@@ -166,5 +167,5 @@ def test_openai_sdk_streaming(sim: SimServer, client: openai.OpenAI) -> None:
 
 
 def test_openai_sdk_sees_context_error(client: openai.OpenAI, sim: SimServer) -> None:
-    with pytest.raises(openai.BadRequestError, match="maximum context length is 131072"):
+    with pytest.raises(openai.BadRequestError, match="max_model_len=131072"):
         client.completions.create(model=sim.config.model, prompt="x", max_tokens=200_000)

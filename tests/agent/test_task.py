@@ -163,6 +163,14 @@ ERRORS = {
     "yaml-syntax": ("input: x\nmodel: {mode: chat\n", r":\d+: YAML syntax error: "),
     "not-mapping": ("- a\n- b\n", r":1: expected a mapping of keys, got a list"),
     "empty": ("", r":1: expected a mapping of keys, got an empty file"),
+    "unknown-tool": (
+        "input: x\ntools:\n  enabled: [read_file, sql_querry]\n",
+        r":3: tools\.enabled\[1\]: unknown tool 'sql_querry' \(did you mean 'sql_query'\?",
+    ),
+    "tool-choice": (
+        "input: x\ntools: {enabled: [read_file]}\nmodel:\n  tool_choice: sql_query\n",
+        r":4: model\.tool_choice: 'sql_query' is not auto, required, none or an enabled tool",
+    ),
 }
 
 

@@ -102,3 +102,133 @@ async def test_cookies_set_by_one_host_are_not_sent_to_another() -> None:
     assert isinstance(result, str) and result.startswith("HTTP 200"), result
     assert [s.path for s in server.seen] == ["/a", "/b"]
     assert "cookie" not in server.seen[1].headers
+
+
+# --- second review: method overrides (finding 3) and cross-origin redirects (finding 7) ---
+
+OVERRIDES = ["X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"]
+
+
+async def _send(
+    policy: HttpPolicy,
+    url: str,
+    dns: FakeDNS,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: str | None = None,
+) -> object:
+    """The real request path with headers and a body; the result text or the exception."""
+    from tools.http import _request
+
+    from .test_http_attacks import guarded
+
+    guard, _ = guarded(policy, dns)
+    try:
+        return await _request(policy, url, method, headers, body, guard)
+    except Exception as exc:
+        return exc
+
+
+@pytest.mark.parametrize("name", [*OVERRIDES, "x-http-method-override", " X-Method-Override"])
+async def test_method_override_headers_are_refused_on_a_get_only_policy(name: str) -> None:
+    dns = FakeDNS({"api.test": ["127.0.0.1"]})
+    async with LoopbackServer({"/": fixed(200, b"deleted")}) as server:
+        result = await _send(ANY, server.url("/", "api.test"), dns, headers={name: "DELETE"})
+    assert isinstance(result, ToolPolicyError) and "DELETE" in str(result), result
+    assert server.seen == []
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_a_body_on_get_or_head_is_refused(method: str) -> None:
+    dns = FakeDNS({"api.test": ["127.0.0.1"]})
+    policy = ANY.model_copy(update={"allowed_methods": ["GET", "HEAD"]})
+    async with LoopbackServer({"/": fixed(200, b"deleted")}) as server:
+        url = server.url("/", "api.test")
+        result = await _send(policy, url, dns, method, body="_method=DELETE")
+    assert isinstance(result, ToolPolicyError) and "body" in str(result), result
+    assert server.seen == []
+
+
+async def test_an_override_to_an_allowed_method_is_sent() -> None:
+    dns = FakeDNS({"api.test": ["127.0.0.1"]})
+    policy = ANY.model_copy(update={"allowed_methods": ["GET", "DELETE"]})
+    async with LoopbackServer({"/": fixed(200, b"ok")}) as server:
+        url = server.url("/", "api.test")
+        result = await _send(policy, url, dns, headers={"X-HTTP-Method-Override": "delete"})
+        same = await _send(ANY, url, dns, headers={"X-HTTP-Method": "GET"})
+    assert isinstance(result, str) and result.startswith("HTTP 200"), result
+    assert isinstance(same, str) and same.startswith("HTTP 200"), same
+    assert server.seen[0].headers["x-http-method-override"] == "delete"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "effects"),
+    [
+        ({"url": "https://a.test/"}, False),
+        ({"url": "https://a.test/", "headers": {"Accept": "text/html"}}, False),
+        ({"url": "https://a.test/", "headers": {"X-HTTP-Method-Override": "DELETE"}}, True),
+        ({"url": "https://a.test/", "headers": {"x-method-override": "PUT"}}, True),
+        ({"url": "https://a.test/", "headers": {"X-HTTP-Method": "GET"}}, False),
+        ({"url": "https://a.test/", "body": "_method=DELETE"}, True),
+        ({"url": "https://a.test/", "method": "POST"}, True),
+    ],
+)
+def test_overrides_and_bodies_count_as_side_effects(
+    arguments: dict[str, object], effects: bool
+) -> None:
+    from tools.builtins import http_request as tool
+
+    assert tool.has_side_effects(arguments) is effects
+
+
+CREDENTIALS = {
+    "Authorization": "Bearer t0ken",
+    "X-Api-Key": "k3y",
+    "Api-Key": "k3y",
+    "X-Auth-Token": "t0ken",
+    "Cookie": "sid=1",
+    "X-Custom": "anything",
+}
+SAFE = {"Accept": "application/json", "Accept-Language": "en", "User-Agent": "mine"}
+
+
+async def test_a_cross_origin_redirect_forwards_only_safe_headers() -> None:
+    dns = FakeDNS({"a.test": ["127.0.0.1"], "b.test": ["127.0.0.1"]})
+    async with LoopbackServer({}) as server:
+        server.routes.update(
+            {"/a": fixed(302, location=server.url("/b", "b.test")), "/b": fixed(200, b"ok")}
+        )
+        result = await _send(ANY, server.url("/a", "a.test"), dns, headers=CREDENTIALS | SAFE)
+    assert isinstance(result, str) and result.startswith("HTTP 200"), result
+    first, second = server.seen
+    assert first.headers["x-api-key"] == "k3y"
+    assert not {k.lower() for k in CREDENTIALS} & set(second.headers), second.headers
+    assert second.headers["accept"] == "application/json" and second.headers["user-agent"] == "mine"
+
+
+@pytest.mark.parametrize("status", [307, 308])
+async def test_a_cross_origin_307_keeps_the_allowed_body_but_not_the_credentials(
+    status: int,
+) -> None:
+    dns = FakeDNS({"a.test": ["127.0.0.1"], "b.test": ["127.0.0.1"]})
+    policy = ANY.model_copy(update={"allowed_methods": ["GET", "POST"]})
+    headers = {"X-Api-Key": "k3y", "Content-Type": "application/json"}
+    async with LoopbackServer({}) as server:
+        server.routes.update(
+            {"/a": fixed(status, location=server.url("/b", "b.test")), "/b": fixed(200, b"ok")}
+        )
+        url = server.url("/a", "a.test")
+        result = await _send(policy, url, dns, "POST", headers, '{"x": 1}')
+    assert isinstance(result, str) and result.startswith("HTTP 200"), result
+    second = server.seen[1]
+    assert (second.method, second.body) == ("POST", b'{"x": 1}')
+    assert "x-api-key" not in second.headers
+    assert second.headers["content-type"] == "application/json"
+
+
+async def test_a_same_origin_redirect_keeps_every_header() -> None:
+    dns = FakeDNS({"a.test": ["127.0.0.1"]})
+    async with LoopbackServer({"/a": fixed(302, location="/b"), "/b": fixed(200)}) as server:
+        result = await _send(ANY, server.url("/a", "a.test"), dns, headers={"X-Api-Key": "k3y"})
+    assert isinstance(result, str), result
+    assert server.seen[1].headers["x-api-key"] == "k3y"

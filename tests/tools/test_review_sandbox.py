@@ -10,6 +10,7 @@ import asyncio
 import io
 import json
 import struct
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,10 @@ import pytest
 import tools._worker as worker_module
 from agent.types import ToolCall
 from tests.tools.test_sandbox import MODES
+from tools._pool import read_frame as _read_frame
 from tools.base import tool
 from tools.dispatch import Dispatcher
 from tools.policy import ToolPolicies
-from tools.sandbox import _read_frame
 
 # What a model with write access (write_file, or COPY … TO) can leave in the workspace: the
 # worker's cwd. Run as code, it records itself and kills the import.
@@ -133,6 +134,7 @@ def test_worker_turns_an_oversized_result_into_an_error_reply(
     writer = worker_module._Writer(out)
     server = object.__new__(worker_module._Server)
     server.writer, server.memory_mb = writer, 64
+    server.lock, server.active = threading.Lock(), {}
     server._invoke = lambda msg: "x" * 5000  # type: ignore[method-assign]
     server._run({"id": 1})
     data = out.getvalue()

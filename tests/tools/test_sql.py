@@ -34,8 +34,8 @@ def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-def _engine(ws: Path, **policy: object) -> SqlEngine:
-    return SqlEngine(SqlPolicy(**policy), ws)  # type: ignore[arg-type]
+def _engine(ws: Path, file_writes: bool = False, **policy: object) -> SqlEngine:
+    return SqlEngine(SqlPolicy(**policy), ws, file_writes=file_writes)  # type: ignore[arg-type]
 
 
 def _make_db(ws: Path) -> None:
@@ -87,7 +87,7 @@ def test_read_only_database_refuses_writes(ws: Path) -> None:
 
 
 def test_write_mode_dml_ddl_persist(ws: Path) -> None:
-    engine = _engine(ws, database=Path("new.duckdb"), read_only=False)
+    engine = _engine(ws, True, database=Path("new.duckdb"), read_only=False)
     assert engine.query("CREATE TABLE t AS SELECT * FROM 'data/sales.csv'") == "OK, 2 rows affected"
     assert engine.query("INSERT INTO t VALUES ('east', 5)") == "OK, 1 rows affected"
     (ws / "out").mkdir()

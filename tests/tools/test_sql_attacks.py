@@ -52,8 +52,9 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def _engine(ws: Path, **policy: object) -> SqlEngine:
+    """A locked engine. File writes are allowed, so COPY … TO meets DuckDB's own lock."""
     defaults: dict[str, object] = {"timeout_s": 0.5, "memory_limit": "64MB", "threads": 1}
-    return SqlEngine(SqlPolicy(**(defaults | policy)), ws)  # type: ignore[arg-type]
+    return SqlEngine(SqlPolicy(**(defaults | policy)), ws, file_writes=True)  # type: ignore[arg-type]
 
 
 def _refused(engine: SqlEngine, sql: str, error: type[ToolError] = ToolPolicyError) -> str:

@@ -1,0 +1,294 @@
+"""Benchmark: many concurrent agent runs on one machine, against the backend alone.
+
+    python bench/scale.py [--quick] [--json] [--sizes 256,1024]
+
+(a) **Concurrent runs.** N runs at once through one shared ``Agent``, each 4 steps with
+    three ``sql_query`` calls (real DuckDB in the sandbox over a CSV in a workspace; plain
+    process sandbox, as on a machine without bubblewrap), against the ``h200``-profile
+    simulator in a child process. The baseline, measured in the same run: the same
+    conversations driven through the backend alone (no graph, no tools, no store), as
+    ``bench/backend.py`` does. Reported per N: wall time of both and their ratio, client
+    CPU per model step (this process; the sandbox workers' CPU apart), and the peak memory
+    of this process plus every sandbox worker (PSS, so pages shared after a fork count
+    once). Goals (issue): ratio ≤ 1.15 at 256 and 1,024, ≤ 2,000 MB at 1,024, ≤ 5 ms of
+    client CPU per step.
+(b) **KV-aware admission.** M queued 10-step conversations (backend alone: the KV cache is
+    the server's), first all admitted at once, then through ``VLLMConfig(kv_budget=
+    "auto")``: runs per second and the prefix-cache hit rate the simulator saw. Goal:
+    ≥ 1.3× the throughput with a hit rate ≥ 0.95 when admitted.
+
+``--quick`` shortens (b) to 1,024 conversations and measures (a) at 256 only.
+``--json`` prints one JSON object on the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agent import chatml
+from agent.config import Limits, Sampling
+from agent.llm import GenerationRequest, VLLMBackend, VLLMConfig
+from agent.sim.policy import SimRequest, count_assistant_turns
+from agent.types import Message, ToolCall
+from bench._common import SimChild
+
+MODEL = "NousResearch/Hermes-3-Llama-3.1-8B"
+RUN_STEPS, RUN_CALLS = 4, 3
+LONG_STEPS = 10
+SYSTEM = "You answer questions about the sales table. Use SQL; never guess numbers."
+QUERY = "SELECT region, sum(amount) AS total FROM read_csv('sales.csv') GROUP BY 1 ORDER BY 2"
+RESULT = "4 rows\nregion | total\nNorth | 61997.0\nEast | 56090.5\nSouth | 56044.0\nWest | 49823.0"
+
+
+def policy(request: SimRequest) -> str:
+    """The scripted model: a call per step (one per run step up to the last), then an answer;
+    10-step conversations for the admission part."""
+    turn = count_assistant_turns(request.prompt)
+    steps = LONG_STEPS if "[long]" in request.prompt else RUN_STEPS
+    if turn >= steps - 1 or (steps == RUN_STEPS and turn >= RUN_CALLS):
+        return "North sold the most: 61,997.00."
+    call = ToolCall("sql_query", {"query": QUERY + f" -- step {turn}"}, id="x")
+    return f"Querying, step {turn}.\n" + chatml.render_call(call)
+
+
+# -- memory of this process and its sandbox workers ----------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class PeakMemory:
+    """Samples the PSS of this process and its descendants (but ``exclude``) every 100 ms."""
+
+    def __init__(self, exclude: set[int]) -> None:
+        self.exclude, self.peak_kib, self._stop = exclude, 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.1):
+            pids, todo = [], [os.getpid()]
+            while todo:
+                pid = todo.pop()
+                if pid in self.exclude:
+                    continue
+                pids.append(pid)
+                todo += _children(pid)
+            self.peak_kib = max(self.peak_kib, sum(_pss_kib(p) for p in pids))
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# -- (a) concurrent runs --------------------------------------------------------------------
+
+
+async def _backend_only(url: str, n: int, steps: int, tag: str = "") -> float:
+    """The same conversations through the backend alone; returns the wall time."""
+    config = VLLMConfig(urls=(url,), model=MODEL)
+    async with VLLMBackend(url, config=config) as backend:
+
+        async def one(i: int) -> None:
+            messages = [Message("system", SYSTEM), Message("user", f"{tag}Run {i}: top region?")]
+            for _ in range(steps):
+                request = GenerationRequest(
+                    messages, TOOLS, Sampling(temperature=0.0, max_tokens=256), session_id=str(i)
+                )
+                gen = await backend.generate(request)
+                messages.append(Message("assistant", gen.content, tool_calls=gen.tool_calls))
+                if not gen.tool_calls:
+                    return
+                for c in gen.tool_calls:
+                    messages.append(Message("tool", RESULT, tool_call_id=c.id, name=c.name))
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        return time.perf_counter() - t0
+
+
+def _tool_specs() -> list[Any]:
+    from tools.registry import ToolRegistry
+
+    return ToolRegistry.default(plugins=False).select(["sql_query"]).specs()
+
+
+TOOLS = _tool_specs()
+
+
+async def _agent_runs(url: str, n: int, tmp: Path, sim: SimChild) -> dict[str, float]:
+    from agent.api import Agent
+    from tools.policy import ToolPolicies
+
+    workspace = tmp / "ws"
+    workspace.mkdir(exist_ok=True)
+    (workspace / "sales.csv").write_text(
+        "region,amount\n"
+        + "".join(
+            f"{r},{i * 1.5}\n" for i, r in enumerate(["North", "East", "South", "West"] * 250)
+        )
+    )
+    policies = ToolPolicies(workspace=workspace, sandbox={"use_bwrap": False})
+    agent = Agent(
+        VLLMBackend(url, model=MODEL),
+        tools=["sql_query"],
+        system=SYSTEM,
+        policies=policies,
+        sampling=Sampling(temperature=0.0, max_tokens=256),
+        store=tmp / f"store-{n}",
+        limits=Limits(max_steps=RUN_STEPS + 1),
+    )
+    await agent.run("warm up")
+    with PeakMemory(exclude={sim.proc.pid}) as memory:
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        results = await asyncio.gather(*(agent.run(f"Run {i}: top region?") for i in range(n)))
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    await agent.aclose()
+    steps = sum(r.steps for r in results)
+    return {
+        "runs": n,
+        "done": sum(r.status == "done" for r in results),
+        "wall_s": wall,
+        "steps": steps,
+        "tool_calls": sum(r.tool_calls for r in results),
+        "client_cpu_ms_per_step": cpu / steps * 1e3,
+        "peak_memory_mb": memory.peak_kib / 1024,
+    }
+
+
+async def concurrent_runs(n: int, tmp: Path) -> dict[str, float]:
+    with SimChild("bench.scale:policy", "h200", 1.0) as sim:
+        backend_wall = await _backend_only(sim.url, n, RUN_STEPS)
+        agent = await _agent_runs(sim.url, n, tmp, sim)
+    return agent | {
+        "backend_wall_s": backend_wall,
+        "ratio_vs_backend": agent["wall_s"] / backend_wall,
+    }
+
+
+# -- (b) KV-aware admission -------------------------------------------------------------------
+
+
+async def _admitted_conversations(url: str, m: int, budget: Any) -> float:
+    config = VLLMConfig(urls=(url,), model=MODEL, kv_budget=budget)
+    async with VLLMBackend(url, config=config) as backend:
+
+        async def one(i: int) -> None:
+            async with backend.admitted(str(i)):
+                messages = [Message("system", SYSTEM), Message("user", f"[long] Run {i}: why?")]
+                for _ in range(LONG_STEPS):
+                    request = GenerationRequest(
+                        messages,
+                        TOOLS,
+                        Sampling(temperature=0.0, max_tokens=256),
+                        session_id=str(i),
+                    )
+                    gen = await backend.generate(request)
+                    messages.append(Message("assistant", gen.content, tool_calls=gen.tool_calls))
+                    if not gen.tool_calls:
+                        return
+                    for c in gen.tool_calls:
+                        messages.append(Message("tool", RESULT * 8, tool_call_id=c.id, name=c.name))
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(m)))
+        return time.perf_counter() - t0
+
+
+async def admission(m: int, speed: float) -> dict[str, float]:
+    out: dict[str, float] = {"runs": m, "speed": speed}
+    for label, budget in (("all_at_once", None), ("admitted", "auto")):
+        with SimChild("bench.scale:policy", "h200", speed) as sim:
+            before = sim.stats()
+            wall = await _admitted_conversations(sim.url, m, budget)
+            after = sim.stats()
+        queries = after["prefix_cache_queries"] - before["prefix_cache_queries"]
+        hits = after["prefix_cache_hits"] - before["prefix_cache_hits"]
+        out[f"{label}_runs_per_s"] = m / wall
+        out[f"{label}_prefix_hit_rate"] = hits / queries if queries else 0.0
+    out["throughput_gain"] = out["admitted_runs_per_s"] / out["all_at_once_runs_per_s"]
+    return out
+
+
+async def main(quick: bool, sizes: list[int]) -> dict[str, Any]:
+    result: dict[str, Any] = {"quick": quick}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            result[f"runs_{n}"] = await concurrent_runs(n, Path(tmp))
+            result[f"ratio_vs_backend_{n}"] = result[f"runs_{n}"]["ratio_vs_backend"]
+    if 1024 in sizes:
+        result["peak_memory_mb_1024"] = result["runs_1024"]["peak_memory_mb"]
+    largest = result[f"runs_{max(sizes)}"]
+    result["client_cpu_ms_per_step"] = largest["client_cpu_ms_per_step"]
+    result["admission"] = await admission(1024 if quick else 4096, 8.0 if quick else 4.0)
+    result["admission_throughput_gain"] = result["admission"]["throughput_gain"]
+    result["prefix_hit_rate_admitted"] = result["admission"]["admitted_prefix_hit_rate"]
+    return result
+
+
+def _print(r: dict[str, Any]) -> None:
+    print("(a) concurrent 4-step runs, 3 sql_query calls each (h200 profile, plain sandbox)")
+    print("  runs  done  agent s  backend s  ratio  client ms/step  peak MB (client+workers)")
+    for key in sorted(k for k in r if k.startswith("runs_")):
+        s = r[key]
+        print(
+            f"  {s['runs']:4d} {s['done']:5d} {s['wall_s']:8.2f} {s['backend_wall_s']:10.2f}"
+            f" {s['ratio_vs_backend']:6.3f} {s['client_cpu_ms_per_step']:15.2f}"
+            f" {s['peak_memory_mb']:10.0f}"
+        )
+    a = r["admission"]
+    print(f"(b) {a['runs']} queued 10-step conversations, h200 profile at speed {a['speed']}")
+    for label in ("all_at_once", "admitted"):
+        print(
+            f"  {label:12} {a[label + '_runs_per_s']:8.1f} runs/s"
+            f"  prefix-cache hit rate {a[label + '_prefix_hit_rate']:.3f}"
+        )
+    print(f"  throughput gain {a['throughput_gain']:.2f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="(a) at 256 only, (b) smaller")
+    parser.add_argument("--json", action="store_true", help="print a JSON object last")
+    parser.add_argument("--sizes", help="comma-separated run counts for (a)")
+    args = parser.parse_args()
+    sizes = (
+        [int(s) for s in args.sizes.split(",")]
+        if args.sizes
+        else ([256] if args.quick else [256, 1024])
+    )
+    res = asyncio.run(main(args.quick, sizes))
+    _print(res)
+    if args.json:
+        print(json.dumps(res))

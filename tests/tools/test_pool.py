@@ -1,0 +1,186 @@
+"""The shared sandbox pool: runs share worker processes, never each other's state.
+
+Every test runs in both sandbox modes where bubblewrap is installed. Runs are given one
+worker (``pool_size: 1``) so that they provably share it (the same pid), and then try to
+reach each other: in-memory SQL tables, per-run tool state, a cancelled call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.types import ToolCall
+from tools import _pool
+from tools.base import ToolContext, tool
+from tools.dispatch import Dispatcher
+from tools.policy import ToolPolicies
+from tools.registry import ToolRegistry
+from tools.sandbox import bwrap_available, close_pool
+
+MODES = [False, *([True] if bwrap_available() else [])]
+
+
+@tool(sandbox="process")
+def remember(value: str, ctx: ToolContext) -> dict:
+    """Keep a value in the run's state; say which process holds it."""
+    ctx.state["value"] = value
+    return {"pid": os.getpid()}
+
+
+@tool(sandbox="process")
+def recall(ctx: ToolContext) -> dict:
+    """The value this run kept, if any."""
+    return {"value": ctx.state.get("value"), "pid": os.getpid()}
+
+
+@tool(sandbox="process")
+def die() -> str:
+    """End the worker process at once."""
+    os._exit(3)
+
+
+@pytest.fixture(autouse=True)
+async def _fresh_pool() -> Any:
+    yield
+    await close_pool()
+
+
+def _dispatcher(tmp: Path, run: str, use_bwrap: bool, **policy: Any) -> Dispatcher:
+    ws = tmp / "ws"
+    ws.mkdir(exist_ok=True)
+    sandbox = {"use_bwrap": use_bwrap, "pool_size": 1, **policy.pop("sandbox", {})}
+    tools = ToolRegistry([remember, recall, die])
+    for builtin in ToolRegistry.default(plugins=False).select(["sql_query", "sql_tables"]):
+        tools.register(builtin)
+    policies = ToolPolicies(workspace=ws, sandbox=sandbox, **policy)
+    return Dispatcher(tools, policies, run_id=run, artifacts_dir=tmp / "art" / run)
+
+
+async def _call(d: Dispatcher, name: str, **args: Any) -> Any:
+    result = await d.call(ToolCall(name, args))
+    return result
+
+
+@pytest.mark.parametrize("use_bwrap", MODES)
+async def test_two_runs_on_one_worker_cannot_see_each_others_tables(
+    tmp_path: Path, use_bwrap: bool
+) -> None:
+    writable = {"sql": {"read_only": False}}
+    async with (
+        _dispatcher(tmp_path, "run-a", use_bwrap, **writable) as a,
+        _dispatcher(tmp_path, "run-b", use_bwrap, **writable) as b,
+    ):
+        made = await _call(a, "sql_query", query="CREATE TABLE secrets AS SELECT 'a-only' AS s")
+        assert made.ok, made.content
+        peek = await _call(b, "sql_query", query="SELECT * FROM secrets")
+        assert peek.error == "execution" and "secrets" in peek.content
+        own = await _call(a, "sql_query", query="SELECT * FROM secrets")
+        assert own.ok and "a-only" in own.content, "a run keeps its tables across calls"
+        listing = await _call(b, "sql_tables")
+        assert "secrets" not in listing.content
+        assert a.worker.pid == b.worker.pid, "both runs were served by one worker"
+
+
+@pytest.mark.parametrize("use_bwrap", MODES)
+async def test_two_runs_on_one_worker_keep_their_own_state(tmp_path: Path, use_bwrap: bool) -> None:
+    async with (
+        _dispatcher(tmp_path, "run-a", use_bwrap) as a,
+        _dispatcher(tmp_path, "run-b", use_bwrap) as b,
+    ):
+        await asyncio.gather(
+            _call(a, "remember", value="alpha"), _call(b, "remember", value="beta")
+        )
+        got_a, got_b = await asyncio.gather(_call(a, "recall"), _call(b, "recall"))
+    state_a, state_b = json.loads(got_a.content), json.loads(got_b.content)
+    assert (state_a["value"], state_b["value"]) == ("alpha", "beta")
+    assert state_a["pid"] == state_b["pid"]
+
+
+@pytest.mark.parametrize("use_bwrap", MODES)
+async def test_a_timed_out_query_fails_alone(tmp_path: Path, use_bwrap: bool) -> None:
+    policy = {"sql": {"read_only": False, "timeout_s": 60}, "sandbox": {"call_timeout_s": 1.5}}
+    async with (
+        _dispatcher(tmp_path, "run-a", use_bwrap, **policy) as a,
+        _dispatcher(tmp_path, "run-b", use_bwrap, **policy) as b,
+    ):
+        assert (await _call(a, "sql_query", query="CREATE TABLE t AS SELECT 1 AS x")).ok
+        pid = a.worker.pid
+        slow = asyncio.ensure_future(
+            _call(a, "sql_query", query="SELECT count(*) FROM range(100000000000) r, range(9)")
+        )
+        quick = [await _call(b, "sql_query", query=f"SELECT {i}") for i in range(5)]
+        hung = await slow
+        assert hung.error == "timeout" and "was stopped" in hung.content, hung.content
+        assert all(q.ok for q in quick)
+        kept = await _call(a, "sql_query", query="SELECT x FROM t")
+        assert kept.ok, "the worker and the run's tables survived the interrupted query"
+        assert a.worker.pid == b.worker.pid == pid and a.worker.starts == 1
+
+
+async def test_a_crashed_worker_fails_its_calls_and_runs_move_on(tmp_path: Path) -> None:
+    async with (
+        _dispatcher(tmp_path, "run-a", False) as a,
+        _dispatcher(tmp_path, "run-b", False) as b,
+    ):
+        await _call(b, "remember", value="beta")
+        first = a.worker.pid
+        crashed = await _call(a, "die")
+        assert crashed.error == "execution" and "died during the call" in crashed.content
+        after = await _call(b, "recall")
+        assert after.ok and json.loads(after.content)["value"] is None, "a new worker"
+        assert b.worker.pid != first and b.worker.starts == 2
+
+
+async def test_dedicated_workers_when_not_shared(tmp_path: Path) -> None:
+    solo = {"sandbox": {"shared": False}}
+    async with (
+        _dispatcher(tmp_path, "run-a", False, **solo) as a,
+        _dispatcher(tmp_path, "run-b", False, **solo) as b,
+    ):
+        await asyncio.gather(_call(a, "recall"), _call(b, "recall"))
+        assert a.worker.pid != b.worker.pid
+        pid = a.worker.pid
+    with pytest.raises(ProcessLookupError):  # a run's own worker ends with the run
+        for _ in range(100):
+            os.kill(pid, 0)
+            await asyncio.sleep(0.05)
+
+
+async def test_an_idle_worker_stops_and_no_watcher_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_pool, "IDLE_S", 0.2)
+    before = {t.name for t in threading.enumerate()}
+    async with _dispatcher(tmp_path, "run-a", False) as a:
+        await _call(a, "recall")
+        pid = a.worker.pid
+        assert not [
+            t
+            for t in threading.enumerate()
+            if t.name not in before and t.name.startswith("waitpid")
+        ], "reaped by pidfd, not a thread"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail("the idle worker did not stop")
+
+
+async def test_a_worker_past_half_its_cpu_takes_no_new_run(tmp_path: Path) -> None:
+    async with _dispatcher(tmp_path, "run-a", False, sandbox={"pool_size": 2}) as a:
+        await _call(a, "recall")
+        a.worker._worker.cpu_s = 10_000  # as if it reported a long life of work
+        async with _dispatcher(tmp_path, "run-b", False, sandbox={"pool_size": 2}) as b:
+            await _call(b, "recall")
+            assert b.worker.pid != a.worker.pid

@@ -1,0 +1,450 @@
+"""The sandbox pool: worker processes shared by every run that may touch the same things.
+
+Runs whose sandboxed tools have the same reach — the same workspace, policies, tools and
+sandbox kind (a :class:`PoolKey`) — share a small group of worker processes
+(`tools._worker`). A run is assigned to one of them on its first sandboxed call and stays
+there (its DuckDB tables and open handles live in that process, kept apart from every
+other run's by the worker); a group starts a new worker only while it has fewer than
+``size`` and all are busy, else the least loaded one takes the run. Calls beyond a
+worker's threads queue inside it. A worker with no run left shuts down after ``IDLE_S``.
+
+Failure stays local where it can: a call past its hard timeout is first *cancelled* (its
+cancel hooks run in the worker: a DuckDB query is interrupted) and fails alone; only a call
+that does not stop within ``CANCEL_GRACE_S`` (a tool stuck in C code) gets its worker
+killed, which fails the calls in flight there and loses the state of the runs on it (their
+next call starts on a fresh worker, and says so). A worker that crashes is replaced alike.
+
+Processes are spawned without asyncio's child watcher (which keeps a thread per child on
+Python 3.11, and logged "Unknown child process" whenever something else reaped one): each
+worker is reaped through its pidfd, watched by the event loop itself; its home folder is
+removed off the loop. A worker also reports the CPU it has used: past half of
+``sandbox.cpu_s`` it takes no new runs and retires when its runs are done, so the CPU rlimit
+(which counts the process's whole life) does not kill a worker that served many runs.
+
+>>> PoolKey("process", "/w", "{}", (("sql_query", "tools.builtins:sql_query"),)).owner
+''
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import contextlib
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from agent.errors import ToolArgumentError, ToolExecutionError, ToolTimeout
+
+__all__ = ["IDLE_S", "PoolKey", "WorkerPool"]
+
+_HEADER = struct.Struct(">I")
+IDLE_S = 30.0
+"""How long a worker with no run waits for one before it shuts down."""
+CANCEL_GRACE_S = 2.0
+"""How long a cancelled call may take to stop before its worker is killed."""
+_START_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class PoolKey:
+    """What a worker may touch; runs with equal keys share workers."""
+
+    kind: str
+    workspace: str
+    policies: str
+    tools: tuple[tuple[str, str], ...]
+    owner: str = ""
+    """A run id for a worker of that run's own (``sandbox.shared: false``), else empty."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """How to start one worker: argv, environment, working folder, a home to remove."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    init: dict[str, Any]
+    home: str | None = None
+
+
+class _Worker:
+    """One worker process: its frames in and out, its calls in flight, its runs."""
+
+    def __init__(self, command: Command, max_cpu_s: float) -> None:
+        self.command, self.max_cpu_s = command, max_cpu_s
+        self.loop = asyncio.get_running_loop()
+        self.pidfd = -1
+        self.runs: set[str] = set()
+        self.pid = 0
+        self.cpu_s = 0.0
+        self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._next = 0
+        self._stderr: collections.deque[bytes] = collections.deque(maxlen=32)
+        self._writer: asyncio.StreamWriter | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._idle: asyncio.TimerHandle | None = None
+
+    @property
+    def alive(self) -> bool:
+        return not self.exited.done()
+
+    @property
+    def retiring(self) -> bool:
+        """Past half its CPU budget: it takes no new run."""
+        return self.cpu_s > self.max_cpu_s / 2
+
+    async def start(self) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        cmd = self.command
+        proc = subprocess.Popen(
+            cmd.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=cmd.env,
+            cwd=cmd.cwd,
+            start_new_session=True,  # one group to kill
+        )
+        self.pid = proc.pid
+        _LIVE.add(self)
+        self._watch_exit(proc)
+        reader = asyncio.StreamReader(limit=2**20)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), proc.stdout)
+        errors = asyncio.StreamReader(limit=2**16)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(errors), proc.stderr)
+        transport, protocol = await loop.connect_write_pipe(
+            lambda: asyncio.streams.FlowControlMixin(), proc.stdin
+        )
+        self._writer = asyncio.StreamWriter(transport, protocol, None, loop)
+        self._tasks = [asyncio.create_task(self._drain(errors))]
+        try:
+            self._send(cmd.init)
+            async with asyncio.timeout(_START_TIMEOUT_S):
+                await self._writer.drain()
+                ready = await read_frame(reader)
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, ValueError):
+            await self.kill("")
+            tail = b"".join(self._stderr).decode(errors="replace").strip().splitlines()
+            raise ToolExecutionError(
+                "the sandbox worker failed to start" + (f": {tail[-1]}" if tail else "")
+            ) from None
+        self._tasks.append(asyncio.create_task(self._read(reader)))
+        return ready
+
+    def _watch_exit(self, proc: subprocess.Popen[bytes]) -> None:
+        """Reap the process when the loop sees its pidfd become readable (no thread)."""
+        loop = asyncio.get_running_loop()
+        pidfd = self.pidfd = os.pidfd_open(proc.pid)
+
+        def reap() -> None:
+            with contextlib.suppress(ChildProcessError):
+                _, status = os.waitpid(proc.pid, os.WNOHANG)
+                proc.returncode = os.waitstatus_to_exitcode(status)
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            self.pidfd = -1
+            _LIVE.discard(self)
+            if not self.exited.done():
+                self.exited.set_result(proc.returncode if proc.returncode is not None else -1)
+            self._fail_pending(
+                f"the sandbox worker died during the call ({describe_exit(self.exited)}); "
+                "it is restarted for the next call"
+            )
+            if self.command.home:
+                loop.run_in_executor(None, shutil.rmtree, self.command.home, True)
+
+        loop.add_reader(pidfd, reap)
+
+    async def call(
+        self, run_id: str, tool: str, args: dict[str, Any], call_id: str, timeout: float
+    ) -> str:
+        """Run one call; ``ToolTimeout`` past ``timeout`` (cancelled, or the worker killed)."""
+        self._next += 1
+        rid = self._next
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        try:
+            self._send(
+                {
+                    "op": "call",
+                    "id": rid,
+                    "run": run_id,
+                    "tool": tool,
+                    "args": args,
+                    "call_id": call_id,
+                }
+            )
+            try:
+                async with asyncio.timeout(timeout):
+                    reply = await asyncio.shield(fut)
+            except TimeoutError:
+                stopped = await self._cancel(rid, fut, tool)
+                how = (
+                    "was stopped"
+                    if stopped
+                    else ("was killed (its sandbox worker is restarted for the next call)")
+                )
+                raise ToolTimeout(f"{tool} did not finish within {timeout:g} s and {how}") from None
+        finally:
+            self._pending.pop(rid, None)
+        self.cpu_s = float(reply.get("cpu_s") or self.cpu_s)
+        if reply.get("ok") and isinstance(reply.get("content"), str):
+            return reply["content"]
+        message = reply.get("message")
+        raise error_class(reply.get("error_type"))(
+            message if isinstance(message, str) else "tool failed (malformed worker reply)"
+        )
+
+    async def _cancel(self, rid: int, fut: asyncio.Future[dict[str, Any]], tool: str) -> bool:
+        """Ask the worker to interrupt the call; kill the worker if it does not stop.
+        True when the call stopped alone."""
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            self._send({"op": "cancel", "id": rid})
+        try:
+            async with asyncio.timeout(CANCEL_GRACE_S):
+                await asyncio.shield(fut)
+            return True
+        except ToolExecutionError:  # the worker died meanwhile
+            return False
+        except TimeoutError:
+            await self.kill(
+                f"the sandbox worker was restarted because a call ({tool}) could not be "
+                "stopped at its timeout; this run's in-memory SQL tables and open files "
+                "there are gone: retry the call"
+            )
+            return False
+
+    async def release(self, run_id: str) -> None:
+        """The run is over: the worker closes its state (and, with no run left, the state
+        its runs shared), and says when it is done."""
+        self.runs.discard(run_id)
+        if not self.alive:
+            return
+        self._next += 1
+        rid = self._next
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        try:
+            self._send({"op": "release", "id": rid, "run": run_id, "last": not self.runs})
+            async with asyncio.timeout(CANCEL_GRACE_S):
+                await asyncio.shield(fut)
+        except (ConnectionError, RuntimeError, TimeoutError, ToolExecutionError):
+            pass  # a worker that cannot close a run's state in time is not waited for
+        finally:
+            self._pending.pop(rid, None)
+
+    def idle_after(self, seconds: float, stop: Callable[[], None]) -> None:
+        """Call ``stop`` after ``seconds`` unless a run arrives (`cancel_idle`)."""
+        self.cancel_idle()
+        self._idle = asyncio.get_running_loop().call_later(seconds, stop)
+
+    def cancel_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    async def kill(self, reason: str) -> None:
+        """Kill the process group (bwrap's PID namespace takes the rest) and wait for it."""
+        self.cancel_idle()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        if self.pid:
+            await asyncio.shield(self.exited)
+        self._fail_pending(reason or "the sandbox worker was stopped")
+        for task in self._tasks:
+            task.cancel()
+
+    def _send(self, frame: dict[str, Any]) -> None:
+        try:
+            data = json.dumps(frame, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise ToolArgumentError(
+                "the arguments hold a lone surrogate, which is not valid Unicode"
+            ) from None
+        if self._writer is None or self._writer.is_closing():
+            raise ConnectionError("the sandbox worker is gone")
+        self._writer.write(_HEADER.pack(len(data)) + data)
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                msg = await read_frame(reader)
+                fut = self._pending.get(msg.get("id", -1))
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            # End of stream (it died), or a malformed frame: broken or hostile; stop it.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+
+    async def _drain(self, errors: asyncio.StreamReader) -> None:
+        while chunk := await errors.read(4096):
+            self._stderr.append(chunk)  # kept for start-up diagnostics; bounded
+
+    def _fail_pending(self, reason: str) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(ToolExecutionError(reason))
+
+
+class _Group:
+    """The workers of one :class:`PoolKey`."""
+
+    def __init__(
+        self, key: PoolKey, command: Callable[[], Command], size: int, max_cpu_s: float
+    ) -> None:
+        self.key, self.command, self.size, self.max_cpu_s = key, command, size, max_cpu_s
+        self.workers: list[_Worker] = []
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    async def assign(self, run_id: str) -> _Worker:
+        """A live worker for ``run_id``: a new one while the group has room and every
+        worker is busy, else the least loaded."""
+        async with self._lock:
+            self.workers = [w for w in self.workers if w.alive]
+            usable = [w for w in self.workers if not w.retiring]
+            if len(usable) < self.size and all(w.runs for w in usable):
+                worker = _Worker(self.command(), self.max_cpu_s)
+                await worker.start()
+                self.workers.append(worker)
+            else:
+                worker = min(usable, key=lambda w: len(w.runs))
+            worker.cancel_idle()
+            worker.runs.add(run_id)
+            return worker
+
+    def released(self, worker: _Worker) -> None:
+        """A run left ``worker``: a worker left with none retires (now, or when idle)."""
+        if worker.runs or not worker.alive:
+            return
+        if worker.retiring:
+            self._background(worker.kill(""))
+        else:
+            worker.idle_after(IDLE_S, lambda: self._background(self._stop_idle(worker)))
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)  # held until done: a task nobody holds may be collected
+        task.add_done_callback(self._tasks.discard)
+
+    async def _stop_idle(self, worker: _Worker) -> None:
+        async with self._lock:
+            if not worker.runs:
+                await worker.kill("")
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(w.kill("the sandbox pool was closed") for w in self.workers))
+
+
+class WorkerPool:
+    """The groups of one event loop (worker pipes belong to the loop that opened them).
+
+    >>> WorkerPool.for_loop  # doctest: +ELLIPSIS
+    <bound method WorkerPool.for_loop of <class '...WorkerPool'>>
+    """
+
+    _pools: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WorkerPool]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self) -> None:
+        self.groups: dict[PoolKey, _Group] = {}
+
+    @classmethod
+    def for_loop(cls) -> WorkerPool:
+        """The running loop's pool."""
+        loop = asyncio.get_running_loop()
+        if loop not in cls._pools:
+            _reap_orphans()
+            cls._pools[loop] = cls()
+        return cls._pools[loop]
+
+    def group(
+        self, key: PoolKey, command: Callable[[], Command], size: int, max_cpu_s: float
+    ) -> _Group:
+        if key not in self.groups:
+            self.groups[key] = _Group(key, command, size, max_cpu_s)
+        return self.groups[key]
+
+    def forget(self, key: PoolKey) -> None:
+        self.groups.pop(key, None)
+
+    async def aclose(self) -> None:
+        """Kill every worker of this pool (tests, and a service shutting down)."""
+        groups, self.groups = list(self.groups.values()), {}
+        await asyncio.gather(*(g.aclose() for g in groups))
+
+
+_LIVE: set[_Worker] = set()
+"""Workers started and not yet reaped, across event loops."""
+
+
+def _reap_orphans() -> None:
+    """Kill and reap the workers of event loops that are closed (each ``asyncio.run`` has
+    its own loop; a loop's pidfd watchers die with it), so none is left as a zombie."""
+    for worker in [w for w in _LIVE if w.loop.is_closed()]:
+        _LIVE.discard(worker)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(worker.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(worker.pid, 0)
+        if worker.pidfd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(worker.pidfd)
+
+
+@atexit.register
+def _kill_all() -> None:
+    """At exit, no worker outlives its parent (bubblewrap's --die-with-parent does the
+    same for sandboxed ones; a plain worker would otherwise wait for its pipe to close)."""
+    for worker in list(_LIVE):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(worker.pid, signal.SIGKILL)
+
+
+async def read_frame(stream: asyncio.StreamReader) -> dict[str, Any]:
+    """One frame from a worker; ValueError for an oversized or non-object frame."""
+    from tools._worker import MAX_FRAME_BYTES
+
+    (size,) = _HEADER.unpack(await stream.readexactly(_HEADER.size))
+    if size > MAX_FRAME_BYTES:
+        raise ValueError(f"worker frame of {size} bytes exceeds {MAX_FRAME_BYTES}")
+    try:
+        msg = json.loads(await stream.readexactly(size))
+    except RecursionError:
+        raise ValueError("worker frame is nested too deeply") from None
+    if not isinstance(msg, dict):
+        raise ValueError("worker frame is not a JSON object")
+    return msg
+
+
+def describe_exit(exited: asyncio.Future[int]) -> str:
+    rc = exited.result() if exited.done() else -1
+    if rc < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-rc).name}"
+    if rc > 128:  # bwrap reports a signalled child as 128 + signal
+        with contextlib.suppress(ValueError):
+            return f"exit status {rc}, {signal.Signals(rc - 128).name}"
+    return f"exit status {rc}"
+
+
+def error_class(name: str | None) -> type[Exception]:
+    import agent.errors as errors
+
+    cls = getattr(errors, name or "", None)
+    if isinstance(cls, type) and issubclass(cls, errors.ToolError):
+        return cls
+    return ToolExecutionError
