@@ -39,13 +39,18 @@ async def test_a_run_is_one_trace_of_genai_spans(sim, tmp_path: Path, spans, mon
     finished = exporter.get_finished_spans()
     names = [s.name for s in finished]
     model = "NousResearch/Hermes-3-Llama-3.1-8B"
-    assert names == [f"chat {model}", "execute_tool add", f"chat {model}", "invoke_agent agent"]
+    # A call dispatched early can end before its step's chat span: compare as a multiset.
+    assert sorted(names) == sorted(
+        [f"chat {model}", f"chat {model}", "execute_tool add", "invoke_agent agent"]
+    )
+    assert names[-1] == "invoke_agent agent"
     assert len({s.context.trace_id for s in finished}) == 1
     root = finished[-1]
     assert all(s.parent.span_id == root.context.span_id for s in finished[:-1])
     assert root.attributes["gen_ai.operation.name"] == "invoke_agent"
     assert root.attributes["gen_ai.conversation.id"] == "conv-1"
-    chat, tool = finished[0], finished[1]
+    chat = next(s for s in finished if s.name.startswith("chat"))
+    tool = next(s for s in finished if s.name.startswith("execute_tool"))
     assert chat.attributes["gen_ai.operation.name"] == "chat"
     assert chat.attributes["gen_ai.request.model"] == model
     assert chat.attributes["gen_ai.usage.input_tokens"] > 0
