@@ -2,7 +2,9 @@
 
 The runner (``agent.api``) hands every event to :meth:`RunRecorder.event` and ends every
 run through :meth:`RunRecorder.final`, so the trace and the row can never disagree on how
-a run ended. With no store folder (``store=None``) nothing is written.
+a run ended. With no store folder (``store=None``) nothing is written. An ``observer``
+(:class:`agent.tracing.RunSpans`: OpenTelemetry spans) sees every event too, text deltas
+included, and its trace id is recorded in the run's row.
 
 >>> RunRecorder.trace_path_for(Path(".agent"), "run_1")
 PosixPath('.agent/traces/run_1.jsonl')
@@ -39,8 +41,10 @@ class RunRecorder:
         task_path: Path | None,
         model_url: str | None,
         thread_id: str | None = None,
+        observer: Any = None,
     ) -> None:
         self.run_id, self.runs, self.thread_id = run_id, runs, thread_id or run_id
+        self.observer = observer
         self.trace_path = self.trace_path_for(folder, run_id)
         self._row = {
             "task": task or self.API_TASK,
@@ -65,18 +69,32 @@ class RunRecorder:
     def __exit__(self, *exc: object) -> None:
         if self._writer is not None:
             self._writer.close()
+        if self.observer is not None:
+            self.observer.close()
 
     def start(self, resumed: bool) -> None:
-        """The run's row: created, or set back to ``running`` when it resumes."""
+        """The run's row: created, or set back to ``running`` when it resumes (or when its
+        process died before the first checkpoint, so it starts again under its id)."""
         if self.runs is None:
             return
-        if resumed and self.runs.get(self.run_id) is not None:
-            self.runs.resume(self.run_id)
-        else:
-            self.runs.create(self.run_id, trace_path=str(self.trace_path), **self._row)
+        if resumed:
+            try:
+                self.runs.resume(self.run_id)
+            except KeyError:  # resumed from a checkpoint whose row is gone: record it anew
+                resumed = False
+        if not resumed:
+            try:
+                self.runs.create(self.run_id, trace_path=str(self.trace_path), **self._row)
+            except ValueError:  # its row exists: the process died before a first checkpoint
+                self.runs.resume(self.run_id)
+        trace_id = getattr(self.observer, "trace_id", None)
+        if trace_id is not None:
+            self.runs.update(self.run_id, trace_id=trace_id)
 
     def event(self, event: Event) -> None:
         """Write one event to the trace (text deltas are in the step's output, whole)."""
+        if self.observer is not None:
+            self.observer.on_event(event)
         if self._writer is None or event.kind == "text":
             return
         if isinstance(event, StepFinished):  # a prompt delta, then the output without it
@@ -136,6 +154,8 @@ class RunRecorder:
 
     def interrupted(self) -> None:
         """The consumer stopped iterating, or the task was cancelled: not running any more."""
+        if self.observer is not None:
+            self.observer.interrupted()
         if self.runs is not None:
             with contextlib.suppress(Exception):
                 self.runs.update(self.run_id, status="interrupted")

@@ -9,8 +9,9 @@ Persistence (``store`` defaults to ``.agent`` under the working directory): chec
 in ``STORE/checkpoints.db``, completed tool results in ``STORE/store.db``, run records in
 ``STORE/runs.db``, traces in ``STORE/traces/RUN_ID.jsonl`` and tool artifacts in
 ``STORE/artifacts/RUN_ID/``. ``store=None`` keeps checkpoints in memory (no resume).
-``store="postgresql://..."`` keeps checkpoints and tool results in Postgres (the
-``postgres`` extra) and the rest in ``.agent``; see :mod:`agent.persistence`.
+``store="postgresql://..."`` keeps checkpoints, tool results and run records in Postgres
+(the ``postgres`` extra) and traces and artifacts in ``.agent``; see
+:mod:`agent.persistence`.
 
 >>> agent = Agent("http://127.0.0.1:8000", tools=["read_file"], store=None)
 """
@@ -19,11 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import inspect
 import logging
 import tempfile
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -47,6 +50,7 @@ from tools.policy import ToolPolicies
 __all__ = ["Agent", "Approver"]
 
 _log = logging.getLogger(__name__)
+_THREADS_KEPT = 10_000
 
 Approver = Callable[[ApprovalRequest], "bool | dict[str, bool] | Awaitable[bool | dict[str, bool]]"]
 """Decides on calls waiting for approval: True/False for all, or ``{call_id: bool}``."""
@@ -102,8 +106,13 @@ class Agent:
         self._graph: Any = None
         self._resources: AsyncExitStack | None = None
         self._runs: Any = None
-        self._threads: dict[str, str] = {}  # run id -> thread id, for runs of this process
+        # run id -> thread id, for runs of this process (the newest only: a long-lived
+        # service must not grow it forever; older runs' threads are in the run store)
+        self._threads: OrderedDict[str, str] = OrderedDict()
         self._open_lock = asyncio.Lock()
+        self.tracer: Any = None
+        """An OpenTelemetry ``Tracer``: each run becomes GenAI spans (:mod:`agent.tracing`;
+        ``agent.tracing.tracer()`` gives the global provider's). None: no spans."""
 
     @classmethod
     def from_task(
@@ -196,6 +205,7 @@ class Agent:
                     task_path=self.task.path if self.task is not None else None,
                     model_url=self._model_url(),
                     thread_id=plan.thread_id,
+                    observer=self._observer(run_id),
                 )
             )
             rec.start(resumed)
@@ -290,6 +300,31 @@ class Agent:
 
     # --- resources --------------------------------------------------------------------
 
+    def derive(self, **changes: Any) -> Agent:
+        """An agent sharing this one's model, databases and compiled graph, with some
+        settings changed (``limits``, ``policies``, ``sampling``, ``system``,
+        ``output_schema``, ``approval``, ``tools``…). Open this agent first (:meth:`open`);
+        close only this one. ``agent.derive(limits=Limits(max_steps=2))``"""
+        unknown = set(changes) - set(vars(self))
+        if unknown or any(name.startswith("_") for name in changes):
+            raise TypeError(f"cannot derive with {sorted(changes)}: unknown or private")
+        clone = copy.copy(self)
+        clone.__dict__.update(changes)
+        return clone
+
+    async def open(self) -> None:
+        """Open the databases and compile the graph now (else the first run does)."""
+        await self._open()
+
+    def _observer(self, run_id: str) -> Any:
+        if self.tracer is None:
+            return None
+        from agent.tracing import RunSpans
+
+        record = self._runs.get(run_id) if self._runs is not None else None
+        earlier = record.trace_id if record is not None else None
+        return RunSpans(self.tracer, run_id, self._task_name(), self.backend, earlier)
+
     async def _open(self) -> None:
         """Open the checkpointer, store and run store once; compile the graph once."""
         async with self._open_lock:
@@ -305,10 +340,9 @@ class Agent:
             stack = AsyncExitStack()
             checkpointer, store = await open_persistence(self.store, stack)
             self._graph = build_graph(checkpointer=checkpointer, store=store)
-            if self.store.folder is not None:
-                from agent.runs import RunStore
+            from agent.runs import open_run_store
 
-                self._runs = RunStore(self.store.folder / "runs.db")
+            self._runs = open_run_store(self.store)
             self._resources = stack
 
     async def _context(self, run_id: str, stack: AsyncExitStack, *, resumed: bool) -> Any:
@@ -396,6 +430,8 @@ class Agent:
         if snapshot.values:
             self._check_same_task(snapshot.values.get("run_id", thread))
         self._threads[run_id] = thread
+        if len(self._threads) > _THREADS_KEPT:
+            self._threads.popitem(last=False)
         messages = snapshot.values.get("messages", [])
         text = input if input is not None else self._default_input()
         return _Plan(run_id, thread, snapshot, self._turn(text, run_id, messages))

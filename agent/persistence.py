@@ -6,8 +6,9 @@ checkpoints too. Three shapes:
 
 - a folder (the embedded default, ``.agent``): SQLite files inside it;
 - a ``postgresql://`` URL (deployments, several hosts sharing runs): checkpoints and tool
-  results in Postgres via ``langgraph-checkpoint-postgres``; the local things stay in the
-  folder (``.agent`` unless given), since the run store is SQLite only;
+  results in Postgres via ``langgraph-checkpoint-postgres``, run records and events too
+  (:func:`agent.runs.open_run_store`); traces and artifacts stay in the folder
+  (``.agent`` unless given);
 - ``None``: checkpoints in memory (no resume across processes) and nothing on disk.
 
 The checkpointer keeps each step's state; the store keeps completed tool results under

@@ -3,11 +3,14 @@
 The store answers "what ran, how did it end, what did it cost"; the trace answers "what
 exactly happened": every prompt sent, every raw output, every tool call and result.
 
-Store: SQLite at ``.agent/runs.db`` by default (:func:`resolve_store_path`), numbered
-migrations in :data:`_MIGRATIONS` recorded in ``schema_version``. WAL mode and one short
-transaction per call make it safe for several processes (an eval runs many at once); each
-call opens its own connection, which costs ~0.1 ms and avoids sharing one across threads.
-A database written by a newer version is refused rather than misread.
+Store: SQLite at ``.agent/runs.db`` by default (:func:`resolve_store_path`), or the
+Postgres database of a ``postgresql://`` store (:func:`open_run_store`), so that several
+hosts (``agent serve`` replicas) share runs; the SQL seam is :mod:`agent._db`. Numbered
+migrations in :data:`_MIGRATIONS` are recorded in ``schema_version``. WAL mode and one
+short transaction per call make SQLite safe for several processes (an eval runs many at
+once). A database written by a newer version is refused rather than misread. Besides one
+row per run, the store keeps a run's events by sequence number (:meth:`RunStore.append_events`),
+for consumers that replay them (the HTTP service's ``Last-Event-ID``).
 
 Traces: ``TraceWriter`` appends ``{"v", "ts", "run_id", "type", ...}`` lines and flushes
 each, so a killed process keeps everything written before it died; a resumed run reopens
@@ -44,14 +47,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sqlite3
+import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from agent._db import Database, SqliteDatabase, open_database
 from agent._owner import Owner
 from agent.errors import ConfigError
 from agent.types import RUN_STATUSES, Usage
@@ -62,7 +65,9 @@ __all__ = [
     "TRACE_SCHEMA_VERSION",
     "RunRecord",
     "RunStore",
+    "StoredEvent",
     "TraceWriter",
+    "open_run_store",
     "prompt_texts",
     "read_trace",
     "resolve_store_path",
@@ -111,6 +116,16 @@ _MIGRATIONS: list[str] = [
     # The conversation a run is a turn of (NULL: a run of its own).
     "ALTER TABLE runs ADD COLUMN thread_id TEXT;"
     "CREATE INDEX runs_thread ON runs (thread_id, started_at)",
+    # Events by run and sequence number (replay), and the run's OpenTelemetry trace id.
+    """CREATE TABLE run_events (
+        run_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL,
+        ts REAL NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    );
+    ALTER TABLE runs ADD COLUMN trace_id TEXT""",
 ]
 _COLUMNS = (
     "run_id",
@@ -132,6 +147,7 @@ _COLUMNS = (
     "pid",
     "pid_start",
     "thread_id",
+    "trace_id",
 )
 _UPDATABLE = frozenset(_COLUMNS) - {"run_id"} | {"usage"}
 
@@ -145,8 +161,8 @@ def resolve_store_path(store: str | Path | None = None) -> Path:
     value = str(store or os.environ.get("AGENT_STORE") or DEFAULT_STORE)
     if value.startswith(("postgres://", "postgresql://")):
         raise ConfigError(
-            f"run store {value.split('@')[-1]!r}: runs are kept in SQLite; a postgres URL is "
-            "for checkpoints only (pass --store PATH or set AGENT_STORE to a folder)"
+            f"run store {value.split('@')[-1]!r}: a postgres URL has no SQLite file "
+            "(open it with open_run_store)"
         )
     path = Path(value).expanduser()
     return path if path.suffix in (".db", ".sqlite", ".sqlite3") else path / "runs.db"
@@ -173,6 +189,8 @@ class RunRecord:
     pid: int | None = None
     pid_start: int | None = None
     thread_id: str | None = None
+    trace_id: str | None = None
+    """The OpenTelemetry trace of the run, when tracing is on (32 hex digits)."""
 
     @property
     def short_id(self) -> str:
@@ -192,61 +210,29 @@ class RunRecord:
         return out
 
     @classmethod
-    def _from_row(cls, row: sqlite3.Row) -> RunRecord:
+    def _from_row(cls, row: dict[str, Any]) -> RunRecord:
         d = dict(row)
         usage = Usage(d.pop("prompt_tokens"), d.pop("completion_tokens"), d.pop("cached_tokens"))
         return cls(usage=usage, **d)
 
 
 class RunStore:
-    """The SQLite run store. ``RunStore(".agent/runs.db").list(limit=5)``."""
+    """The run store. ``RunStore(".agent/runs.db").list(limit=5)``; for a Postgres store,
+    :func:`open_run_store` (or ``RunStore(PostgresDatabase(url))``)."""
 
-    def __init__(self, path: str | Path, *, timeout_s: float = 30.0) -> None:
-        self.path = Path(path)
-        self._timeout_s = timeout_s
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._migrate()
+    def __init__(self, path: str | Path | Database, *, timeout_s: float = 30.0) -> None:
+        self.db = path if isinstance(path, Database) else SqliteDatabase(path, timeout_s=timeout_s)
+        self.path = self.db.name
+        # Ties in start time: SQLite's insertion order; Postgres has no rowid.
+        self._tiebreak = "rowid" if self.db.kind == "sqlite" else "run_id"
+        self.db.migrate("schema_version", _MIGRATIONS)
 
-    @contextmanager
-    def _tx(self, write: bool = True) -> Iterator[sqlite3.Connection]:
-        """One short transaction. Writes use BEGIN IMMEDIATE: the write lock is taken up
-        front, so concurrent writers wait (up to ``timeout_s``) instead of failing mid-way."""
-        conn = sqlite3.connect(self.path, timeout=self._timeout_s, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        try:
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
-
-    def _migrate(self) -> None:
-        conn = sqlite3.connect(self.path, timeout=self._timeout_s, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")  # persistent; cannot run inside a tx
-        finally:
-            conn.close()
-        with self._tx() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            current = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
-            if current > len(_MIGRATIONS):
-                raise ConfigError(
-                    f"run store {self.path} has schema version {current}, newer than this "
-                    f"program knows ({len(_MIGRATIONS)}): upgrade, or use another --store"
-                )
-            for version in range(current + 1, len(_MIGRATIONS) + 1):
-                for statement in _MIGRATIONS[version - 1].split(";"):
-                    conn.execute(statement)
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+    def _tx(self, write: bool = True) -> Any:
+        return self.db.tx(write)
 
     def schema_version(self) -> int:
-        """The highest migration applied: ``RunStore(p).schema_version() == 2``."""
-        with self._tx(write=False) as conn:
-            return conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+        """The highest migration applied: ``RunStore(p).schema_version() == 4``."""
+        return self.db.version("schema_version")
 
     def create(
         self,
@@ -279,7 +265,9 @@ class RunStore:
                         thread_id,
                     ),
                 )
-        except sqlite3.IntegrityError:
+        except Exception as exc:
+            if "unique" not in str(exc).lower() and "duplicate" not in str(exc).lower():
+                raise
             raise ValueError(f"run {run_id!r} already exists in {self.path}") from None
         record = self.get(run_id)
         assert record is not None
@@ -326,10 +314,8 @@ class RunStore:
         with self._tx() as conn:
             if fields:
                 sets = ", ".join(f"{k} = ?" for k in fields)  # keys checked against _COLUMNS
-                cur = conn.execute(
-                    f"UPDATE runs SET {sets} WHERE run_id = ?", (*fields.values(), run_id)
-                )
-                if cur.rowcount == 0:
+                conn.execute(f"UPDATE runs SET {sets} WHERE run_id = ?", (*fields.values(), run_id))
+                if conn.rowcount == 0:
                     raise KeyError(run_id)
         record = self.get(run_id)
         if record is None:
@@ -346,8 +332,8 @@ class RunStore:
     def get(self, run_id: str) -> RunRecord | None:
         """The run, or None. A ``running`` run whose process died reads ``interrupted``."""
         with self._tx(write=False) as conn:
-            row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return self._settle([RunRecord._from_row(row)])[0] if row else None
+            rows = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        return self._settle([RunRecord._from_row(rows[0])])[0] if rows else None
 
     def find(self, ref: str) -> RunRecord:
         """The one run that ``ref`` names: its id, the start of its id, or the start of its
@@ -358,7 +344,7 @@ class RunStore:
                 "SELECT * FROM runs WHERE run_id = ? OR run_id LIKE ? ESCAPE '\\' "
                 "OR run_id LIKE ? ESCAPE '\\' ORDER BY started_at DESC LIMIT 6",
                 (ref, pattern, "%\\_" + pattern),
-            ).fetchall()
+            )
         records = [RunRecord._from_row(r) for r in rows]
         exact = [r for r in records if r.run_id == ref]
         if exact or len(records) == 1:
@@ -378,9 +364,10 @@ class RunStore:
             where, args = ("WHERE status IN ('interrupted', 'running')", [])
         with self._tx(write=False) as conn:
             rows = conn.execute(
-                f"SELECT * FROM runs {where} ORDER BY started_at DESC, rowid DESC LIMIT ?",
+                f"SELECT * FROM runs {where} ORDER BY started_at DESC, {self._tiebreak} DESC "
+                "LIMIT ?",
                 (*args, limit),
-            ).fetchall()
+            )
         records = self._settle([RunRecord._from_row(r) for r in rows])
         return [r for r in records if status is None or r.status == status]
 
@@ -404,6 +391,76 @@ class RunStore:
                     )
                     r.status = "interrupted"
         return records
+
+    # ---- events ------------------------------------------------------------------------
+
+    def append_events(self, events: Sequence[StoredEvent]) -> None:
+        """Store events (any runs) in one transaction; a (run, seq) pair is written once."""
+        if not events:
+            return
+        with self._tx() as conn:
+            conn.executemany(
+                "INSERT INTO run_events (run_id, seq, kind, data, ts) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (run_id, seq) DO NOTHING",
+                [(e.run_id, e.seq, e.kind, e.data, e.ts) for e in events],
+            )
+
+    def events(
+        self, run_id: str, after: int = 0, limit: int = 1000, kind: str | None = None
+    ) -> list[StoredEvent]:
+        """A run's events with ``seq > after`` (only ``kind`` ones if given), in order, at
+        most ``limit``; ``after=-1, limit=1`` with a kind: the last one of that kind."""
+        where, order = ("AND kind = ?", (kind,)) if kind else ("", ())
+        newest = after < 0
+        with self._tx(write=False) as conn:
+            rows = conn.execute(
+                "SELECT run_id, seq, kind, data, ts FROM run_events WHERE run_id = ? AND seq > ?"
+                f" {where} ORDER BY seq {'DESC' if newest else ''} LIMIT ?",
+                (run_id, max(after, 0), *order, limit),
+            )
+        return [StoredEvent(**row) for row in rows]
+
+    def last_seq(self, run_id: str) -> int:
+        """The sequence number of a run's last stored event (0: none)."""
+        with self._tx(write=False) as conn:
+            rows = conn.execute(
+                "SELECT MAX(seq) AS seq FROM run_events WHERE run_id = ?", (run_id,)
+            )
+        return rows[0]["seq"] or 0
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One stored event: ``data`` is the JSON of ``agent.events.to_dict(event)``."""
+
+    run_id: str
+    seq: int
+    kind: str
+    data: str
+    ts: float
+
+
+_SHARED: dict[str, RunStore] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def open_run_store(store: Any) -> RunStore | None:
+    """The run store of a :class:`~agent.persistence.StoreLocation` (or its value):
+    ``runs.db`` in its folder, or its Postgres database. ``None`` without either.
+
+    Postgres stores are shared per URL within a process (one connection pool).
+    """
+    from agent.persistence import store_location
+
+    location = store_location(store)
+    if location.postgres_url is not None:
+        with _SHARED_LOCK:
+            if location.postgres_url not in _SHARED:
+                _SHARED[location.postgres_url] = RunStore(open_database(location.postgres_url))
+            return _SHARED[location.postgres_url]
+    if location.folder is None:
+        return None
+    return RunStore(location.folder / "runs.db")
 
 
 def _str(value: object) -> str | None:

@@ -53,11 +53,13 @@ RunStatus = Literal[
     "error",
     "interrupted",
     "awaiting_approval",
+    "cancelled",
 ]
 """How a run stands: ``running``; ended ``done`` (an answer), ``limit`` (a limit was hit,
 best answer given), ``loop`` (the model repeated itself), ``invalid_output`` (the answer
 never matched the output schema), ``error`` (a failure ended it); ``interrupted`` (its
-process stopped: resumable); ``awaiting_approval`` (paused for a yes/no: resumable)."""
+process stopped: resumable); ``awaiting_approval`` (paused for a yes/no: resumable);
+``cancelled`` (stopped on request, e.g. ``POST /v1/runs/{id}/cancel``: not resumed)."""
 RUN_STATUSES: tuple[RunStatus, ...] = typing.get_args(RunStatus)
 
 LimitName = Literal["max_steps", "max_tool_calls", "deadline", "max_tokens"]

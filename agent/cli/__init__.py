@@ -28,6 +28,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "prompt": ("agent.cli.format:prompt_cmd", "Print the exact prompt for messages or a task."),
     "run": ("agent.cli.run:run_cmd", "Run a task file to a final answer, with live progress."),
     "runs": ("agent.cli.runs:runs_group", "List past runs and show one run's trace."),
+    "serve": ("agent.cli.serve:serve_cmd", "Serve tasks over HTTP: runs API, SSE, OpenAI facade."),
     "schema": ("agent.cli.task:schema_cmd", "Print a file format's JSON Schema (e.g. task)."),
     "sim": ("agent.cli.sim:sim_cmd", "Run the simulated vLLM server (no GPU needed)."),
     "tools": ("agent.cli.tools:tools_cmd", "List the available tools and their schemas."),

@@ -35,6 +35,7 @@ class _Options:
     as_json: bool
     trace_file: Path | None
     store: str | None
+    otel: bool = False
 
 
 @click.command("run")
@@ -84,6 +85,12 @@ class _Options:
     show_envvar=True,
     help="Run store folder (or postgresql:// URL); overrides the task file's store.",
 )
+@click.option(
+    "--otel",
+    is_flag=True,
+    help="OpenTelemetry GenAI spans of the run (the otel extra): to the global provider "
+    "(opentelemetry-instrument), else printed to stderr.",
+)
 def run_cmd(
     task: Path,
     as_json: bool,
@@ -94,6 +101,7 @@ def run_cmd(
     vars_: tuple[str, ...],
     trace_file: Path | None,
     store: str | None,
+    otel: bool,
 ) -> None:
     """Run TASK.yaml until the model gives a final answer.
 
@@ -118,6 +126,7 @@ def run_cmd(
             as_json,
             trace_file,
             store,
+            otel,
         )
         code = _run_until_signal(options, started)
     except ConfigError as exc:
@@ -164,6 +173,10 @@ async def _run(o: _Options, started: list[str]) -> int:
             model_url = await _start_sim(o.sim_script, stack, console)
         agent = Agent.from_task(task, vars=o.vars, model_url=model_url)
         stack.push_async_callback(agent.aclose)
+        if o.otel:
+            from agent.tracing import cli_tracer
+
+            agent.tracer = cli_tracer()
         printer = _Progress(console, quiet=o.as_json, started=started)
         result = await agent.run(
             run_id=run_id,
@@ -191,13 +204,15 @@ def _resolve_run(task: Any, ref: str) -> str:
     """The full id of the run ``--resume REF`` names (a unique start of its id or short id)."""
     from agent.errors import ConfigError
     from agent.persistence import store_location
-    from agent.runs import RunStore
+    from agent.runs import open_run_store
 
-    folder = store_location(task.store).folder
-    db = folder / "runs.db" if folder is not None else None
-    if db is None or not db.is_file():
+    location = store_location(task.store)
+    folder = location.folder
+    if location.postgres_url is None and (folder is None or not (folder / "runs.db").is_file()):
         raise ConfigError(f"no run {ref!r} to resume: no run store at {folder}")
-    return RunStore(db).find(ref).run_id
+    runs = open_run_store(location)
+    assert runs is not None
+    return runs.find(ref).run_id
 
 
 async def _start_sim(script: Path, stack: AsyncExitStack, console: Any) -> str:

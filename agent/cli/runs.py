@@ -11,6 +11,7 @@ Exit codes: 0 success, 2 unknown run id or bad store path.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from agent.errors import ConfigError
-from agent.runs import RunRecord, RunStore, read_trace, resolve_store_path
+from agent.runs import RunRecord, RunStore, open_run_store, read_trace, resolve_store_path
 from agent.types import RUN_STATUSES
 
 __all__ = ["runs_group"]
@@ -36,6 +37,12 @@ def _open_store(store: str | None) -> RunStore | None:
     Exits 2 on a bad path, and on a store named by ``--store``/``AGENT_STORE`` that does
     not exist: a typo there must not read as "no runs".
     """
+    value = store or os.environ.get("AGENT_STORE") or ""
+    if value.startswith(("postgres://", "postgresql://")):
+        try:
+            return open_run_store(value)
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
     try:
         path = resolve_store_path(store)
     except ConfigError as exc:

@@ -193,7 +193,10 @@ async def test_postgres_agent_run_end_to_end(
     assert [value["content"] for (value,) in saved] == ["42"]
     local = tmp_path / ".agent"
     assert result.trace_path == str(Path(".agent", "traces", f"{result.run_id}.jsonl"))
-    assert (local / "runs.db").exists() and (tmp_path / result.trace_path).exists()
+    assert (tmp_path / result.trace_path).exists()  # traces stay local; the run row does not
+    assert not (local / "runs.db").exists()
+    runs = await _query(pg_url, "SELECT status FROM runs WHERE run_id = %s", result.run_id)
+    assert runs == [("done",)]
     assert not (local / "checkpoints.db").exists() and not (local / "store.db").exists()
 
 

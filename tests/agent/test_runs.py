@@ -109,7 +109,7 @@ def test_resolve_store_path(tmp_path: Path, monkeypatch) -> None:
     assert resolve_store_path(tmp_path / "x.db") == tmp_path / "x.db"
     monkeypatch.setenv("AGENT_STORE", str(tmp_path / "s"))
     assert resolve_store_path() == tmp_path / "s" / "runs.db"
-    with pytest.raises(ConfigError, match="SQLite"):
+    with pytest.raises(ConfigError, match="postgres URL"):
         resolve_store_path("postgres://u:secret@db/x")
 
 
@@ -255,3 +255,49 @@ def test_cli_show_missing_trace_still_shows_record(tmp_path: Path) -> None:
     out = CliRunner().invoke(main, ["runs", "show", "r-bad", "--store", str(db)])
     assert out.exit_code == 0
     assert "backend down" in out.output and "no trace" in out.output
+
+
+# ---- the same store on Postgres --------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_postgres_run_store_matches_sqlite(tmp_path: Path) -> None:
+    import os
+    import uuid
+
+    import psycopg
+
+    from agent._db import PostgresDatabase
+    from agent.runs import StoredEvent
+
+    url = os.environ.get("AGENT_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("AGENT_TEST_POSTGRES_URL is not set (.ci/run starts a local PostgreSQL)")
+    schema = "runs_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    scoped = f"{url}?options=-csearch_path%3D{schema}"
+    try:
+        pg = RunStore(PostgresDatabase(scoped))
+        again = RunStore(PostgresDatabase(scoped))  # migrations run once
+        assert pg.schema_version() == again.schema_version() == len(_MIGRATIONS)
+        for i in range(3):
+            pg.create(f"run_20261130T000000_abc{i}", task="demo")
+        pg.finish("run_20261130T000000_abc1", status="done", steps=2, usage=Usage(10, 2))
+        record = again.get("run_20261130T000000_abc1")
+        assert record.status == "done" and record.usage.total_tokens == 12
+        assert record.started_at > 1e9 and record.finished_at - record.started_at < 60
+        assert again.find("abc2").run_id == "run_20261130T000000_abc2"
+        assert [r.run_id for r in pg.list(status="done")] == ["run_20261130T000000_abc1"]
+        with pytest.raises(ValueError, match="already exists"):
+            pg.create("run_20261130T000000_abc0", task="demo")
+        events = [StoredEvent("r", n, "text", '{"kind": "text"}', 1.0) for n in (1, 2, 3)]
+        pg.append_events(events)
+        pg.append_events(events[2:])  # written once
+        assert [e.seq for e in again.events("r", after=1)] == [2, 3]
+        assert again.last_seq("r") == 3 and again.last_seq("none") == 0
+        pg.db.close()
+        again.db.close()
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -1,0 +1,166 @@
+"""Events of runs: stored first, then handed to live listeners; replayed by number.
+
+Write-then-publish: :meth:`EventHub.emit` queues an event; one background task writes
+whatever is queued in a single transaction (off the event loop), and only then hands the
+batch to this process's listeners. So a listener never sees an event that a crash could
+lose, and a client that reconnects with ``Last-Event-ID: N`` gets exactly the events
+after N — from this replica, another one, or this one after a restart.
+
+A listener (:meth:`EventHub.follow`) registers for live events first, then reads what is
+stored after its position, then takes live events (a batch per write, so a burst of text
+deltas is one socket write), dropping numbers it has seen; a gap
+(events written by another replica) sends it back to the store. Runs that no task of this
+process is running are polled in the store (``poll_s``), so a listener follows a run
+wherever it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from agent.runs import RunStore, StoredEvent
+from agent.serve._io import io
+
+__all__ = ["EventHub", "is_last"]
+
+_log = logging.getLogger(__name__)
+_KEEPALIVE_S = 15.0
+
+
+def is_last(event: StoredEvent) -> bool:
+    """The run's stream ends here: a ``final`` event that is not a pause for approval."""
+    return event.kind == "final" and '"status": "awaiting_approval"' not in event.data
+
+
+class EventHub:
+    """Stores and fans out events of every run of this process."""
+
+    def __init__(self, events: RunStore, *, poll_s: float = 0.3, batch_s: float = 0.002) -> None:
+        self.events, self.poll_s, self.batch_s = events, poll_s, batch_s
+        self._queued: list[StoredEvent] = []
+        self._wake = asyncio.Event()
+        self._listeners: dict[str, set[asyncio.Queue[StoredEvent]]] = {}
+        self._flushed = asyncio.Event()
+        self.closing = False
+        self.on_publish: Callable[[StoredEvent], None] | None = None
+
+    def emit(self, run_id: str, seq: int, data: dict[str, Any]) -> None:
+        """Queue event number ``seq`` of ``run_id`` (its JSON form) for storing."""
+        text = json.dumps(data, ensure_ascii=False, default=str)
+        self._queued.append(StoredEvent(run_id, seq, data["kind"], text, time.time()))
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Write and publish queued events until cancelled."""
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(self.batch_s)  # gather a batch: one write for many events
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write what is queued now, then publish it."""
+        self._wake.clear()
+        batch, self._queued = self._queued, []
+        if not batch:
+            return
+        try:
+            await io(self.events.append_events, batch)
+        except Exception:  # keep the events: the next flush tries again
+            _log.exception("storing %d events failed", len(batch))
+            self._queued[:0] = batch
+            await asyncio.sleep(0.5)
+            self._wake.set()
+            return
+        by_run: dict[str, list[StoredEvent]] = {}
+        for event in batch:
+            by_run.setdefault(event.run_id, []).append(event)
+        for run_id, events in by_run.items():
+            for queue in self._listeners.get(run_id, ()):
+                queue.put_nowait(events)
+        if self.on_publish is not None:
+            for event in batch:
+                self.on_publish(event)
+
+    async def follow(
+        self, run_id: str, after: int, local: Callable[[], bool]
+    ) -> AsyncIterator[list[StoredEvent]]:
+        """Events of ``run_id`` numbered above ``after``, in batches, until its last one;
+        an empty batch now and then while nothing happens (for keep-alives). ``local()``:
+        whether this process runs it now (then the store is polled rarely)."""
+        queue: asyncio.Queue[list[StoredEvent]] = asyncio.Queue()
+        self._listeners.setdefault(run_id, set()).add(queue)
+        last, quiet_since = after, time.monotonic()
+        try:
+            while not self.closing:
+                stored = await io(self.events.events, run_id, last)
+                if stored:
+                    events = _until_last(stored)
+                    yield events
+                    last, quiet_since = events[-1].seq, time.monotonic()
+                    if is_last(events[-1]):
+                        return
+                    if len(stored) == 1000:  # a full page: read the next one
+                        continue
+                async for events in self._live(queue, last, local):
+                    yield events
+                    last, quiet_since = events[-1].seq, time.monotonic()
+                    if is_last(events[-1]):
+                        return
+                if time.monotonic() - quiet_since > _KEEPALIVE_S:
+                    quiet_since = time.monotonic()
+                    yield []
+        finally:
+            listeners = self._listeners.get(run_id)
+            if listeners is not None:
+                listeners.discard(queue)
+                if not listeners:
+                    del self._listeners[run_id]
+
+    async def _live(
+        self, queue: asyncio.Queue[list[StoredEvent]], last: int, local: Callable[[], bool]
+    ) -> AsyncIterator[list[StoredEvent]]:
+        """Consecutive live events after ``last``, in batches; returns on a gap, a quiet
+        spell or closing, so the caller reads the store again."""
+        while not self.closing:
+            timeout = 5.0 if local() else self.poll_s
+            try:
+                async with asyncio.timeout(timeout):  # no task per wait, unlike wait_for
+                    events = await queue.get()
+            except TimeoutError:
+                return
+            events = [e for e in events if e.seq > last]
+            if not events:
+                continue
+            if events[0].seq != last + 1:
+                return
+            events = _until_last(events)
+            yield events
+            last = events[-1].seq
+            if is_last(events[-1]):
+                return
+
+    def begin_close(self) -> None:
+        """End every listener now (the server is going away; clients reconnect)."""
+        self.closing = True
+        for run_id, queues in self._listeners.items():
+            for queue in queues:
+                queue.put_nowait([StoredEvent(run_id, -1, "closing", "{}", time.time())])
+
+    async def aclose(self) -> None:
+        """Write what is left; listeners end."""
+        self.begin_close()
+        with contextlib.suppress(Exception):
+            await self.flush()
+
+
+def _until_last(events: list[StoredEvent]) -> list[StoredEvent]:
+    for i, event in enumerate(events):
+        if is_last(event):
+            return events[: i + 1]
+    return events

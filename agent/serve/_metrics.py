@@ -1,0 +1,125 @@
+"""``/metrics`` in the Prometheus text format, fed by the typed events of this process.
+
+No client library: a few counters and histograms, rendered by hand (text format 0.0.4).
+Metrics are per replica (Prometheus sums them): runs ended by status, model steps, tool
+calls by tool and status, and latency histograms of runs, model calls, time to first
+token and tool calls; plus the runs in progress here and SSE listeners connected.
+
+>>> m = Metrics(); m.runs.inc(("done",)); "agent_runs_total" in m.render(0, 0)
+True
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+__all__ = ["Histogram", "Metrics"]
+
+_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Counter:
+    def __init__(self, name: str, help: str, labels: tuple[str, ...] = ()) -> None:
+        self.name, self.help, self.labels = name, help, labels
+        self.values: dict[tuple[str, ...], float] = {}
+
+    def inc(self, labels: tuple[str, ...] = (), by: float = 1.0) -> None:
+        self.values[labels] = self.values.get(labels, 0.0) + by
+
+    def render(self) -> list[str]:
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
+        for labels, value in sorted(self.values.items()):
+            lines.append(f"{self.name}{_labels(self.labels, labels)} {value:g}")
+        return lines
+
+
+class Histogram:
+    """Cumulative buckets of seconds."""
+
+    def __init__(self, name: str, help: str, buckets: tuple[float, ...] = _SECONDS) -> None:
+        self.name, self.help, self.buckets = name, help, buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.sum, self.count = 0.0, 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, seconds)] += 1
+        self.sum += seconds
+        self.count += 1
+
+    def render(self) -> list[str]:
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
+        running = 0
+        for bound, n in zip((*self.buckets, float("inf")), self.counts, strict=True):
+            running += n
+            le = "+Inf" if bound == float("inf") else f"{bound:g}"
+            lines.append(f'{self.name}_bucket{{le="{le}"}} {running}')
+        lines += [f"{self.name}_sum {self.sum:.6f}", f"{self.name}_count {self.count}"]
+        return lines
+
+
+class Metrics:
+    """What ``/metrics`` shows; :meth:`observe` takes every event of every run here."""
+
+    def __init__(self) -> None:
+        self.runs = Counter("agent_runs_total", "Runs ended, by status.", ("status",))
+        self.steps = Counter("agent_steps_total", "Model calls (steps) made.")
+        self.tool_calls = Counter(
+            "agent_tool_calls_total", "Tool calls, by tool and status.", ("tool", "status")
+        )
+        self.tokens = Counter("agent_tokens_total", "Tokens, by kind.", ("kind",))
+        self.run_seconds = Histogram("agent_run_seconds", "Run wall time on this replica.")
+        self.step_seconds = Histogram("agent_step_seconds", "Model call latency.")
+        self.ttft_seconds = Histogram("agent_ttft_seconds", "Time to first token.")
+        self.tool_seconds = Histogram("agent_tool_seconds", "Tool call latency.")
+        self.http = Counter("agent_http_requests_total", "HTTP requests, by status.", ("code",))
+
+    def observe(self, event: Any) -> None:
+        kind = event.kind
+        if kind == "step":
+            g = event.generation
+            self.steps.inc()
+            self.step_seconds.observe(g.timings.total_s)
+            self.ttft_seconds.observe(g.timings.ttft_s)
+            self.tokens.inc(("prompt",), g.usage.prompt_tokens)
+            self.tokens.inc(("completion",), g.usage.completion_tokens)
+        elif kind == "tool_result":
+            r = event.result
+            self.tool_calls.inc((r.name, r.status))
+            self.tool_seconds.observe(r.duration_s)
+        elif kind == "final":
+            self.runs.inc((event.result.status,))
+
+    def render(self, active_runs: int, listeners: int) -> str:
+        lines = [
+            "# HELP agent_runs_active Runs in progress on this replica.",
+            "# TYPE agent_runs_active gauge",
+            f"agent_runs_active {active_runs}",
+            "# HELP agent_sse_listeners Event-stream connections open on this replica.",
+            "# TYPE agent_sse_listeners gauge",
+            f"agent_sse_listeners {listeners}",
+        ]
+        for metric in (
+            self.runs,
+            self.steps,
+            self.tool_calls,
+            self.tokens,
+            self.http,
+            self.run_seconds,
+            self.step_seconds,
+            self.ttft_seconds,
+            self.tool_seconds,
+        ):
+            lines += metric.render()
+        return "\n".join(lines) + "\n"
+
+
+def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
+    if not names:
+        return ""
+    pairs = ",".join(f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True))
+    return "{" + pairs + "}"
+
+
+def _escape(value: str) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

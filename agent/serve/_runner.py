@@ -1,0 +1,359 @@
+"""Runs started over HTTP: each drives :meth:`agent.Agent.stream` — no loop of its own.
+
+:class:`RunManager` turns requests into runs of the task's agent and their events into
+stored, numbered events (:class:`~agent.serve._hub.EventHub`). Everything another replica
+needs is in the database: the job row (:mod:`agent.serve._jobs`), the run row, the
+checkpoints, the events. So any replica can read, stream, approve or cancel any run:
+
+- approve: a paused run has no owner; the replica that gets the approval claims it (one
+  conditional update) and continues it with the decisions;
+- cancel: the owner stops it at once; another replica sets the job's ``cancel_requested``
+  bit, which the owner reads within ``tick_s``;
+- takeover: each replica renews the leases of the runs it owns; a run whose lease ran
+  out, or whose owner died on this host (``kill -9``), is claimed by a live replica and
+  resumed from its checkpoint, without repeating completed tool calls (their results
+  are in the store under idempotency keys);
+- drain (SIGTERM): no new runs; runs stop at their next step boundary (at most
+  ``drain_s``), are marked ``interrupted`` and released, so a restart or another replica
+  resumes them at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from agent.errors import AgentError, ConfigError, error_kind
+from agent.events import Final, RunError, TextDelta, to_dict
+from agent.serve._catalog import TaskCatalog, narrow
+from agent.serve._errors import HTTPError, scrub
+from agent.serve._hub import EventHub
+from agent.serve._io import io
+from agent.serve._jobs import Job, JobStore, idempotency_hash
+from agent.serve._models import InlineTask, RunBody, RunOptions
+from agent.types import RunResult, Usage
+
+__all__ = ["RunManager", "merge_text", "public"]
+
+_log = logging.getLogger(__name__)
+
+
+class RunManager:
+    """Starts, continues, cancels and takes over runs; see the module docstring."""
+
+    def __init__(
+        self,
+        catalog: TaskCatalog,
+        records: Any,
+        jobs: JobStore,
+        hub: EventHub,
+        metrics: Any,
+        *,
+        max_active_per_token: int,
+        drain_s: float = 10.0,
+        tick_s: float = 0.5,
+    ) -> None:
+        self.catalog, self.jobs, self.hub, self.metrics = catalog, jobs, hub, metrics
+        self.records, self.events = records, hub.events
+        self.max_active, self.drain_s, self.tick_s = max_active_per_token, drain_s, tick_s
+        self.draining = False
+        self.text_window_s = 0.02
+        """Text deltas of a step arriving within this long of the first are sent as one."""
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._active: dict[str, int] = {}  # identity -> runs in progress here
+        self._stop_reason: dict[str, str] = {}
+
+    def running_here(self, run_id: str) -> bool:
+        return run_id in self._tasks
+
+    # ---- starting --------------------------------------------------------------------
+
+    async def submit(self, body: RunBody, identity: str, key: str | None) -> tuple[str, bool]:
+        """Start a run (or find the one an earlier request with ``key`` started):
+        ``(run_id, created)``."""
+        if self.draining:
+            raise HTTPError(503, "draining", "server is shutting down", {"Retry-After": "5"})
+        inline = body.task if isinstance(body.task, InlineTask) else None
+        name = inline.extends if inline else str(body.task)
+        task = self.catalog.get(name)
+        agent = narrow(await self.catalog.agent(name), task, body.options, inline)
+        text = body.input if body.input is not None else (inline.input if inline else None)
+        try:
+            text = text if text is not None else task.render_input(body.vars)
+        except ConfigError as exc:
+            raise HTTPError(422, "invalid_request", str(exc)) from None
+        idem = idempotency_hash(identity, key) if key else None
+        if idem and (earlier := await io(self.jobs.by_idempotency, idem)):
+            return earlier.run_id, False
+        await self._check_thread(body.thread_id, identity, name)
+        if self._active.get(identity, 0) >= self.max_active:
+            raise HTTPError(
+                429, "too_many_runs", "too many runs in progress for this token",
+                {"Retry-After": "1"},
+            )  # fmt: skip
+        job = Job(
+            run_id=_new_run_id(),
+            identity=identity,
+            task=name,
+            spec={"input": text, "body": body.model_dump(mode="json")},
+            state="active",
+            created_at=time.time(),
+            thread_id=body.thread_id,
+            idem_key=idem,
+        )
+        run_id = await io(self.jobs.insert, job)
+        if run_id != job.run_id:
+            return run_id, False
+        self._launch(job, agent, text, body.options.approve, fresh=True)
+        return run_id, True
+
+    async def _check_thread(self, thread_id: str | None, identity: str, task: str) -> None:
+        if thread_id is None:
+            return
+        thread = await io(self.jobs.thread, thread_id)
+        if thread is None or thread["identity"] != identity:
+            raise HTTPError(404, "thread_not_found", f"no thread {thread_id!r}")
+        if thread["task"] != task:
+            raise HTTPError(
+                409, "thread_task", f"thread {thread_id!r} belongs to task {thread['task']!r}"
+            )
+
+    def _launch(
+        self, job: Job, agent: Any, text: str | None, approve: Any, fresh: bool = False
+    ) -> None:
+        """Run ``job`` here (``fresh``: a new run, with no events yet)."""
+        task = asyncio.create_task(self._execute(job, agent, text, approve, fresh))
+        self._tasks[job.run_id] = task
+        self._active[job.identity] = self._active.get(job.identity, 0) + 1
+        task.add_done_callback(lambda done: self._done(job, done))
+
+    def _done(self, job: Job, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("run %s: bookkeeping failed", job.run_id, exc_info=task.exception())
+        self._tasks.pop(job.run_id, None)
+        self._active[job.identity] -= 1
+        if not self._active[job.identity]:
+            del self._active[job.identity]
+
+    async def _agent_for(self, job: Job) -> Any:
+        """The job's agent, rebuilt from its request (on any replica)."""
+        body = RunBody.model_validate(job.spec["body"])
+        inline = body.task if isinstance(body.task, InlineTask) else None
+        base = await self.catalog.agent(job.task)
+        return narrow(base, self.catalog.get(job.task), body.options or RunOptions(), inline)
+
+    # ---- running ---------------------------------------------------------------------
+
+    async def _execute(
+        self, job: Job, agent: Any, text: str | None, approve: Any, fresh: bool
+    ) -> None:
+        run_id, final = job.run_id, None
+        seq = 0 if fresh else await io(self.events.last_seq, run_id)
+        started = time.monotonic()
+        try:
+            stream = agent.stream(
+                text, thread_id=job.thread_id, run_id=run_id, approve=_approver(approve)
+            )
+            async with contextlib.aclosing(merge_text(stream, self.text_window_s)) as events:
+                async for event in events:
+                    seq += 1
+                    self.hub.emit(run_id, seq, public(event))
+                    self.metrics.observe(event)
+                    if isinstance(event, Final):
+                        final = event.result
+                    elif self.draining and event.kind in ("step", "tool_result"):
+                        self._stop_reason[run_id] = "drain"
+                        break
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # refused before it started (a thread's unfinished run…)
+            if not isinstance(exc, AgentError):
+                _log.exception("run %s failed to start", run_id)
+            final = self._failed(run_id, seq, exc)
+        await self._settle(job, final, seq, time.monotonic() - started)
+
+    def _failed(self, run_id: str, seq: int, exc: Exception) -> RunResult:
+        message = scrub(str(exc) or type(exc).__name__)
+        kind = error_kind(exc)
+        self.hub.emit(run_id, seq + 1, to_dict(RunError(run_id, kind, type(exc).__name__, message)))
+        result = RunResult(run_id, "error", error=message, error_kind=kind)
+        self.hub.emit(run_id, seq + 2, public(Final(result)))
+        self.metrics.observe(Final(result))
+        return result
+
+    async def _settle(self, job: Job, final: RunResult | None, seq: int, seconds: float) -> None:
+        """Record how the run left this replica: ended, paused, cancelled or released."""
+        reason = self._stop_reason.pop(job.run_id, None)
+        if final is not None:
+            state = "paused" if final.status == "awaiting_approval" else "ended"
+            self.metrics.run_seconds.observe(seconds)
+            await io(self.jobs.set_state, job.run_id, state, final.error)
+        elif reason == "cancel":
+            await self._mark_cancelled(job.run_id, seq)
+        else:  # draining or shutting down: resumable at once, here after a restart or elsewhere
+            await io(self.jobs.release, job.run_id)
+
+    async def _mark_cancelled(self, run_id: str, seq: int) -> None:
+        record = await io(self.records.get, run_id)
+        if record is not None:
+            await io(self.records.update, run_id, status="cancelled", finished_at=time.time())
+        result = RunResult(
+            run_id,
+            "cancelled",
+            thread_id=record.thread_id if record else None,
+            steps=record.steps if record else 0,
+            tool_calls=record.tool_calls if record else 0,
+            usage=record.usage if record else Usage(),
+        )
+        self.hub.emit(run_id, seq + 1, public(Final(result)))
+        self.metrics.observe(Final(result))
+        await io(self.jobs.set_state, run_id, "cancelled")
+
+    # ---- control ---------------------------------------------------------------------
+
+    async def job(self, run_id: str, identity: str) -> Job:
+        job = await io(self.jobs.get, run_id)
+        if job is None or job.identity != identity:
+            raise HTTPError(404, "run_not_found", f"no run {run_id!r}")
+        return job
+
+    async def approve(self, run_id: str, identity: str, decision: Any) -> None:
+        """Continue a paused run with ``decision`` (a bool, or ``{call_id: bool}``)."""
+        job = await self.job(run_id, identity)
+        if job.state != "paused" or not await io(self.jobs.claim, job, "paused"):
+            raise HTTPError(409, "not_awaiting_approval", f"run {run_id!r} is not waiting")
+        agent = await self._agent_for(job)
+        self._launch(job, agent, None, lambda request: _decide(decision, request))
+
+    async def cancel(self, run_id: str, identity: str) -> str:
+        """Stop a run wherever it runs; ``cancelled`` or ``cancelling`` (another replica)."""
+        job = await self.job(run_id, identity)
+        if job.state in ("ended", "cancelled"):
+            raise HTTPError(409, "run_ended", f"run {run_id!r} has already ended")
+        if run_id in self._tasks:
+            self._stop(run_id, "cancel")
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._tasks[run_id]), 10)
+            return "cancelled"
+        orphaned = job.state == "active" and (job.lease_until < time.time() or job.owner_dead())
+        states = ("paused", "active") if orphaned else ("paused",)
+        if await io(self.jobs.cancel_if, run_id, states):
+            await self._mark_cancelled(run_id, await io(self.events.last_seq, run_id))
+            return "cancelled"
+        await io(self.jobs.request_cancel, run_id)
+        return "cancelling"
+
+    def _stop(self, run_id: str, reason: str) -> None:
+        task = self._tasks.get(run_id)
+        if task is not None and not task.done():
+            self._stop_reason[run_id] = reason
+            task.cancel()
+
+    # ---- housekeeping ----------------------------------------------------------------
+
+    async def maintain(self) -> None:
+        """Until cancelled: renew leases, act on cancel requests, take over orphans."""
+        beat = 0.0
+        while True:
+            await asyncio.sleep(self.tick_s)
+            try:
+                if time.monotonic() - beat > self.jobs.lease_s / 3:
+                    beat = time.monotonic()
+                    await io(self.jobs.heartbeat)
+                for run_id in await io(self.jobs.cancel_requests):
+                    self._stop(run_id, "cancel")
+                if not self.draining:
+                    await self.adopt_orphans()
+            except Exception:
+                _log.exception("housekeeping failed; trying again")
+
+    async def adopt_orphans(self) -> None:
+        """Resume runs that no live replica runs (a crash, an expired lease, a drain)."""
+        for job in await io(self.jobs.orphans):
+            if await io(self.jobs.claim, job, "active"):
+                _log.info("resuming run %s", job.run_id)
+                try:
+                    agent = await self._agent_for(job)
+                except HTTPError as exc:  # its task is no longer served here
+                    await io(self.jobs.set_state, job.run_id, "ended", exc.message)
+                    continue
+                body = job.spec["body"]
+                self._launch(job, agent, job.spec["input"], body["options"]["approve"])
+
+    async def drain(self) -> None:
+        """Stop taking runs; let running ones reach a step boundary, then release them."""
+        self.draining = True
+        tasks = list(self._tasks.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.drain_s)
+        for run_id in list(self._tasks):
+            self._stop(run_id, "drain")
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()), timeout=5)
+
+
+async def merge_text(events: Any, window_s: float) -> AsyncIterator[Any]:
+    """``events`` with consecutive text deltas of one step merged into one ``TextDelta``
+    while they arrive within ``window_s`` of the first: a token-by-token stream costs one
+    stored row and one SSE event per window, not per token. Other events pass at once
+    (pending text first), so order is kept. Closing this closes ``events``."""
+    pending, since = None, 0.0
+    try:
+        async for event in events:
+            if not isinstance(event, TextDelta):
+                if pending is not None:
+                    yield pending
+                    pending = None
+                yield event
+                continue
+            now = time.monotonic()
+            if pending is not None and pending.step == event.step:
+                pending = TextDelta(event.step, pending.text + event.text)
+            else:
+                if pending is not None:
+                    yield pending
+                pending, since = event, now
+            if now - since >= window_s:
+                yield pending
+                pending = None
+        if pending is not None:
+            yield pending
+    finally:
+        await events.aclose()
+
+
+def public(event: Any) -> dict[str, Any]:
+    """An event's JSON form for clients: no host paths (trace files), secrets scrubbed."""
+    data = to_dict(event)
+    result = data.get("result")
+    if isinstance(result, dict):
+        result.pop("trace_path", None)
+        if result.get("error"):
+            result["error"] = scrub(result["error"])
+    for key in ("message", "model_url"):
+        if isinstance(data.get(key), str):
+            data[key] = scrub(data[key])
+    generation = data.get("generation")
+    if isinstance(generation, dict):
+        generation.pop("prompt", None)  # the whole prompt each step: in the trace, not here
+    return data
+
+
+def _approver(mode: Any) -> Any:
+    return None if mode == "pause" else mode
+
+
+def _decide(decision: Any, request: Any) -> Any:
+    if isinstance(decision, bool):
+        return decision
+    return {call.id: bool(decision.get(call.id, False)) for call in request.calls}
+
+
+def _new_run_id() -> str:
+    from agent.api import _new_run_id as new_id
+
+    return new_id()

@@ -1,0 +1,198 @@
+"""``create_app(ServeConfig(...))``: the ASGI application behind ``agent serve``.
+
+Mount it in your own ASGI application or run it with any ASGI server; its lifespan opens
+the stores and the tasks' agents, starts the event writer and the housekeeping loop,
+and resumes runs that no live replica owns (after a crash or a restart). On shutdown it
+drains: no new runs, running ones stop at a step boundary and are released for a
+restart or another replica to resume. When mounting it inside another Starlette app,
+run its lifespan too (``lifespan=app.router.lifespan_context``).
+
+>>> app = create_app(ServeConfig(tasks=[Path("examples/sales_duckdb/task.yaml")]))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route as StarletteRoute
+
+from agent.serve._catalog import TaskCatalog
+from agent.serve._errors import HTTPError, error_response
+from agent.serve._hub import EventHub
+from agent.serve._jobs import JobStore
+from agent.serve._metrics import Metrics
+from agent.serve._openai import OPENAI_ROUTES
+from agent.serve._openapi import openapi
+from agent.serve._routes import ROUTES
+from agent.serve._runner import RunManager
+from agent.serve._security import Guard, SecurityConfig
+
+__all__ = ["ServeConfig", "Service", "create_app"]
+
+
+@dataclass
+class ServeConfig:
+    """What ``agent serve`` takes; every field has a sensible default."""
+
+    tasks: list[Path] = field(default_factory=list)
+    """Task files to serve."""
+    tasks_dir: Path | None = None
+    """A folder of task files (``*.yaml``, ``*/task.yaml``)."""
+    store: str = ".agent"
+    """Folder (SQLite) or ``postgresql://`` URL shared by every task (and every replica)."""
+    model_url: str | None = None
+    """Overrides the tasks' model URL."""
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    max_active_per_token: int = 64
+    """Runs in progress at once per token on this replica (more: 429)."""
+    cors_origins: list[str] = field(default_factory=list)
+    """Origins allowed by CORS; none: CORS off."""
+    drain_s: float = 10.0
+    """On shutdown, how long runs may take to reach a step boundary."""
+    lease_s: float = 15.0
+    """A replica renews its runs' leases every third of this; past it, others take over."""
+    tick_s: float = 0.5
+    """How often cancel requests and orphaned runs are looked for."""
+    poll_s: float = 0.3
+    """How often a listener polls the store for a run this replica does not run."""
+    tracer: Any = None
+    """An OpenTelemetry tracer for the runs' spans (``agent.tracing.tracer()``)."""
+
+
+class Service:
+    """The state behind the routes (``request.app.state.service``)."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        from agent.runs import open_run_store
+
+        self.config = config
+        self.catalog = TaskCatalog(
+            list(config.tasks), config.tasks_dir, store=config.store, model_url=config.model_url
+        )
+        self.catalog.tracer = config.tracer
+        runs = open_run_store(config.store)
+        assert runs is not None
+        self.runs = runs
+        self.events = _event_store(runs)
+        self.replica = uuid.uuid4().hex[:12]
+        self.jobs = JobStore(self.events.db, self.replica, config.lease_s)
+        self.hub = EventHub(self.events, poll_s=config.poll_s)
+        self.metrics = Metrics()
+        self.manager = RunManager(
+            self.catalog,
+            self.runs,
+            self.jobs,
+            self.hub,
+            self.metrics,
+            max_active_per_token=config.max_active_per_token,
+            drain_s=config.drain_s,
+            tick_s=config.tick_s,
+        )
+        self.listeners = 0
+        self._background: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        for name in self.catalog.tasks:  # open each task's databases before taking requests
+            await self.catalog.agent(name)
+        self._background = [
+            asyncio.create_task(self.hub.run()),
+            asyncio.create_task(self.manager.maintain()),
+        ]
+        await self.manager.adopt_orphans()
+
+    def begin_shutdown(self) -> None:
+        """Stop taking runs and end event streams now (a SIGTERM arrived)."""
+        self.manager.draining = True
+        self.hub.begin_close()
+
+    async def stop(self) -> None:
+        self.begin_shutdown()
+        await self.manager.drain()
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.hub.aclose()
+        await self.catalog.aclose()
+
+
+def create_app(config: ServeConfig | None = None) -> Starlette:
+    """The HTTP service as an ASGI app (see the module docstring)."""
+    config = config or ServeConfig()
+    service = Service(config)  # tasks load now: a bad task file fails here, not later
+    routes = [*ROUTES, *OPENAI_ROUTES]
+    document = openapi(routes, title="hermes-vllm-agent", version=_version())
+
+    async def openapi_json(request: Request) -> Response:
+        return JSONResponse(document)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = Starlette(
+        routes=[
+            *(StarletteRoute(r.path, r.handler, methods=[r.method]) for r in routes),
+            StarletteRoute("/openapi.json", openapi_json, methods=["GET"]),
+        ],
+        exception_handlers={
+            HTTPError: lambda request, exc: exc.response(),
+            Exception: _internal_error,
+            404: lambda request, exc: error_response(404, "not_found", "no such route"),
+            405: lambda request, exc: error_response(
+                405, "method_not_allowed", "method not allowed"
+            ),
+        },
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.add_middleware(Guard, config=config.security, metrics=service.metrics)
+    if config.cors_origins:  # outermost: preflight requests carry no token
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=config.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+        )
+    return app
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    import logging
+
+    logging.getLogger(__name__).error("internal error", exc_info=exc)
+    return error_response(500, "internal_error", "internal error (see the server's log)")
+
+
+def _event_store(runs: Any) -> Any:
+    """Where events and jobs go: the run store's database for Postgres; for SQLite a file
+    of their own beside ``runs.db`` (``serve.db``), so that the service's writes and the
+    runs' own record writes do not queue on one file's write lock."""
+    from agent._db import SqliteDatabase
+    from agent.runs import RunStore
+
+    if runs.db.kind != "sqlite":
+        return runs
+    return RunStore(SqliteDatabase(Path(runs.path).with_name("serve.db")))
+
+
+def _version() -> str:
+    from agent import __version__
+
+    return __version__

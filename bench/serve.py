@@ -1,0 +1,290 @@
+"""Benchmark of ``agent serve`` against the same runs through the Python API.
+
+    python bench/serve.py [--quick] [--json]
+
+(a) **Throughput** on the ``h200`` profile: N runs (500; 100 with ``--quick``) submitted
+    over HTTP (``POST /v1/runs``), each followed by its own SSE listener
+    (``GET /v1/runs/{id}/events``) until its ``final`` event; wall time from the first
+    submission to the last ``final`` received, divided by the wall time of the same N runs
+    through ``Agent.run`` in one process (``asyncio.gather``). Goal: ≤ 1.10.
+(b) **Event latency** on the ``instant`` profile: the simulated model writes the time at
+    which it answered into its answer; the client reads it from the ``step`` event it
+    receives. p50/p99 over N runs made by 4 clients, each starting its next run when its
+    last one ended (a burst of N runs at once on 2 cores measures CPU queueing instead:
+    reported too, as ``burst``). Goal: p99 ≤ 50 ms.
+(c) **Memory per idle SSE connection**: K listeners (1,000; 200 with ``--quick``) on a
+    run paused for approval (its stream stays open), in a fresh server process; the
+    server's RSS before and after, divided by K.
+
+The server is ``agent serve`` in a child process (SQLite store in a temp folder), the
+simulator another child, the client this process: three processes on a 2-core machine,
+so the HTTP side pays for its client's CPU too. ``--json`` prints one JSON object on the
+last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import SimChild
+
+_TS = re.compile(r"ts:(\d+\.\d+)")
+
+
+def policy(request: Any) -> str:
+    """The simulated model (in the simulator's child process)."""
+    if "[approve]" in request.prompt:
+        return (
+            '<tool_call>\n{"name": "http_request", "arguments": {"url": "http://x/"}}\n</tool_call>'
+        )
+    return f"ts:{time.time():.6f} The answer is forty-two, as the tools showed earlier today."
+
+
+def _tasks(folder: Path) -> list[Path]:
+    (folder / "ws").mkdir()
+    plain = {"name": "bench", "input": "What is the answer?", "workspace": "ws"}
+    paused = {
+        "name": "bench-approve",
+        "input": "[approve] fetch it",
+        "workspace": "ws",
+        "tools": {"enabled": ["http_request"], "http": {"allowed_hosts": ["x"]}},
+        "approval": {"require": "all"},
+    }
+    paths = []
+    for body in (plain, paused):
+        path = folder / f"{body['name']}.yaml"
+        path.write_text(yaml.safe_dump(body))
+        paths.append(path)
+    return paths
+
+
+class ServeChild:
+    """``agent serve`` in a child process."""
+
+    def __init__(self, tasks: list[Path], model_url: str, store: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        args = [sys.executable, "-m", "agent.cli", "serve", *map(str, tasks)]
+        args += ["--model-url", model_url, "--store", str(store), "--port", str(self.port)]
+        args += ["--max-runs", "100000", "--rate", "1000000", "--burst", "1000000"]
+        args += ["--log-level", "warning"]
+        self.proc = subprocess.Popen(args, cwd=store.parent)
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("agent serve did not start")
+            time.sleep(0.1)
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds of the server process so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_kib(self) -> int:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+)", status)[1])
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class _Client:
+    """A minimal HTTP/1.1 client on asyncio streams: the load generator should cost the
+    shared CPU as little as possible (httpx parses each SSE line in Python)."""
+
+    def __init__(self, url: str) -> None:
+        host, _, port = url.removeprefix("http://").partition(":")
+        self.host, self.port = host, int(port)
+
+    async def post_run(self, task: str) -> str:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        body = json.dumps({"task": task}).encode()
+        writer.write(
+            b"POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        response = await reader.read()
+        writer.close()
+        head, _, payload = response.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 202"):
+            raise RuntimeError(f"POST /v1/runs: {response[:300]!r}")
+        return json.loads(payload)["run_id"]
+
+    async def follow(self, run_id: str, latencies: list[float]) -> str:
+        """Read the run's SSE stream until its final event; its status."""
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        writer.write(f"GET /v1/runs/{run_id}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        kind = b""
+        try:
+            while line := await reader.readline():
+                if line.startswith(b"event: "):
+                    kind = line[7:].strip()
+                elif line.startswith(b"data: ") and kind in (b"step", b"final"):
+                    if kind == b"step" and (m := _TS.search(line.decode())):
+                        latencies.append(time.time() - float(m[1]))
+                    if kind == b"final":
+                        return json.loads(line[6:])["result"]["status"]
+        finally:
+            writer.close()
+        return "unterminated"
+
+
+async def _one_over_http(client: _Client, task: str, latencies: list[float]) -> str:
+    return await client.follow(await client.post_run(task), latencies)
+
+
+async def _over_http(url: str, n: int, task: str = "bench") -> tuple[float, list[float], list]:
+    latencies: list[float] = []
+    client = _Client(url)
+    start = time.perf_counter()
+    statuses = await asyncio.gather(*(_one_over_http(client, task, latencies) for _ in range(n)))
+    return time.perf_counter() - start, latencies, statuses
+
+
+async def _paced(url: str, n: int, clients: int = 4) -> list[float]:
+    latencies: list[float] = []
+    client = _Client(url)
+
+    async def worker(count: int) -> None:
+        for _ in range(count):
+            await _one_over_http(client, "bench", latencies)
+
+    await asyncio.gather(*(worker(n // clients) for _ in range(clients)))
+    return latencies
+
+
+async def _through_api(
+    task: Path, model_url: str, store: Path, n: int
+) -> tuple[float, float, list]:
+    from agent import Agent
+    from agent.task import load_task
+
+    loaded = load_task(task).model_copy(update={"store": str(store)})
+    agent = Agent.from_task(loaded, model_url=model_url)
+    await agent.open()
+    start, cpu = time.perf_counter(), time.process_time()
+    results = await asyncio.gather(*(agent.run() for _ in range(n)))
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    await agent.aclose()
+    return wall, cpu, [r.status for r in results]
+
+
+async def _idle_memory(server: ServeChild, k: int) -> float:
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        run = (await client.post("/v1/runs/wait", json={"task": "bench-approve"})).json()
+        assert run["status"] == "awaiting_approval", run
+        await asyncio.sleep(1.0)
+        before = server.rss_kib()
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+        async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as many:
+            streams = [many.stream("GET", f"/v1/runs/{run['run_id']}/events") for _ in range(k)]
+            opened = [await s.__aenter__() for s in streams]
+            await asyncio.sleep(2.0)
+            after = server.rss_kib()
+            for s in streams:
+                await s.__aexit__(None, None, None)
+        assert all(r.status_code == 200 for r in opened)
+    return (after - before) / k
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _print(out: dict[str, Any]) -> None:
+    print(f"{'runs (h200 profile)':<40}{out['runs']}")
+    print(f"{'Python API, one process':<40}{out['api_wall_s']:.2f} s")
+    print(f"{'HTTP + one SSE listener per run':<40}{out['http_wall_s']:.2f} s")
+    print(f"{'ratio HTTP / API (goal <= 1.10)':<40}{out['ratio_http_vs_api']:.3f}")
+    print(f"{'CPU per run: API, server':<40}{out['api_cpu_ms_per_run']} ms, "
+          f"{out['server_cpu_ms_per_run']} ms")  # fmt: skip
+    print(f"{'event latency p50 (instant)':<40}{out['event_latency_p50_ms']} ms")
+    print(f"{'event latency p99 (goal <= 50 ms)':<40}{out['event_latency_p99_ms']} ms")
+    print(f"{'  (all N runs at once: p50, p99)':<40}{out['burst_latency_p50_ms']} ms, "
+          f"{out['burst_latency_p99_ms']} ms")  # fmt: skip
+    print(f"{'memory per idle SSE connection':<40}{out['idle_sse_kib_per_connection']} KiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs (under a minute)")
+    parser.add_argument("--json", action="store_true", help="one JSON object on the last line")
+    args = parser.parse_args()
+    n, k = (100, 200) if args.quick else (500, 1000)
+    out: dict[str, Any] = {"runs": n, "idle_connections": k}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        tasks = _tasks(tmp_path)
+        with SimChild("bench.serve:policy", profile="h200") as sim:
+            api = asyncio.run(_through_api(tasks[0], sim.url, tmp_path / "api", n))
+            api_wall, api_cpu, api_status = api
+            server = ServeChild(tasks, sim.url, tmp_path / "serve")
+            try:
+                asyncio.run(_over_http(server.url, 5))  # warm up, as the API's agent.open()
+                cpu = server.cpu_s()
+                http_wall, _, http_status = asyncio.run(_over_http(server.url, n))
+                http_cpu = server.cpu_s() - cpu
+            finally:
+                server.close()
+        with SimChild("bench.serve:policy", profile="instant") as sim:
+            server = ServeChild(tasks, sim.url, tmp_path / "serve-instant")
+            try:
+                asyncio.run(_over_http(server.url, 10))  # warm up: imports, first connections
+                latencies = asyncio.run(_paced(server.url, n))
+                _, burst, _ = asyncio.run(_over_http(server.url, n))
+            finally:
+                server.close()
+            server = ServeChild(tasks, sim.url, tmp_path / "serve-idle")  # a fresh heap
+            try:
+                per_conn = asyncio.run(_idle_memory(server, k))
+            finally:
+                server.close()
+    assert set(api_status) == {"done"} and set(http_status) == {"done"}, (api_status, http_status)
+    out |= {
+        "api_wall_s": round(api_wall, 3),
+        "http_wall_s": round(http_wall, 3),
+        "ratio_http_vs_api": round(http_wall / api_wall, 3),
+        "api_cpu_ms_per_run": round(api_cpu / n * 1000, 1),
+        "server_cpu_ms_per_run": round(http_cpu / n * 1000, 1),
+        "event_latency_p50_ms": round(statistics.median(latencies) * 1000, 2),
+        "event_latency_p99_ms": round(_percentile(latencies, 0.99) * 1000, 2),
+        "burst_latency_p50_ms": round(statistics.median(burst) * 1000, 2),
+        "burst_latency_p99_ms": round(_percentile(burst, 0.99) * 1000, 2),
+        "idle_sse_kib_per_connection": round(per_conn, 1),
+    }
+    _print(out)
+    if args.json:
+        print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

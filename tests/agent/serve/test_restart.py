@@ -1,0 +1,122 @@
+"""``agent serve`` as a process: SIGTERM drains and a restart resumes; ``kill -9`` mid-run,
+then a restart: the run completes, no completed tool call runs twice, and a client that
+reconnects with ``Last-Event-ID`` misses nothing and sees nothing twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agent.runs import RunStore
+from tests.agent.serve.conftest import call, http_task, sse, wait_status
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def agent_serve(tmp_path: Path, task: Path, script: Path, port: int) -> Iterator[subprocess.Popen]:
+    args = [sys.executable, "-m", "agent.cli", "serve", str(task), "--sim", str(script)]
+    args += ["--port", str(port), "--store", str(tmp_path / "store"), "--drain-s", "0.5"]
+    args += ["--log-level", "warning"]
+    log = (tmp_path / f"serve-{time.monotonic_ns()}.log").open("w")
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, Path(log.name).read_text()
+            assert time.monotonic() < deadline, "agent serve did not start"
+            time.sleep(0.1)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)
+        log.close()
+
+
+def _setup(tmp_path: Path, local_api) -> tuple[Path, Path]:
+    task = http_task(tmp_path, "two", local_api)
+    script = tmp_path / "script.json"
+    script.write_text(
+        json.dumps(
+            [
+                call("http_request", url=f"{local_api.url}/once"),
+                call("http_request", url=f"{local_api.url}/hold/h"),
+                "Both fetched.",
+            ]
+        )
+    )
+    return task, script
+
+
+def _start_and_hold(port: int, local_api) -> tuple[str, list]:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+        run_id = c.post("/v1/runs", json={"task": "two"}).json()["run_id"]
+        local_api.wait_arrived("/hold/h")
+        return run_id, sse(c, run_id, limit=4)
+
+
+def _finish_after_restart(port: int, run_id: str, seen: list) -> list:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+        wait_status(c, run_id, {"done"}, timeout=60)
+        rest = sse(c, run_id, after=seen[-1][0])
+        whole = sse(c, run_id)
+    assert [i for i, _, _ in whole] == list(range(1, len(whole) + 1))
+    assert seen + rest == whole[: len(seen) + len(rest)] and rest[-1] == whole[-1]
+    assert rest[-1][2]["result"]["status"] == "done"
+    assert rest[-1][2]["result"]["answer"] == "Both fetched."
+    return whole
+
+
+def test_kill_9_mid_run_then_restart_completes_without_repeating_calls(
+    tmp_path: Path, local_api
+) -> None:
+    task, script = _setup(tmp_path, local_api)
+    port = _free_port()
+    with agent_serve(tmp_path, task, script, port) as proc:
+        run_id, seen = _start_and_hold(port, local_api)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    local_api.release("/hold/h")
+    with agent_serve(tmp_path, task, script, port):
+        whole = _finish_after_restart(port, run_id, seen)
+    assert sum(1 for _, k, d in whole if k == "run_started" and d["resumed"]) == 1
+    assert local_api.hits["/once"] == 1  # completed before the kill: not run again
+    assert local_api.hits["/hold/h"] == 2  # in flight at the kill: run again
+
+
+def test_sigterm_drains_marks_resumable_and_a_restart_resumes(tmp_path: Path, local_api) -> None:
+    task, script = _setup(tmp_path, local_api)
+    port = _free_port()
+    with agent_serve(tmp_path, task, script, port) as proc:
+        run_id, seen = _start_and_hold(port, local_api)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
+    record = RunStore(tmp_path / "store" / "runs.db").get(run_id)
+    assert record is not None and record.status == "interrupted"
+    local_api.release("/hold/h")
+    with agent_serve(tmp_path, task, script, port):
+        _finish_after_restart(port, run_id, seen)
+    assert local_api.hits["/once"] == 1

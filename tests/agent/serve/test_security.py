@@ -1,0 +1,150 @@
+"""Each security rule of ``agent serve``: tokens, loopback, limits, names, narrowing, leaks."""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from agent.cli import main
+from agent.serve import SecurityConfig, create_app
+from agent.serve._errors import scrub
+from agent.sim import FunctionPolicy, ScriptPolicy
+from tests.agent.serve.conftest import call, config, http_task, served, write_task
+
+
+@pytest.fixture
+def greet(sim, tmp_path: Path) -> Path:
+    sim.policy = FunctionPolicy(lambda r: "Hello.")
+    return write_task(tmp_path, "greet", limits={"max_steps": 3})
+
+
+def test_token_required_and_compared_in_constant_time(
+    sim, tmp_path: Path, greet: Path, monkeypatch
+) -> None:
+    compared: list[bytes] = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(
+        "agent.serve._security.hmac.compare_digest",
+        lambda a, b: compared.append(b) or real(a, b),
+    )
+    security = SecurityConfig(tokens=["first-token", "second-token"])
+    with served(config(tmp_path, sim.url, greet, security=security)) as s:
+        with httpx.Client(base_url=s.url) as anon:
+            assert anon.get("/healthz").status_code == 200  # probes stay open
+            no = anon.get("/v1/tasks")
+            assert no.status_code == 401 and no.headers["www-authenticate"] == "Bearer"
+            bad = anon.get("/v1/tasks", headers={"Authorization": "Bearer first-tokeN"})
+            assert bad.status_code == 401
+            assert anon.get("/metrics").status_code == 401
+        compared.clear()
+        with s.client("first-token") as c:
+            assert c.get("/v1/tasks").status_code == 200
+        assert len(compared) == 2  # every token compared, even after the first matched
+
+
+def test_no_token_means_loopback_only(sim, tmp_path: Path, greet: Path) -> None:
+    app = create_app(config(tmp_path, sim.url, greet))
+    transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 5555))
+
+    async def remote() -> httpx.Response:
+        async with httpx.AsyncClient(transport=transport, base_url="http://x") as c:
+            return await c.get("/v1/tasks")
+
+    import asyncio
+
+    assert asyncio.run(remote()).status_code == 403
+    result = CliRunner().invoke(main, ["serve", str(greet), "--host", "0.0.0.0"])
+    assert result.exit_code == 2 and "--token" in result.output
+
+
+def test_body_cap_rate_limit_and_concurrency(sim, tmp_path: Path, greet: Path, local_api) -> None:
+    security = SecurityConfig(rate=5, burst=5, max_body_bytes=2000)
+    with served(config(tmp_path, sim.url, greet, security=security)) as s, s.client() as c:
+        big = c.post("/v1/runs", json={"task": "greet", "input": "x" * 5000})
+        assert big.status_code == 413 and big.json()["error"]["type"] == "body_too_large"
+
+        def chunks():
+            yield b'{"task": "greet", "input": "'
+            for _ in range(10):
+                yield b"y" * 500
+            yield b'"}'
+
+        chunked = c.post("/v1/runs", content=chunks())  # no Content-Length
+        assert chunked.status_code == 413
+        codes = [c.get("/v1/tasks").status_code for _ in range(10)]
+        assert 429 in codes
+        limited = next(r for r in (c.get("/v1/tasks") for _ in range(5)) if r.status_code == 429)
+        assert int(limited.headers["retry-after"]) >= 1
+    sim.policy = ScriptPolicy([call("http_request", url=f"{local_api.url}/hold/x"), "ok"])
+    task = http_task(tmp_path, "slow", local_api)
+    with served(config(tmp_path, sim.url, task, max_active_per_token=1)) as s, s.client() as c:
+        assert c.post("/v1/runs", json={"task": "slow"}).status_code == 202
+        second = c.post("/v1/runs", json={"task": "slow"})
+        assert second.status_code == 429 and second.headers["retry-after"] == "1"
+        local_api.release("/hold/x")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../greet", "..", "/etc/passwd", "greet/../../x", "%2e%2e%2fgreet", "greet\x00", ""],
+)
+def test_task_names_resolve_only_among_served_tasks(
+    sim, tmp_path: Path, greet: Path, name: str
+) -> None:
+    (tmp_path / "secret.yaml").write_text("name: secret\ninput: hi\n")
+    with served(config(tmp_path, sim.url, greet)) as s, s.client() as c:
+        for body in ({"task": name}, {"task": {"extends": name}}):
+            response = c.post("/v1/runs", json=body)
+            assert response.status_code in (404, 422), response.text
+            assert str(tmp_path) not in response.text
+        model = c.post("/v1/chat/completions", json={"model": name, "messages": [
+            {"role": "user", "content": "x"}]})  # fmt: skip
+        assert model.status_code in (404, 422)
+        assert c.post("/v1/runs", json={"task": "secret"}).status_code == 404
+        assert c.get("/v1/runs/..%2F..%2Fetc%2Fpasswd").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("options", "status"),
+    [
+        ({"limits": {"max_steps": 99}}, 403),
+        ({"tools": ["write_file"]}, 403),
+        ({"policies": {"allowed_hosts": ["evil.example.com"]}}, 403),
+        ({"policies": {"allowed_methods": ["POST"]}}, 403),
+        ({"policies": {"allow_write": True}}, 422),
+        ({"policies": {"workspace": "/"}}, 422),
+        ({"sampling": {"max_tokens": 10**6}}, 403),
+        ({"limits": {"max_steps": 2}, "tools": []}, 202),
+    ],
+)
+def test_a_client_can_narrow_but_never_widen(
+    sim, tmp_path: Path, greet: Path, options: dict, status: int
+) -> None:
+    with served(config(tmp_path, sim.url, greet)) as s, s.client() as c:
+        response = c.post("/v1/runs", json={"task": "greet", "options": options})
+        assert response.status_code == status, response.text
+        if status == 403:
+            assert response.json()["error"]["type"] == "policy_widening"
+
+
+def test_errors_show_no_host_paths_and_cors_is_off_unless_configured(
+    sim, tmp_path: Path, greet: Path
+) -> None:
+    assert scrub("ConfigError: /home/me/tasks/a.yaml:3: bad") == "ConfigError: <path>:3: bad"
+    assert scrub("postgresql://u:hunter2@db/x") == "postgresql://u:***@db/x"
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    with served(config(tmp_path, sim.url, greet)) as s, s.client() as c:
+        answer = c.options("/v1/runs", headers=preflight)
+        assert "access-control-allow-origin" not in answer.headers
+        broken = c.post("/v1/runs", content=b"{not json")
+        assert broken.status_code == 400 and broken.json()["error"]["type"] == "invalid_json"
+        typo = c.post("/v1/runs", json={"task": "greet", "inptu": "x"})
+        assert typo.status_code == 422 and "inptu" in typo.json()["error"]["message"]
+    cors = config(tmp_path, sim.url, greet, cors_origins=["https://app.example"])
+    with served(cors) as s, s.client() as c:
+        answer = c.options("/v1/runs", headers=preflight)
+        assert answer.headers["access-control-allow-origin"] == "https://app.example"
