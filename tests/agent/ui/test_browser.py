@@ -83,7 +83,9 @@ def test_a_question_streams_text_then_a_tool_box_turns_done_then_the_answer(
     wait_status(page, "^Done")
     seen = page.evaluate("window.__seen")
     assert any(LOOK.startswith(s) and len(s) < len(LOOK) for s in seen if s), "streamed"
-    assert any(re.search("list_files\n(pending|running)", s) for s in seen), "box pending"
+    # The box's pending state lasts as long as list_files runs (a few ms), under the
+    # page's update coalescing (BURST_S): it may never be drawn. A call awaiting approval
+    # stays pending ("awaiting approval"): the approval test sees it there.
     assert "Tool call: list_files" in chat_text(page) and "ok" in chat_text(page)
     assert "The workspace holds notes.txt." in chat_text(page)
     metrics = page.inner_text("#metrics")
@@ -121,7 +123,7 @@ def test_approve_runs_the_write_and_deny_refuses_it(page: Any, ui: UI) -> None:
     wait_status(page, "approval")
     expect(page.locator("#approval-text")).to_be_visible()
     assert "write_file" in page.locator("#approval-text textarea").input_value()
-    assert "awaiting approval" in chat_text(page)
+    assert "Tool call: write_file\nawaiting approval" in chat_text(page), "the box, pending"
     page.click("#approve-btn")
     wait_status(page, "^Done")
     assert target.read_text() == "hello" and "Finished with the file." in chat_text(page)
