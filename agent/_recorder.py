@@ -6,6 +6,11 @@ a run ended. With no store folder (``store=None``) nothing is written. An ``obse
 (:class:`agent.tracing.RunSpans`: OpenTelemetry spans) sees every event too, text deltas
 included, and its trace id is recorded in the run's row.
 
+Writes happen on the I/O thread (:mod:`agent._io`), in order, never on the event loop:
+trace lines are queued as events pass (their JSON is made there too), and the row's
+first and last writes are awaited, so when :meth:`RunRecorder.final` returns, the trace
+holds every line and the row its outcome.
+
 >>> RunRecorder.trace_path_for(Path(".agent"), "run_1")
 PosixPath('.agent/traces/run_1.jsonl')
 """
@@ -18,6 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from agent._io import io, io_soon
 from agent.errors import error_kind
 from agent.events import Event, Final, StepFinished, to_dict
 from agent.types import RunResult, RunStatus, Usage
@@ -59,24 +65,26 @@ class RunRecorder:
     def trace_path_for(folder: Path | None, run_id: str) -> Path | None:
         return None if folder is None else folder / "traces" / f"{run_id}.jsonl"
 
-    def __enter__(self) -> RunRecorder:
+    async def __aenter__(self) -> RunRecorder:
         if self.trace_path is not None:
             from agent.runs import TraceWriter
 
-            self._writer = TraceWriter(self.trace_path, run_id=self.run_id)
+            self._writer = await io(TraceWriter, self.trace_path, run_id=self.run_id)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         if self._writer is not None:
-            self._writer.close()
+            await io(self._writer.close)
         if self.observer is not None:
             self.observer.close()
 
-    def start(self, resumed: bool) -> None:
+    async def start(self, resumed: bool) -> None:
         """The run's row: created, or set back to ``running`` when it resumes (or when its
         process died before the first checkpoint, so it starts again under its id)."""
-        if self.runs is None:
-            return
+        if self.runs is not None:
+            await io(self._start_row, resumed, getattr(self.observer, "trace_id", None))
+
+    def _start_row(self, resumed: bool, trace_id: str | None) -> None:
         if resumed:
             try:
                 self.runs.resume(self.run_id)
@@ -87,16 +95,18 @@ class RunRecorder:
                 self.runs.create(self.run_id, trace_path=str(self.trace_path), **self._row)
             except ValueError:  # its row exists: the process died before a first checkpoint
                 self.runs.resume(self.run_id)
-        trace_id = getattr(self.observer, "trace_id", None)
         if trace_id is not None:
             self.runs.update(self.run_id, trace_id=trace_id)
 
     def event(self, event: Event) -> None:
-        """Write one event to the trace (text deltas are in the step's output, whole)."""
+        """Queue one event for the trace (text deltas are in the step's output, whole)."""
         if self.observer is not None:
             self.observer.on_event(event)
-        if self._writer is None or event.kind == "text":
-            return
+        if self._writer is not None and event.kind != "text":
+            io_soon(self._write, event)
+
+    def _write(self, event: Event) -> None:
+        """On the I/O thread: one event as trace lines (events are immutable values)."""
         if isinstance(event, StepFinished):  # a prompt delta, then the output without it
             output = dataclasses.asdict(event.generation)
             self._prompt(event.step, output.pop("prompt") or "")
@@ -115,7 +125,7 @@ class RunRecorder:
         )
         self._previous_prompt = prompt
 
-    def final(
+    async def final(
         self,
         status: RunStatus,
         answer: Any,
@@ -123,7 +133,7 @@ class RunRecorder:
         exc: BaseException | None = None,
     ) -> Final:
         """The run's ``Final`` event, traced and recorded in its row (``exc``: what ended
-        a failed run)."""
+        a failed run); both written when this returns."""
         result = RunResult(
             run_id=self.run_id,
             thread_id=self.thread_id,
@@ -140,25 +150,32 @@ class RunRecorder:
         )
         final = Final(result)
         self.event(final)
+        # After the queued trace lines (one thread, in order): awaiting it awaits them too.
+        await io(self._finish_row, result)
+        return final
+
+    def _finish_row(self, result: RunResult) -> None:
         if self.runs is not None:
             self.runs.finish(
                 self.run_id,
-                status=status,
-                answer=_answer_text(answer),
+                status=result.status,
+                answer=_answer_text(result.answer),
                 steps=result.steps,
                 tool_calls=result.tool_calls,
                 usage=result.usage,
                 error=result.error,
             )
-        return final
 
     def interrupted(self) -> None:
         """The consumer stopped iterating, or the task was cancelled: not running any more."""
         if self.observer is not None:
             self.observer.interrupted()
-        if self.runs is not None:
-            with contextlib.suppress(Exception):
-                self.runs.update(self.run_id, status="interrupted")
+        if self.runs is not None:  # from a `finally` that may be cancelled: queued, not awaited
+            io_soon(self._interrupted_row)
+
+    def _interrupted_row(self) -> None:
+        with contextlib.suppress(Exception):
+            self.runs.update(self.run_id, status="interrupted")
 
 
 def _answer_text(answer: Any) -> str | None:

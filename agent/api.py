@@ -196,7 +196,7 @@ class Agent:
             # Queued until the server has room for its context (a no-op without a budget).
             await stack.enter_async_context(self.backend.admitted(run_id))
             ctx = await self._context(run_id, stack, resumed=resumed)
-            rec = stack.enter_context(
+            rec = await stack.enter_async_context(
                 RunRecorder(
                     run_id,
                     self.store.folder,
@@ -208,7 +208,7 @@ class Agent:
                     observer=self._observer(run_id),
                 )
             )
-            rec.start(resumed)
+            await rec.start(resumed)
             start = RunStarted(
                 run_id,
                 self._task_name(),
@@ -254,7 +254,7 @@ class Agent:
                     if decision is None:
                         await ctx.settle()
                         state = (await self._graph.aget_state(config)).values
-                        yield rec.final("awaiting_approval", None, state)
+                        yield await rec.final("awaiting_approval", None, state)
                         return
                     payload, pending = Command(resume=decision), []
                 # Only our own events stream; whether the graph paused for approval is read
@@ -278,7 +278,7 @@ class Agent:
                 yield event
             return
         state = snapshot.values
-        yield rec.final(state.get("status") or "error", state.get("answer"), state)
+        yield await rec.final(state.get("status") or "error", state.get("answer"), state)
 
     async def _fail(
         self, exc: Exception, config: dict[str, Any], ctx: Any, rec: RunRecorder
@@ -296,7 +296,7 @@ class Agent:
         error = RunError(ctx.run_id, error_kind(exc), type(exc).__name__, state["error"])
         rec.event(error)
         yield error
-        yield rec.final("error", None, state, exc)
+        yield await rec.final("error", None, state, exc)
 
     # --- resources --------------------------------------------------------------------
 

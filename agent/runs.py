@@ -495,8 +495,8 @@ class TraceWriter:
             self._file.write("\n")
             self._file.flush()
 
-    def write(self, type: str, **fields: Any) -> dict[str, Any]:
-        """Append one event and flush it; returns the event as written."""
+    def write(self, type: str, **fields: Any) -> None:
+        """Append one event and flush it."""
         if self._file is None:
             raise ValueError(f"trace {self.path} is closed")
         event = {
@@ -509,7 +509,6 @@ class TraceWriter:
         line = json.dumps(event, ensure_ascii=False, default=_jsonable)
         self._file.write(line + "\n")
         self._file.flush()
-        return json.loads(line)
 
     def close(self) -> None:
         """Close the file; safe to call twice."""

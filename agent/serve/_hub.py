@@ -24,8 +24,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from agent._io import io
 from agent.runs import RunStore, StoredEvent
-from agent.serve._io import io
 
 __all__ = ["EventHub", "is_last"]
 

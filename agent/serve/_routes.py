@@ -20,8 +20,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
+from agent._io import io
 from agent.serve._errors import HTTPError, scrub
-from agent.serve._io import io
 from agent.serve._models import (
     ApprovalBody,
     RunBody,

@@ -27,12 +27,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from agent._io import io
 from agent.errors import AgentError, ConfigError, error_kind
 from agent.events import Final, RunError, TextDelta, to_dict
 from agent.serve._catalog import TaskCatalog, narrow
 from agent.serve._errors import HTTPError, scrub
 from agent.serve._hub import EventHub
-from agent.serve._io import io
 from agent.serve._jobs import Job, JobStore, idempotency_hash
 from agent.serve._models import InlineTask, RunBody, RunOptions
 from agent.types import RunResult, Usage

@@ -308,3 +308,26 @@ async def test_postgres_interrupted_run_resumes_without_repeating_calls(
     reused = {e.result.name: e.reused for e in events if isinstance(e, ToolResultEvent)}
     assert reused == {"quick": True, "hang": False}
     assert CALLS == [("quick", 1), ("hang", 2), ("hang", 2)], "quick must not run twice"
+
+
+async def test_a_locked_run_store_never_blocks_the_event_loop(sim: Any, tmp_path: Path) -> None:
+    """Another process holds the run store's write lock: the run waits for it on the I/O
+    thread (agent._io) while the loop goes on; once it is released, the run completes."""
+    sim.policy = ScriptPolicy(["Hello."])
+    folder = tmp_path / ".agent"
+    async with Agent(sim.url, store=folder) as agent:
+        await agent.run("warm up: creates runs.db")
+        holder = sqlite3.connect(folder / "runs.db", isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            run = asyncio.create_task(agent.run("hi"))
+            ticks = 0
+            for _ in range(20):  # if the store's write were on the loop, none would tick
+                await asyncio.sleep(0.01)
+                ticks += 1
+            assert ticks == 20 and not run.done(), "the run waits for the lock, the loop not"
+        finally:
+            holder.execute("COMMIT")
+            holder.close()
+        result = await run
+    assert result.status == "done" and result.answer == "Hello."
