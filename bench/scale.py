@@ -11,7 +11,8 @@
     CPU per model step (this process; the sandbox workers' CPU apart), and the peak memory
     of this process plus every sandbox worker (PSS, so pages shared after a fork count
     once). Goals (issue): ratio ≤ 1.15 at 256 and 1,024, ≤ 2,000 MB at 1,024, ≤ 5 ms of
-    client CPU per step.
+    client CPU per step. Then where that CPU goes, at 64 runs: the backend alone, the agent
+    with in-memory checkpoints, the agent with its SQLite store.
 (b) **KV-aware admission.** M queued 10-step conversations (backend alone: the KV cache is
     the server's), first all admitted at once, then through ``VLLMConfig(kv_budget=
     "auto")``: runs per second and the prefix-cache hit rate the simulator saw. Goal:
@@ -147,7 +148,9 @@ def _tool_specs() -> list[Any]:
 TOOLS = _tool_specs()
 
 
-async def _agent_runs(url: str, n: int, tmp: Path, sim: SimChild) -> dict[str, float]:
+async def _agent_runs(
+    url: str, n: int, tmp: Path, sim: SimChild, *, persist: bool = True
+) -> dict[str, float]:
     from agent.api import Agent
     from tools.policy import ToolPolicies
 
@@ -166,7 +169,7 @@ async def _agent_runs(url: str, n: int, tmp: Path, sim: SimChild) -> dict[str, f
         system=SYSTEM,
         policies=policies,
         sampling=Sampling(temperature=0.0, max_tokens=256),
-        store=tmp / f"store-{n}",
+        store=tmp / f"store-{n}" if persist else None,
         limits=Limits(max_steps=RUN_STEPS + 1),
     )
     await agent.run("warm up")
@@ -194,6 +197,26 @@ async def concurrent_runs(n: int, tmp: Path) -> dict[str, float]:
     return agent | {
         "backend_wall_s": backend_wall,
         "ratio_vs_backend": agent["wall_s"] / backend_wall,
+    }
+
+
+async def cpu_breakdown(n: int, tmp: Path) -> dict[str, float]:
+    """Where the client's CPU per step goes, at ``n`` runs: the backend alone (streaming,
+    parsing), the agent without persistence (LangGraph, tools, events), the agent with its
+    SQLite store (checkpoints, tool-result saves, run rows, traces)."""
+    with SimChild("bench.scale:policy", "h200", 1.0) as sim:
+        cpu0 = time.process_time()
+        await _backend_only(sim.url, n, RUN_STEPS)
+        backend = (time.process_time() - cpu0) / (n * RUN_STEPS) * 1e3
+        memory = await _agent_runs(sim.url, n, tmp, sim, persist=False)
+        stored = await _agent_runs(sim.url, n, tmp, sim)
+    return {
+        "runs": n,
+        "backend_ms": backend,
+        "agent_in_memory_ms": memory["client_cpu_ms_per_step"],
+        "agent_sqlite_ms": stored["client_cpu_ms_per_step"],
+        "graph_and_tools_ms": memory["client_cpu_ms_per_step"] - backend,
+        "persistence_ms": stored["client_cpu_ms_per_step"] - memory["client_cpu_ms_per_step"],
     }
 
 
@@ -251,6 +274,8 @@ async def main(quick: bool, sizes: list[int]) -> dict[str, Any]:
         result["peak_memory_mb_1024"] = result["runs_1024"]["peak_memory_mb"]
     largest = result[f"runs_{max(sizes)}"]
     result["client_cpu_ms_per_step"] = largest["client_cpu_ms_per_step"]
+    with tempfile.TemporaryDirectory() as tmp:
+        result["cpu_per_step"] = await cpu_breakdown(64, Path(tmp))
     result["admission"] = await admission(1024 if quick else 4096, 8.0 if quick else 4.0)
     result["admission_throughput_gain"] = result["admission"]["throughput_gain"]
     result["prefix_hit_rate_admitted"] = result["admission"]["admitted_prefix_hit_rate"]
@@ -267,6 +292,13 @@ def _print(r: dict[str, Any]) -> None:
             f" {s['ratio_vs_backend']:6.3f} {s['client_cpu_ms_per_step']:15.2f}"
             f" {s['peak_memory_mb']:10.0f}"
         )
+    c = r["cpu_per_step"]
+    print(f"    client CPU ms/step at {c['runs']} runs: backend alone {c['backend_ms']:.1f},")
+    print(
+        f"    agent in memory {c['agent_in_memory_ms']:.1f} (graph + tools"
+        f" +{c['graph_and_tools_ms']:.1f}), agent + SQLite store {c['agent_sqlite_ms']:.1f}"
+        f" (persistence +{c['persistence_ms']:.1f})"
+    )
     a = r["admission"]
     print(f"(b) {a['runs']} queued 10-step conversations, h200 profile at speed {a['speed']}")
     for label in ("all_at_once", "admitted"):

@@ -21,6 +21,7 @@ Two rules keep a call's effects to what the task file says, the same in both san
 
 from __future__ import annotations
 
+import functools
 import re
 
 import duckdb
@@ -92,8 +93,11 @@ def check_statement(query: str, *, read_only: bool, file_writes: bool = True) ->
     return statement
 
 
+@functools.lru_cache(maxsize=1024)
 def writes(query: str) -> bool:
     """Whether ``query`` may change data: anything a read-only engine would refuse.
+
+    Remembered per text: a call is judged when it is planned and again before it runs.
 
     Judged by DuckDB's parse, not the first word: ``WITH x AS (…) INSERT …`` and
     ``EXPLAIN ANALYZE DELETE …`` write although they start like reads.

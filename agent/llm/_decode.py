@@ -330,10 +330,13 @@ async def _payloads(
         yield None if data is None else payload(data, url)
 
 
-def structural_tag(tools: Sequence[ToolSpec], *, required: bool = False) -> str:
+def structural_tag(
+    tools: Sequence[ToolSpec], *, required: bool = False, first_only: bool = False
+) -> str:
     """vLLM ``structured_outputs.structural_tag`` (xgrammar's ``triggered_tags`` format):
     every ``<tool_call>`` body is JSON for one of ``tools``, free text elsewhere; with
-    ``required``, at least one call is forced. vLLM takes it as a JSON string.
+    ``required``, at least one call is forced; with ``first_only``, the generation ends
+    after the first call. vLLM takes it as a JSON string.
 
     The legacy shape (``structures`` + ``triggers``) only constrained a body once the
     model chose to open ``<tool_call>``: it could never force a call (measured on vLLM
@@ -366,7 +369,7 @@ def structural_tag(tools: Sequence[ToolSpec], *, required: bool = False) -> str:
                 "triggers": ["<tool_call>"],
                 "tags": [tag],
                 "at_least_one": required,
-                "stop_after_first": False,
+                "stop_after_first": first_only,
             },
         }
     )

@@ -39,7 +39,10 @@ def build_request(
     shown, forced = _tool_choice(request)
     tag = None
     if forced and mode == "completions":  # chat mode: the server forces it itself
-        tag = structural_tag(forced, required=True)
+        # A named tool: that one call and no more (as OpenAI's named tool_choice); the
+        # grammar ends the generation after it instead of letting the model go on.
+        named = request.tool_choice not in ("auto", "required", "none")
+        tag = structural_tag(forced, required=True, first_only=named)
     elif request.constrain_tool_calls and shown and request.json_schema is None:
         tag = structural_tag(shown)
     if mode == "chat":

@@ -229,6 +229,8 @@ def test_bound_tool_choice_is_enforced_by_the_server(sim: SimServer, choice: obj
     msg = ChatHermes(base_url=sim.url).bind_tools([get_weather], tool_choice=choice).invoke("?")
     tag = json.loads(sim.requests[-1]["structured_outputs"]["structural_tag"])
     assert tag["format"]["at_least_one"] is True
+    # A named tool is one call: the grammar ends after it ("required" allows several).
+    assert tag["format"]["stop_after_first"] is (choice == "get_weather")
     assert msg.tool_calls[0]["name"] == "get_weather"
 
 
