@@ -16,7 +16,8 @@
 (b) **KV-aware admission.** M queued 10-step conversations (backend alone: the KV cache is
     the server's), first all admitted at once, then through ``VLLMConfig(kv_budget=
     "auto")``: runs per second and the prefix-cache hit rate the simulator saw. Goal:
-    ≥ 1.3× the throughput with a hit rate ≥ 0.95 when admitted.
+    ≥ 1.3× the throughput with a hit rate ≥ 0.95 when admitted. Also the hit rate's
+    ceiling for these conversations: 64 of them, which the cache holds all at once.
 
 ``--quick`` shortens (b) to 1,024 conversations and measures (a) at 256 only.
 ``--json`` prints one JSON object on the last line.
@@ -47,6 +48,7 @@ from bench._common import SimChild
 MODEL = "NousResearch/Hermes-3-Llama-3.1-8B"
 RUN_STEPS, RUN_CALLS = 4, 3
 LONG_STEPS = 10
+UNPRESSURED = 64  # 10-step conversations that fit the modeled H200's cache all at once
 SYSTEM = "You answer questions about the sales table. Use SQL; never guess numbers."
 QUERY = "SELECT region, sum(amount) AS total FROM read_csv('sales.csv') GROUP BY 1 ORDER BY 2"
 RESULT = "4 rows\nregion | total\nNorth | 61997.0\nEast | 56090.5\nSouth | 56044.0\nWest | 49823.0"
@@ -261,6 +263,15 @@ async def admission(m: int, speed: float) -> dict[str, float]:
         out[f"{label}_runs_per_s"] = m / wall
         out[f"{label}_prefix_hit_rate"] = hits / queries if queries else 0.0
     out["throughput_gain"] = out["admitted_runs_per_s"] / out["all_at_once_runs_per_s"]
+    # The ceiling: the same conversations, few enough that the cache holds them all. A
+    # step's new tokens (its tool results) can never be a hit, so this is below 1.
+    with SimChild("bench.scale:policy", "h200", speed) as sim:
+        before = sim.stats()
+        await _admitted_conversations(sim.url, UNPRESSURED, None)
+        after = sim.stats()
+    queries = after["prefix_cache_queries"] - before["prefix_cache_queries"]
+    hits = after["prefix_cache_hits"] - before["prefix_cache_hits"]
+    out["ceiling_prefix_hit_rate"] = hits / queries if queries else 0.0
     return out
 
 
@@ -279,6 +290,7 @@ async def main(quick: bool, sizes: list[int]) -> dict[str, Any]:
     result["admission"] = await admission(1024 if quick else 4096, 8.0 if quick else 4.0)
     result["admission_throughput_gain"] = result["admission"]["throughput_gain"]
     result["prefix_hit_rate_admitted"] = result["admission"]["admitted_prefix_hit_rate"]
+    result["prefix_hit_rate_ceiling"] = result["admission"]["ceiling_prefix_hit_rate"]
     return result
 
 
@@ -307,6 +319,10 @@ def _print(r: dict[str, Any]) -> None:
             f"  prefix-cache hit rate {a[label + '_prefix_hit_rate']:.3f}"
         )
     print(f"  throughput gain {a['throughput_gain']:.2f}")
+    print(
+        f"  hit-rate ceiling ({UNPRESSURED} conversations, no eviction):"
+        f" {a['ceiling_prefix_hit_rate']:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -297,15 +297,15 @@ def _tag(body: dict) -> dict:
     tag = json.loads(body["structured_outputs"]["structural_tag"])
     assert tag["type"] == "structural_tag"
     fmt = tag["format"]
-    assert (fmt["type"], fmt["triggers"], fmt["stop_after_first"]) == (
-        "triggered_tags",
-        ["<tool_call>"],
-        False,
-    )
+    assert (fmt["type"], fmt["triggers"]) == ("triggered_tags", ["<tool_call>"])
     (one,) = fmt["tags"]
     assert one["begin"] == "<tool_call>\n" and one["end"] == "\n</tool_call>"
     assert one["content"]["type"] == "json_schema"
-    return {"at_least_one": fmt["at_least_one"], "schema": one["content"]["json_schema"]}
+    return {
+        "at_least_one": fmt["at_least_one"],
+        "stop_after_first": fmt["stop_after_first"],
+        "schema": one["content"]["json_schema"],
+    }
 
 
 async def test_constrained_tool_calls_send_triggered_tags(sim: SimServer) -> None:
@@ -314,6 +314,7 @@ async def test_constrained_tool_calls_send_triggered_tags(sim: SimServer) -> Non
         await backend.generate(_req(tools=[WEATHER], constrain_tool_calls=True))
     tag = _tag(sim.requests[-1])
     assert tag["at_least_one"] is False, "auto: constrained when opened, never forced"
+    assert tag["stop_after_first"] is False, "auto: any number of calls"
     (option,) = tag["schema"]["anyOf"]
     assert list(option["properties"]) == ["name", "arguments"]
     assert option["properties"]["name"] == {"const": "get_weather"}
@@ -332,7 +333,8 @@ async def test_tool_choice_required_and_named_force_a_call(sim: SimServer) -> No
         with pytest.raises(ConfigError, match="tool_choice 'nope' names no tool"):
             await backend.generate(_req(tools=[WEATHER], tool_choice="nope"))
     assert forced["at_least_one"] and len(forced["schema"]["anyOf"]) == 2
-    assert named["at_least_one"]
+    assert forced["stop_after_first"] is False, "required: one call or several"
+    assert named["at_least_one"] and named["stop_after_first"], "a named tool: that one call"
     assert [o["properties"]["name"] for o in named["schema"]["anyOf"]] == [{"const": "get_weather"}]
     assert "get_time" in sim.requests[-1]["prompt"], "every tool is still listed"
 
