@@ -29,6 +29,7 @@ StoreLocation(folder=PosixPath('.agent'), postgres_url='postgresql://me:***@db:5
 
 from __future__ import annotations
 
+import functools
 import re
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
+from agent._io import io
 from agent.errors import ConfigError
 
 __all__ = ["StoreLocation", "open_persistence", "redact_url", "store_location"]
@@ -143,7 +145,6 @@ async def open_persistence(
 
 
 async def _sqlite(folder: Path, stack: AsyncExitStack) -> tuple[Any, Any]:
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
     from langgraph.store.sqlite.aio import AsyncSqliteStore
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -151,11 +152,58 @@ async def _sqlite(folder: Path, stack: AsyncExitStack) -> tuple[Any, Any]:
     # connections on one file in WAL mode can deadlock on a read-to-write upgrade
     # (SQLITE_BUSY_SNAPSHOT, which busy_timeout does not wait out), and one shared
     # connection would interleave the two components' transactions.
-    saver = AsyncSqliteSaver(await _connect(folder / "checkpoints.db", stack), serde=_serde())
-    await saver.setup()
+    saver = await io(_threaded_saver, folder / "checkpoints.db")
+    stack.push_async_callback(io, saver.conn.close)
     kv = AsyncSqliteStore(await _connect(folder / "store.db", stack, isolation_level=None))
     await kv.setup()
     return saver, kv
+
+
+def _threaded_saver(path: Path) -> Any:
+    """The checkpointer of a SQLite folder, made on the I/O thread (see ThreadedSqliteSaver)."""
+    import sqlite3
+
+    conn = sqlite3.connect(path, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")  # as in _connect
+    conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+    saver = _saver_class()(conn, serde=_serde())
+    saver.setup()
+    return saver
+
+
+@functools.cache
+def _saver_class() -> type:
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    class ThreadedSqliteSaver(SqliteSaver):
+        """LangGraph's synchronous SQLite saver whose async methods each run whole on the
+        I/O thread (:mod:`agent._io`): one hop per operation, where ``AsyncSqliteSaver``
+        makes one per statement (cursor, execute, fetch, commit), each a thread handoff
+        and an event-loop wake-up. Operations run in the order they were submitted."""
+
+        async def aget_tuple(self, config: Any) -> Any:
+            return await io(self.get_tuple, config)
+
+        async def alist(self, config: Any, **kwargs: Any) -> Any:
+            for item in await io(lambda: list(self.list(config, **kwargs))):
+                yield item
+
+        async def aput(self, config: Any, checkpoint: Any, metadata: Any, versions: Any) -> Any:
+            return await io(self.put, config, checkpoint, metadata, versions)
+
+        async def aput_writes(
+            self, config: Any, writes: Any, task_id: str, task_path: str = ""
+        ) -> None:
+            await io(self.put_writes, config, writes, task_id, task_path)
+
+        async def adelete_thread(self, thread_id: str) -> None:
+            await io(self.delete_thread, thread_id)
+
+        async def aget_delta_channel_history(self, *, config: Any, channels: Any) -> Any:
+            return await io(self.get_delta_channel_history, config=config, channels=channels)
+
+    return ThreadedSqliteSaver
 
 
 async def _connect(path: Path, stack: AsyncExitStack, **options: Any) -> Any:
