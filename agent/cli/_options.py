@@ -1,10 +1,31 @@
-"""Option parsing shared by several commands."""
+"""Options and option parsing shared by several commands."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
 from agent.errors import ConfigError
 
-__all__ = ["parse_vars"]
+__all__ = ["model_url_option", "parse_vars", "sim_script_option"]
+
+
+def model_url_option(help: str) -> Callable[[Any], Any]:
+    """``--model-url`` (env ``AGENT_MODEL_URL``), declared once for every command."""
+    return click.option("--model-url", envvar="AGENT_MODEL_URL", show_envvar=True, help=help)
+
+
+def sim_script_option(help: str) -> Callable[[Any], Any]:
+    """``--sim SCRIPT``: start the simulated vLLM server with this script (``sim_script``)."""
+    return click.option(
+        "--sim",
+        "sim_script",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help=help,
+    )
 
 
 def parse_vars(pairs: tuple[str, ...]) -> dict[str, str]:

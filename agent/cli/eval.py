@@ -20,6 +20,8 @@ from typing import Any
 
 import click
 
+from agent.cli._options import model_url_option
+
 __all__ = ["eval_group"]
 
 # evals.bfcl.CATEGORIES, spelt out so `agent eval --help` imports nothing.
@@ -37,12 +39,7 @@ def eval_group() -> None:
 
 _common = [
     click.option("--json", "as_json", is_flag=True, help="Print one JSON object (last line)."),
-    click.option(
-        "--model-url",
-        envvar="AGENT_MODEL_URL",
-        show_envvar=True,
-        help="vLLM URL (overrides the suite's).",
-    ),
+    model_url_option("vLLM URL (overrides the suite's)."),
     click.option("--concurrency", type=click.IntRange(1, 4096), help="Samples at once."),
     click.option("--limit", type=click.IntRange(min=1), help="Only the first N cases."),
     click.option("--ids", help="Only these case ids (comma-separated)."),

@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from agent.cli._options import parse_vars
+from agent.cli._options import model_url_option, parse_vars, sim_script_option
 
 __all__ = ["run_cmd"]
 
@@ -41,18 +41,8 @@ class _Options:
 @click.command("run")
 @click.argument("task", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result.")
-@click.option(
-    "--model-url",
-    envvar="AGENT_MODEL_URL",
-    show_envvar=True,
-    help="vLLM URL; overrides the task file's model.url.",
-)
-@click.option(
-    "--sim",
-    "sim_script",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Start the simulated vLLM server with this script and run against it.",
-)
+@model_url_option("vLLM URL; overrides the task file's model.url.")
+@sim_script_option("Start the simulated vLLM server with this script and run against it.")
 @click.option(
     "--resume",
     "resume",

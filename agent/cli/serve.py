@@ -16,6 +16,8 @@ from typing import Any
 import click
 import uvicorn
 
+from agent.cli._options import model_url_option, sim_script_option
+
 __all__ = ["serve_cmd"]
 
 
@@ -42,18 +44,8 @@ __all__ = ["serve_cmd"]
     show_default=True,
     help="Run store folder, or postgresql:// URL (replicas share it).",
 )
-@click.option(
-    "--model-url",
-    envvar="AGENT_MODEL_URL",
-    show_envvar=True,
-    help="vLLM URL; overrides the tasks' model.url.",
-)
-@click.option(
-    "--sim",
-    "sim_script",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Start the simulated vLLM server with this script and serve against it.",
-)
+@model_url_option("vLLM URL; overrides the tasks' model.url.")
+@sim_script_option("Start the simulated vLLM server with this script and serve against it.")
 @click.option(
     "--sim-profile",
     type=click.Choice(["instant", "h100", "h200"]),

@@ -18,6 +18,8 @@ from typing import Any
 
 import click
 
+from agent.cli._options import model_url_option, sim_script_option
+
 __all__ = ["ui_cmd"]
 
 INSTALL = "pip install 'hermes-vllm-agent[ui]'"
@@ -25,18 +27,8 @@ INSTALL = "pip install 'hermes-vllm-agent[ui]'"
 
 @click.command("ui")
 @click.argument("task", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--model-url",
-    envvar="AGENT_MODEL_URL",
-    show_envvar=True,
-    help="vLLM URL; overrides the task file's model.url.",
-)
-@click.option(
-    "--sim",
-    "sim_script",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Start the simulated vLLM server with this script and use it (no GPU needed).",
-)
+@model_url_option("vLLM URL; overrides the task file's model.url.")
+@sim_script_option("Start the simulated vLLM server with this script and use it (no GPU needed).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port",
