@@ -45,6 +45,14 @@ __all__ = ["StoreLocation", "open_persistence", "redact_url", "store_location"]
 DEFAULT_FOLDER = ".agent"
 _POSTGRES_SCHEMES = ("postgres://", "postgresql://")
 _BUSY_TIMEOUT_MS = 30_000
+# Every SQLite connection of a store folder. NORMAL is durable against a killed process
+# (the case resume is for); only an OS crash or power loss can drop the last transactions.
+# FULL costs an fsync per commit. The busy timeout makes writes wait for other processes'.
+_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}",
+)
 _CONNECT_TIMEOUT_S = 10
 _POOL_MAX = 4
 # pg_advisory_lock key serialising schema setup across processes ("hermes" in ASCII).
@@ -164,9 +172,8 @@ def _threaded_saver(path: Path) -> Any:
     import sqlite3
 
     conn = sqlite3.connect(path, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")  # as in _connect
-    conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+    for pragma in _PRAGMAS:
+        conn.execute(pragma)
     saver = _saver_class()(conn, serde=_serde())
     saver.setup()
     return saver
@@ -212,11 +219,8 @@ async def _connect(path: Path, stack: AsyncExitStack, **options: Any) -> Any:
 
     conn = await aiosqlite.connect(path, **options)
     stack.push_async_callback(conn.close)
-    await conn.execute("PRAGMA journal_mode=WAL")
-    # NORMAL is durable against a killed process (the case resume is for); only an OS
-    # crash or power loss can drop the last transactions. FULL costs an fsync per commit.
-    await conn.execute("PRAGMA synchronous=NORMAL")
-    await conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+    for pragma in _PRAGMAS:
+        await conn.execute(pragma)
     return conn
 
 

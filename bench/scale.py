@@ -256,27 +256,26 @@ async def _admitted_conversations(url: str, m: int, budget: Any) -> float:
         return time.perf_counter() - t0
 
 
-async def admission(m: int, speed: float) -> dict[str, float]:
-    out: dict[str, float] = {"runs": m, "speed": speed}
-    for label, budget in (("all_at_once", None), ("admitted", "auto")):
-        with SimChild("bench.scale:policy", "h200", speed) as sim:
-            before = sim.stats()
-            wall = await _admitted_conversations(sim.url, m, budget)
-            after = sim.stats()
-        queries = after["prefix_cache_queries"] - before["prefix_cache_queries"]
-        hits = after["prefix_cache_hits"] - before["prefix_cache_hits"]
-        out[f"{label}_runs_per_s"] = m / wall
-        out[f"{label}_prefix_hit_rate"] = hits / queries if queries else 0.0
-    out["throughput_gain"] = out["admitted_runs_per_s"] / out["all_at_once_runs_per_s"]
-    # The ceiling: the same conversations, few enough that the cache holds them all. A
-    # step's new tokens (its tool results) can never be a hit, so this is below 1.
+async def _on_fresh_server(m: int, budget: Any, speed: float) -> tuple[float, float]:
+    """``m`` conversations on a simulator of their own: (wall s, prefix-cache hit rate)."""
     with SimChild("bench.scale:policy", "h200", speed) as sim:
         before = sim.stats()
-        await _admitted_conversations(sim.url, UNPRESSURED, None)
+        wall = await _admitted_conversations(sim.url, m, budget)
         after = sim.stats()
     queries = after["prefix_cache_queries"] - before["prefix_cache_queries"]
     hits = after["prefix_cache_hits"] - before["prefix_cache_hits"]
-    out["ceiling_prefix_hit_rate"] = hits / queries if queries else 0.0
+    return wall, hits / queries if queries else 0.0
+
+
+async def admission(m: int, speed: float) -> dict[str, float]:
+    out: dict[str, float] = {"runs": m, "speed": speed}
+    for label, budget in (("all_at_once", None), ("admitted", "auto")):
+        wall, out[f"{label}_prefix_hit_rate"] = await _on_fresh_server(m, budget, speed)
+        out[f"{label}_runs_per_s"] = m / wall
+    out["throughput_gain"] = out["admitted_runs_per_s"] / out["all_at_once_runs_per_s"]
+    # The ceiling: the same conversations, few enough that the cache holds them all. A
+    # step's new tokens (its tool results) can never be a hit, so this is below 1.
+    _, out["ceiling_prefix_hit_rate"] = await _on_fresh_server(UNPRESSURED, None, speed)
     return out
 
 
