@@ -106,8 +106,9 @@ def test_a_link_made_during_a_query_discards_its_result(tmp_path: Path) -> None:
     timer.start()
     try:
         with pytest.raises(ToolPolicyError, match=r"'late.csv' \(2 hard links\)"):
-            # Runs for about a second: the link appears while it runs.
-            engine.query("SELECT count(*) FROM range(10) a, range(60000000) b WHERE b % 7 = 3")
+            # Runs for seconds (~1 s was too close to the link's 0.3 s on a loaded
+            # machine: the query ended first): the link appears while it runs.
+            engine.query("SELECT count(*) FROM range(10) a, range(300000000) b WHERE b % 7 = 3")
     finally:
         timer.join()
         engine.close()
