@@ -202,7 +202,7 @@ class Agent:
                     self.store.folder,
                     self._runs,
                     task=self._task_name(),
-                    task_path=self.task.path if self.task is not None else None,
+                    task_path=self.task.path.resolve() if self.task and self.task.path else None,
                     model_url=self._model_url(),
                     thread_id=plan.thread_id,
                     observer=self._observer(run_id),
@@ -479,13 +479,24 @@ class Agent:
         return to_messages(snapshot.values.get("messages", []))
 
     def _check_same_task(self, run_id: str) -> None:
-        """A run continues only under the task that started it (its tools, its policies)."""
+        """A run continues only under the task that started it (its tools, its policies):
+        the same name and, when both came from files, the same file."""
         record = self._runs.get(run_id) if self._runs is not None else None
-        if record is not None and record.task != self._row_task():
+        if record is None:
+            return
+        path = self.task.path if self.task is not None else None
+        if record.task_path is not None and path is not None:
+            same = Path(record.task_path).resolve() == path.resolve() and (
+                self.task is None or self.task.name in (None, record.task)
+            )
+        else:
+            same = record.task == self._row_task()
+        if not same:
             started = f" ({record.task_path})" if record.task_path else ""
+            now = f" ({path})" if path else ""
             raise ConfigError(
                 f"run {run_id!r} belongs to task {record.task!r}{started}, not "
-                f"{self._row_task()!r}: resume it with the task that started it"
+                f"{self._row_task()!r}{now}: resume it with the task file that started it"
             )
 
     def _row_task(self) -> str:

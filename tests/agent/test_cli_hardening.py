@@ -199,6 +199,30 @@ def test_resume_takes_a_short_id_and_refuses_another_task(tmp_path: Path) -> Non
     assert code == 2 and "no run 'zzzz'" in err
 
 
+def test_resume_refuses_another_file_of_the_same_name_and_accepts_any_spelling_of_its_own(
+    tmp_path: Path,
+) -> None:
+    run_id = _one_run(tmp_path)  # task.yaml, name: first
+    script = str(_script(tmp_path, ["ok", "again"]))
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    (twin / "task.yaml").write_text("name: first\ninput: something else\n")
+    code, out, err = _run(tmp_path, str(twin / "task.yaml"), "--sim", script, "--resume", run_id)
+    assert code == 2 and "resume it with the task file that started it" in err and out == ""
+    # The same file by another path (relative here, absolute above) is the same task.
+    code, out, err = _run(tmp_path, "task.yaml", "--sim", script, "--resume", run_id, "--json")
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["run_id"] == run_id
+    # An unnamed task is known by its file, however that file is spelt.
+    (tmp_path / "anon.yaml").write_text("input: x\n")
+    code, out, err = _run(tmp_path, "anon.yaml", "--sim", script, "--json")
+    anon = json.loads(out.strip().splitlines()[-1])["run_id"]
+    code, out, err = _run(
+        tmp_path, str(tmp_path / "anon.yaml"), "--sim", script, "--resume", anon, "--json"
+    )
+    assert code == 0, err
+
+
 # ---- stopped runs -------------------------------------------------------------------------
 
 
@@ -221,14 +245,18 @@ def _start_stalled_run(tmp_path: Path, sim_url: str) -> subprocess.Popen[str]:
     raise AssertionError("the run never started")
 
 
-def test_sigterm_marks_the_run_interrupted_and_says_how_to_continue(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_marks_the_run_interrupted_and_says_how_to_continue(
+    tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    """SIGTERM (docker stop, systemd) and Ctrl-C (SIGINT) alike."""
     from agent.sim import Faults, ScriptPolicy
 
     with run_sim(ScriptPolicy(["too late"]), faults=Faults(stall_s=60)) as sim:
         proc = _start_stalled_run(tmp_path, sim.url)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 143, err
+    assert proc.returncode == code, err
     [record] = RunStore(tmp_path / ".agent" / "runs.db").list()
     assert record.status == "interrupted"
     assert f"--resume {record.short_id}" in err and "Traceback" not in err
