@@ -136,6 +136,9 @@ def summarize(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[str
         "error_types": dict(
             Counter(r["error_type"] for r in records if r.get("error_type")).most_common()
         ),
+        "infra_error_kinds": sorted(
+            {r.get("error_kind") or "internal" for r in records if r["status"] == "infra_error"}
+        ),
         "per_case": {case: {"passed": c, "trials": n} for case, (c, n) in sorted(per_case.items())},
     }
 

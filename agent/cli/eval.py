@@ -293,8 +293,7 @@ def _json_line(path: Path, s: dict[str, Any]) -> dict[str, Any]:
 
 def _exit_code(summary: dict[str, Any], fail_under: float | None) -> int:
     if summary["scored"] == 0 and summary["infra_errors"]:
-        kinds = {e for e in summary.get("error_types", {})}
-        return 3 if kinds <= {"BackendUnavailable"} else 1
+        return 3 if set(summary["infra_error_kinds"]) <= {"backend_unavailable"} else 1
     if summary["infra_errors"]:
         return 1
     if fail_under is not None and (summary["pass_at_1"] or 0.0) < fail_under:
