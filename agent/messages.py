@@ -13,7 +13,8 @@ between the two happens here, and nowhere else:
   malformed calls with their reasons, usage with cached tokens, finish reason, timings);
 - :func:`tool_calls_of` — an ``AIMessage``'s calls as ``ToolCall`` values;
 - :func:`tool_message` / :func:`malformed_messages` — results and parse errors as
-  ``ToolMessage`` turns.
+  ``ToolMessage`` turns;
+- :func:`message_chunk` — one streamed event of a backend as an ``AIMessageChunk``.
 
 >>> from langchain_core.messages import HumanMessage
 >>> to_messages([HumanMessage("Hi")])[0]
@@ -22,19 +23,23 @@ Message(role='user', content='Hi', tool_calls=[], tool_call_id=None, name=None)
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
+from langchain_core.messages.tool import tool_call_chunk
 
 from agent import chatml
 from agent._hermes_call import EXPECTED_FORM
-from agent.llm.base import Generation
+from agent.hermes import TextDelta, ToolCallMalformed, ToolCallParsed
+from agent.llm.base import Generation, GenerationDone
 from agent.types import Message, ToolCall, ToolResult, new_call_id
 
 __all__ = [
     "ai_message",
     "malformed_messages",
+    "message_chunk",
     "to_messages",
     "tool_calls_of",
     "tool_message",
@@ -152,3 +157,47 @@ def malformed_messages(ai: AIMessage) -> list[ToolMessage]:
         )
         for c in ai.invalid_tool_calls
     ]
+
+
+def message_chunk(
+    event: Any, errors: list[dict[str, Any]], model: str | None
+) -> AIMessageChunk | None:
+    """One event of ``Backend.stream`` as a chunk: text, a call (or a malformed one, its
+    reason appended to ``errors``), or the last chunk with usage and ``errors``. Scratch
+    pad and call-started events have no langchain counterpart: ``None``."""
+    if isinstance(event, TextDelta):
+        return AIMessageChunk(content=event.text)
+    if isinstance(event, ToolCallParsed):
+        c = event.call
+        tcc = tool_call_chunk(name=c.name, args=json.dumps(c.arguments), id=c.id, index=event.index)
+        return AIMessageChunk(content="", tool_call_chunks=[tcc])
+    if isinstance(event, ToolCallMalformed):
+        errors.append({"index": event.index, "raw": event.raw, "reason": event.reason})
+        tcc = tool_call_chunk(name=None, args=_unparsable(event.raw), id=None, index=event.index)
+        return AIMessageChunk(content="", tool_call_chunks=[tcc])
+    if isinstance(event, GenerationDone):
+        g = event.generation
+        meta = response_metadata(g, model)
+        meta["tool_call_errors"] = errors
+        return AIMessageChunk(
+            content="",
+            usage_metadata=usage_metadata(g),  # type: ignore[arg-type]
+            response_metadata=meta,
+            chunk_position="last",
+        )
+    return None
+
+
+def _unparsable(raw: str) -> str:
+    """``raw`` as chunk args that langchain will not read as a valid call.
+
+    langchain re-parses chunk args with a lenient partial-JSON parser; a malformed block
+    (say, one missing ``name``) could come out as a dict and pass as a valid call.
+    """
+    from langchain_core.utils.json import parse_partial_json
+
+    try:
+        ok = isinstance(parse_partial_json(raw), dict)
+    except Exception:  # any failure means langchain will reject it too
+        ok = False
+    return json.dumps(raw) if ok else raw

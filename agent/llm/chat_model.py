@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import threading
 import weakref
@@ -46,8 +45,7 @@ from typing import Any, Literal
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.chat_models import LangSmithParams
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
@@ -56,11 +54,11 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, create_model
 
 from agent.config import Sampling
-from agent.hermes import TextDelta, ToolCallMalformed, ToolCallParsed
+from agent.hermes import TextDelta
 from agent.llm._structured import Method, normalize_tool_choice, structured_output
 from agent.llm.base import Backend, Generation, GenerationDone, GenerationRequest
 from agent.llm.vllm import VLLMBackend
-from agent.messages import ai_message, response_metadata, to_messages, usage_metadata
+from agent.messages import ai_message, message_chunk, to_messages
 from agent.types import ToolSpec
 
 __all__ = ["ChatHermes"]
@@ -222,9 +220,10 @@ class ChatHermes(_SamplingFields):  # type: ignore[valid-type,misc]
         errors: list[dict[str, Any]] = []
         async with contextlib.aclosing(backend.stream(request)) as events:
             async for event in events:
-                chunk = _chunk(event, errors, self._model_name(backend, request))
-                if chunk is None:
+                message = message_chunk(event, errors, self._model_name(backend, request))
+                if message is None:
                     continue
+                chunk = ChatGenerationChunk(message=message)
                 if run_manager is not None:
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
@@ -338,45 +337,3 @@ def _schema_of(response_format: Any) -> dict[str, Any] | None:
         inner = response_format.get("json_schema") or {}
         return inner.get("schema") or None
     return None
-
-
-def _chunk(
-    event: Any, errors: list[dict[str, Any]], model: str | None
-) -> ChatGenerationChunk | None:
-    if isinstance(event, TextDelta):
-        return ChatGenerationChunk(message=AIMessageChunk(content=event.text))
-    if isinstance(event, ToolCallParsed):
-        c = event.call
-        tcc = tool_call_chunk(name=c.name, args=json.dumps(c.arguments), id=c.id, index=event.index)
-        return ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[tcc]))
-    if isinstance(event, ToolCallMalformed):
-        errors.append({"index": event.index, "raw": event.raw, "reason": event.reason})
-        tcc = tool_call_chunk(name=None, args=_unparsable(event.raw), id=None, index=event.index)
-        return ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[tcc]))
-    if isinstance(event, GenerationDone):
-        g = event.generation
-        meta = response_metadata(g, model)
-        meta["tool_call_errors"] = errors
-        last = AIMessageChunk(
-            content="",
-            usage_metadata=usage_metadata(g),  # type: ignore[arg-type]
-            response_metadata=meta,
-            chunk_position="last",
-        )
-        return ChatGenerationChunk(message=last)
-    return None  # scratch pad and call-started events have no langchain counterpart
-
-
-def _unparsable(raw: str) -> str:
-    """``raw`` as chunk args that langchain will not read as a valid call.
-
-    langchain re-parses chunk args with a lenient partial-JSON parser; a malformed block
-    (say, one missing ``name``) could come out as a dict and pass as a valid call.
-    """
-    from langchain_core.utils.json import parse_partial_json
-
-    try:
-        ok = isinstance(parse_partial_json(raw), dict)
-    except Exception:  # any failure means langchain will reject it too
-        ok = False
-    return json.dumps(raw) if ok else raw
