@@ -37,6 +37,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -403,6 +404,8 @@ def _reap_orphans() -> None:
         if worker.pidfd >= 0:
             with contextlib.suppress(OSError):
                 os.close(worker.pidfd)
+        if worker.command.home:  # off the running loop, as when a worker is reaped
+            threading.Thread(target=shutil.rmtree, args=(worker.command.home, True)).start()
 
 
 @atexit.register
@@ -412,6 +415,8 @@ def _kill_all() -> None:
     for worker in list(_LIVE):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(worker.pid, signal.SIGKILL)
+        if worker.command.home:
+            shutil.rmtree(worker.command.home, ignore_errors=True)
 
 
 async def read_frame(stream: asyncio.StreamReader) -> dict[str, Any]:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -184,3 +187,55 @@ async def test_a_worker_past_half_its_cpu_takes_no_new_run(tmp_path: Path) -> No
         async with _dispatcher(tmp_path, "run-b", False, sandbox={"pool_size": 2}) as b:
             await _call(b, "recall")
             assert b.worker.pid != a.worker.pid
+
+
+@pytest.mark.parametrize("shared", [True, False])
+async def test_no_unknown_child_process_under_concurrent_runs(
+    tmp_path: Path, shared: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """20 concurrent runs whose workers start, crash, restart and close: asyncio never logs
+    "Unknown child process pid N" (each worker has one reaper, its pidfd on the loop)."""
+    caplog.set_level(logging.DEBUG, logger="asyncio")
+    sandbox = {"sandbox": {"shared": shared, "pool_size": 2}}
+
+    async def run(i: int) -> None:
+        async with _dispatcher(tmp_path, f"run-{i}", False, **sandbox) as d:
+            await _call(d, "remember", value=str(i))
+            if i % 5 == 0:
+                await _call(d, "die")
+            await _call(d, "recall")
+
+    await asyncio.gather(*(run(i) for i in range(20)))
+    await close_pool()
+    assert "Unknown child process" not in caplog.text
+
+
+def test_no_worker_home_folder_outlives_the_process(tmp_path: Path) -> None:
+    """A plain worker's home folder is removed even when its pool was never closed: the
+    event loop ended first, then the process."""
+    code = f"""
+import asyncio, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from pathlib import Path
+from agent.types import ToolCall
+from tools.dispatch import Dispatcher
+from tools.policy import ToolPolicies
+from tools.registry import ToolRegistry
+
+async def main():
+    ws = Path({str(tmp_path / "ws")!r})
+    ws.mkdir()
+    tools = ToolRegistry(list(ToolRegistry.default(plugins=False).select(["sql_tables"])))
+    policies = ToolPolicies(workspace=ws, sandbox={{"use_bwrap": False}})
+    async with Dispatcher(tools, policies, run_id="r", artifacts_dir=ws.parent / "art") as d:
+        assert (await d.call(ToolCall("sql_tables", {{}}))).ok
+        assert list(Path({str(tmp_path)!r}).glob("agent-worker-home-*")), "a home in use"
+
+asyncio.run(main())
+"""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert not list(tmp_path.glob("agent-worker-home-*"))

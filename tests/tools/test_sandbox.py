@@ -268,11 +268,13 @@ async def test_builtin_file_and_sql_tools_run_in_the_worker(tmp_path: Path) -> N
 async def test_only_the_child_watcher_reaps_a_closed_worker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Closing a worker must not poll its pid itself: asyncio's child watcher reaps it, and a
-    second reaper that wins the race makes asyncio log "Unknown child process pid N" (seen
-    for ~5% of workers under 20 concurrent runs: the group was killed, then ``Popen.kill``
-    polled — and reaped — the corpse). The race is too narrow to stage, so the poll is
-    what is checked."""
+    """Closing a worker must not poll its pid outside the one reaper, the pidfd the event
+    loop watches (``tools._pool``). Two reapers racing made asyncio log "Unknown child
+    process pid N" (seen for ~5% of workers under 20 concurrent runs when asyncio's child
+    watcher still reaped them: the group was killed, then ``Popen.kill`` polled — and
+    reaped — the corpse). The race is too narrow to stage, so the poll is what is checked
+    here, and the message itself under concurrent runs in
+    ``test_no_unknown_child_process_under_concurrent_runs``."""
     d = _dispatcher(tmp_path, False)
     pid = (await _json(d, "whoami"))["pid"]
     real, polled = subprocess.Popen._internal_poll, []
