@@ -16,9 +16,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["ROOT", "SimChild"]
+if TYPE_CHECKING:
+    from agent.config import Sampling
+    from agent.llm import VLLMBackend
+    from agent.types import ToolSpec
+
+__all__ = ["ROOT", "SimChild", "backend_conversation"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,3 +84,35 @@ class SimChild:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+async def backend_conversation(
+    backend: VLLMBackend,
+    system: str,
+    user: str,
+    tools: list[ToolSpec],
+    *,
+    steps: int,
+    result: str,
+    sampling: Sampling,
+    session_id: str | None = None,
+) -> None:
+    """One conversation through the backend alone: no graph, no tools, no persistence.
+
+    The baseline the agent benchmarks divide by: every call the model makes is answered
+    with ``result`` at once, for at most ``steps`` model calls; an answer without calls
+    ends it.
+    """
+    from agent.llm import GenerationRequest
+    from agent.types import Message
+
+    messages = [Message("system", system), Message("user", user)]
+    for _ in range(steps):
+        request = GenerationRequest(messages, tools, sampling, session_id=session_id)
+        gen = await backend.generate(request)
+        messages.append(Message("assistant", gen.content, tool_calls=gen.tool_calls))
+        if not gen.tool_calls:
+            return
+        messages += [
+            Message("tool", result, tool_call_id=c.id, name=c.name) for c in gen.tool_calls
+        ]

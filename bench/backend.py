@@ -47,7 +47,7 @@ from agent.config import Sampling
 from agent.llm import GenerationRequest, VLLMBackend, VLLMConfig
 from agent.sim.policy import SimRequest, count_assistant_turns
 from agent.types import Message, ToolCall, ToolSpec
-from bench._common import SimChild
+from bench._common import SimChild, backend_conversation
 
 STEPS = 10
 
@@ -217,20 +217,16 @@ async def sse_parsing(n_events: int, rounds: int) -> dict[str, float]:
 
 
 async def _session(backend: VLLMBackend, i: int) -> None:
-    messages = [
-        Message("system", SYSTEM),
-        Message("user", f"Session {i}: summarise revenue growth from the quarterly report."),
-    ]
-    for _ in range(STEPS):
-        request = GenerationRequest(
-            messages, TOOLS, Sampling(temperature=0.0, max_tokens=256), session_id=str(i)
-        )
-        gen = await backend.generate(request)
-        messages.append(Message("assistant", gen.content, tool_calls=gen.tool_calls))
-        if not gen.tool_calls:
-            return
-        for call in gen.tool_calls:
-            messages.append(Message("tool", RESULT, tool_call_id=call.id, name=call.name))
+    await backend_conversation(
+        backend,
+        SYSTEM,
+        f"Session {i}: summarise revenue growth from the quarterly report.",
+        TOOLS,
+        steps=STEPS,
+        result=RESULT,
+        sampling=Sampling(temperature=0.0, max_tokens=256),
+        session_id=str(i),
+    )
 
 
 async def sessions(n: int, speed: float) -> dict[str, float]:

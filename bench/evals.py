@@ -44,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agent import chatml
 from agent.config import Sampling
 from agent.sim.policy import SimRequest, count_assistant_turns
-from agent.types import Message, ToolCall
-from bench._common import SimChild
+from agent.types import ToolCall
+from bench._common import SimChild, backend_conversation
 from tools.base import tool
 
 CASES = 1024
@@ -80,19 +80,21 @@ def _input(i: int) -> str:
 
 
 async def _backend_phase(url: str) -> None:
-    from agent.llm import GenerationRequest, VLLMBackend
+    from agent.llm import VLLMBackend
 
     specs = [lookup.spec()]
     async with VLLMBackend(url) as backend:
 
         async def one(i: int) -> None:
-            messages = [Message("system", SYSTEM), Message("user", _input(i))]
-            for _ in range(STEPS):
-                request = GenerationRequest(messages, specs, Sampling(temperature=0.0, seed=0))
-                gen = await backend.generate(request)
-                messages.append(Message("assistant", gen.content, tool_calls=gen.tool_calls))
-                for call in gen.tool_calls:
-                    messages.append(Message("tool", RESULT, tool_call_id=call.id, name=call.name))
+            await backend_conversation(
+                backend,
+                SYSTEM,
+                _input(i),
+                specs,
+                steps=STEPS,
+                result=RESULT,
+                sampling=Sampling(temperature=0.0, seed=0),
+            )
 
         await asyncio.gather(*(one(i) for i in range(CASES)))
 

@@ -44,7 +44,7 @@ from agent.config import Limits, Sampling
 from agent.llm import GenerationRequest, VLLMBackend, VLLMConfig
 from agent.sim.policy import SimRequest, count_assistant_turns
 from agent.types import Message, ToolCall
-from bench._common import SimChild
+from bench._common import SimChild, backend_conversation
 
 MODEL = "NousResearch/Hermes-3-Llama-3.1-8B"
 RUN_STEPS, RUN_CALLS = 4, 3
@@ -125,17 +125,16 @@ async def _backend_only(url: str, n: int, steps: int, tag: str = "") -> float:
     async with VLLMBackend(url, config=config) as backend:
 
         async def one(i: int) -> None:
-            messages = [Message("system", SYSTEM), Message("user", f"{tag}Run {i}: top region?")]
-            for _ in range(steps):
-                request = GenerationRequest(
-                    messages, TOOLS, Sampling(temperature=0.0, max_tokens=256), session_id=str(i)
-                )
-                gen = await backend.generate(request)
-                messages.append(Message("assistant", gen.content, tool_calls=gen.tool_calls))
-                if not gen.tool_calls:
-                    return
-                for c in gen.tool_calls:
-                    messages.append(Message("tool", RESULT, tool_call_id=c.id, name=c.name))
+            await backend_conversation(
+                backend,
+                SYSTEM,
+                f"{tag}Run {i}: top region?",
+                TOOLS,
+                steps=steps,
+                result=RESULT,
+                sampling=Sampling(temperature=0.0, max_tokens=256),
+                session_id=str(i),
+            )
 
         t0 = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(n)))
