@@ -4,6 +4,7 @@ throughout, and a constrained repair forces a valid call."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -62,3 +63,22 @@ async def test_the_closing_call_after_a_limit_is_never_forced(make_agent: Any, s
     result = await agent.run("1 + 2?")
     assert result.status == "limit" and result.limit == "max_steps"
     assert [_forced(b) for b in _bodies(sim)] == [True, None]
+
+
+async def test_a_task_files_tool_choice_forces_the_first_step(
+    sim: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.api import Agent
+    from agent.sim import ScriptPolicy
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "sales_duckdb"
+    sim.policy = ScriptPolicy.from_file(example / "script.yaml")
+    monkeypatch.chdir(tmp_path)
+    agent = Agent.from_task(example / "task.yaml", model_url=sim.url)
+    try:
+        result = await agent.run()
+    finally:
+        await agent.aclose()
+    assert result.status == "done" and result.tool_calls >= 1
+    forced = [_forced(b) for b in _bodies(sim)]
+    assert forced[0] is True and True not in forced[1:]
