@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -113,3 +114,34 @@ async def test_auto_budget_needs_the_cache_metric() -> None:
         with pytest.raises(ConfigError, match="does not report vllm:cache_config_info"):
             async with backend.admitted("s"):
                 pass
+
+
+@pytest.mark.parametrize("budget", [None, 100])
+async def test_a_task_files_kv_budget_queues_agent_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int | None
+) -> None:
+    """``model.kv_budget`` in a task file reaches the runs: two runs started together run
+    one after the other when one context fills the budget, and overlap without one."""
+    from agent.api import Agent
+
+    monkeypatch.chdir(tmp_path)
+    with run_sim(ScriptPolicy(["ok"])) as sim:
+        task = tmp_path / "task.yaml"
+        extra = f"\n  kv_budget: {budget}" if budget else ""
+        task.write_text(f"name: queued\ninput: hi\nmodel:\n  url: {sim.url}{extra}\n")
+        agent = Agent.from_task(task)
+        order: list[str] = []
+
+        async def run(tag: str) -> None:
+            async for event in agent.stream():
+                if event.kind in ("run_started", "final"):
+                    order.append(f"{tag}:{event.kind}")
+
+        try:
+            await asyncio.gather(run("a"), run("b"))
+        finally:
+            await agent.aclose()
+    if budget:
+        assert order == ["a:run_started", "a:final", "b:run_started", "b:final"]
+    else:
+        assert order[:2] == ["a:run_started", "b:run_started"]

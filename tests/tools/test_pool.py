@@ -92,6 +92,51 @@ async def test_two_runs_on_one_worker_cannot_see_each_others_tables(
         assert a.worker.pid == b.worker.pid, "both runs were served by one worker"
 
 
+# Every way a statement could leave state in a shared read-only engine for the next run.
+STATEFUL = [
+    "CREATE TEMP TABLE leak AS SELECT 'a-only' AS s",
+    "CREATE TEMP VIEW leak AS SELECT 'a-only' AS s",
+    "CREATE TEMP MACRO leak() AS 'a-only'",
+    "CREATE TEMP SEQUENCE leak",
+    "SET VARIABLE leak = 'a-only'",
+    "SET threads = 1",
+    "PREPARE leak AS SELECT 'a-only'",
+    "BEGIN TRANSACTION",
+    "ATTACH ':memory:' AS leak",
+    "USE temp",
+]
+
+
+@pytest.mark.parametrize("use_bwrap", MODES)
+async def test_runs_sharing_a_read_only_engine_leave_nothing_for_each_other(
+    tmp_path: Path, use_bwrap: bool
+) -> None:
+    """Read-only SQL shares one DuckDB engine per worker (``tools.builtins._engine``): every
+    statement that could leave state behind is refused, so the next run finds none."""
+    async with (
+        _dispatcher(tmp_path, "run-a", use_bwrap) as a,
+        _dispatcher(tmp_path, "run-b", use_bwrap) as b,
+    ):
+        setting = "SELECT current_setting('threads') AS t"
+        threads = (await _call(b, "sql_query", query=setting)).content
+        for query in STATEFUL:
+            refused = await _call(a, "sql_query", query=query)
+            assert not refused.ok, query
+        for query in [
+            "SELECT * FROM leak",
+            "SELECT leak()",
+            "SELECT nextval('leak')",
+            "EXECUTE leak",
+            "SELECT * FROM leak.information_schema.tables",
+        ]:
+            peek = await _call(b, "sql_query", query=query)
+            assert not peek.ok and "a-only" not in peek.content, query
+        unset = await _call(b, "sql_query", query="SELECT getvariable('leak') AS v")
+        assert unset.ok and "a-only" not in unset.content
+        assert (await _call(b, "sql_query", query=setting)).content == threads
+        assert a.worker.pid == b.worker.pid, "both runs were served by one worker"
+
+
 @pytest.mark.parametrize("use_bwrap", MODES)
 async def test_two_runs_on_one_worker_keep_their_own_state(tmp_path: Path, use_bwrap: bool) -> None:
     async with (
