@@ -33,7 +33,8 @@ sys.path.insert(0, {root!r})
 from agent.sim import FunctionPolicy, SimConfig, SimServer
 module, _, name = {ref!r}.partition(":")
 fn = getattr(importlib.import_module(module), name)
-server = SimServer(FunctionPolicy(fn), SimConfig(profile={profile!r}, speed={speed!r})).start()
+config = SimConfig(profile={profile!r}, speed={speed!r}, **{config!r})
+server = SimServer(FunctionPolicy(fn), config).start()
 print(server.url, flush=True)
 for line in sys.stdin:
     if line.strip() == "stats":
@@ -46,11 +47,14 @@ class SimChild:
     """A simulated server with a ``FunctionPolicy`` running in a child process.
 
     ``ref`` names the policy function as ``module:function`` (importable from the repo
-    root); closing stdin stops the child.
+    root); ``config`` holds more ``SimConfig`` fields (``cache_tokens=...``); closing stdin
+    stops the child.
     """
 
-    def __init__(self, ref: str, profile: str = "instant", speed: float = 1.0) -> None:
-        code = _CHILD.format(root=str(ROOT), ref=ref, profile=profile, speed=speed)
+    def __init__(
+        self, ref: str, profile: str = "instant", speed: float = 1.0, **config: Any
+    ) -> None:
+        code = _CHILD.format(root=str(ROOT), ref=ref, profile=profile, speed=speed, config=config)
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code],
             stdin=subprocess.PIPE,

@@ -11,6 +11,11 @@
     raw bytes, payloads decoded from bytes) against httpx's text line iterator plus
     ``json.loads`` (what the backend used before), over the same vLLM-shaped chunks, one
     event per network read as a streaming server sends them.
+(a'') **SSE over a socket**: whole streamed responses from a server in a child process on
+    loopback, client CPU per event through httpx's line iterator + ``json.loads``, httpx +
+    the backend's parser, and the backend's own HTTP client (``agent.llm._wire``, an
+    asyncio protocol that cuts ``data:`` payloads as bytes arrive) + ``orjson``. The server
+    writes each response as fast as the socket takes it (many events per read).
 (b) **Concurrent multi-step sessions** on the ``h200`` profile: N sessions of 10 steps,
     each sending what an agent run sends (the seven built-in tool definitions and a system
     prompt, shared by all sessions, then its own conversation); each step appends the
@@ -213,6 +218,102 @@ async def sse_parsing(n_events: int, rounds: int) -> dict[str, float]:
     }
 
 
+# -- (a'') SSE over a socket: the backend's own HTTP client against httpx ---------------------
+
+_SSE_SERVER = r"""
+import socket, sys, threading
+n = int(sys.argv[1])
+event = sys.stdin.buffer.read()
+body = b"".join(b"%x\r\n%s\r\n" % (len(event), event) for _ in range(n))
+body += b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"
+head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+
+def serve(conn):
+    data = b""
+    with conn:
+        while True:  # requests one after another on a kept-alive connection
+            while b"\r\n\r\n" not in data:
+                more = conn.recv(65536)
+                if not more:
+                    return
+                data += more
+            end = data.index(b"\r\n\r\n") + 4
+            length = int(data[:end].lower().split(b"content-length:")[1].split(b"\r")[0])
+            while len(data) < end + length:
+                data += conn.recv(65536)
+            data = data[end + length:]
+            conn.sendall(head + body)
+
+srv = socket.create_server(("127.0.0.1", 0))
+print(srv.getsockname()[1], flush=True)
+while True:
+    threading.Thread(target=serve, args=(srv.accept()[0],), daemon=True).start()
+"""
+
+
+async def sse_socket(n_events: int, rounds: int) -> dict[str, float]:
+    """Client CPU per event, whole requests over loopback from a server in a child process:
+    httpx's line iterator + ``json.loads``, httpx + the backend's byte parser, and the
+    backend's own HTTP client (``agent.llm._wire``, what ``VLLMBackend`` uses) + ``orjson``."""
+    import subprocess
+
+    import orjson
+
+    from agent.llm._wire import Wire
+
+    event = _sse_body(1)[0]
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SSE_SERVER, str(n_events)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.write(event)
+    child.stdin.close()
+    url = f"http://127.0.0.1:{int(child.stdout.readline())}/v1/completions"
+    body = b'{"prompt": "x"}'
+    cpu: dict[str, list[float]] = {"lines": [], "httpx": [], "wire": []}
+    try:
+        async with httpx.AsyncClient(timeout=60) as client:
+            wire = Wire()
+
+            async def lines() -> int:
+                async with client.stream("POST", url, content=body) as response:
+                    return await _parse_lines(response)
+
+            async def ours() -> int:
+                async with client.stream("POST", url, content=body) as response:
+                    return await _parse_ours(response)
+
+            async def wired() -> int:
+                response = await wire.post(url, body, {}, time.monotonic() + 60)
+                n = 0
+                async for data in response.events():
+                    if data is not None:
+                        orjson.loads(data)
+                        n += 1
+                await response.aclose()
+                return n
+
+            for _ in range(rounds):  # interleaved, so all see the same machine
+                for name, run in (("lines", lines), ("httpx", ours), ("wire", wired)):
+                    t0 = time.process_time()
+                    assert await run() == n_events
+                    cpu[name].append(time.process_time() - t0)
+            await wire.aclose()
+    finally:
+        child.kill()
+        child.wait()
+    us = {k: statistics.median(v) / n_events * 1e6 for k, v in cpu.items()}
+    return {
+        "events": n_events,
+        "lines_us_per_event": us["lines"],
+        "httpx_ours_us_per_event": us["httpx"],
+        "wire_us_per_event": us["wire"],
+        "wire_cpu_ratio": us["wire"] / us["lines"],
+    }
+
+
 # -- (b) concurrent sessions ----------------------------------------------------------------
 
 
@@ -268,6 +369,8 @@ async def main(quick: bool) -> dict[str, Any]:
     result["overhead"] = await overhead(40 if quick else 200)
     result["sse"] = await sse_parsing(20_000, 5 if quick else 15)
     result["sse_cpu_ratio"] = result["sse"]["cpu_ratio"]
+    result["sse_socket"] = await sse_socket(20_000, 3 if quick else 9)
+    result["sse_wire_cpu_ratio"] = result["sse_socket"]["wire_cpu_ratio"]
     speed = 1.0
     for n in (256, 1024):
         result[f"sessions_{n}"] = await sessions(n, speed)
@@ -292,6 +395,12 @@ def _print_table(r: dict[str, Any]) -> None:
     print(
         f"(a') SSE parsing, client CPU per event: httpx lines + json {s['lines_us_per_event']:.2f}"
         f" us, ours {s['ours_us_per_event']:.2f} us (ratio {s['cpu_ratio']:.2f})"
+    )
+    w = r["sse_socket"]
+    print(
+        f"(a'') SSE over loopback, client CPU per event: httpx lines + json"
+        f" {w['lines_us_per_event']:.2f} us, httpx + ours {w['httpx_ours_us_per_event']:.2f} us,"
+        f" the backend's client {w['wire_us_per_event']:.2f} us (ratio {w['wire_cpu_ratio']:.2f})"
     )
     print(f"(b) {STEPS}-step sessions, h200 profile")
     print("  sessions   wall s  ideal s  ratio  prefix-hit  client-cpu s  server-cpu s")

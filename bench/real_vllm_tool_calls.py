@@ -2,9 +2,9 @@
 
 Needs the real-vLLM tier (``bash .ci/real_vllm.sh``). Starts the tier's server, then for
 each built-in tool spec (``tools.registry``) sends ``--per-tool`` completions requests whose
-prompt is our own Hermes rendering with that tool, under xgrammar's ``triggered_tags``
-structural tag (the shape DESIGN.md describes: at least one ``<tool_call>`` whose body is
-``{"name", "arguments"}`` for the tool). Each answer is parsed with ``agent.hermes.parse``
+prompt is our own Hermes rendering with that tool, under the structural tag the backend sends
+for a named ``tool_choice`` (xgrammar's ``triggered_tags``: one ``<tool_call>`` whose body
+is ``{"name", "arguments"}`` for the tool). Each answer is parsed with ``agent.hermes.parse``
 and each call validated against the tool's JSON Schema. Prints one row per tool and the
 totals; raw control characters inside JSON strings (which a strict decoder refuses) are
 counted apart, since xgrammar is known to emit them.
@@ -26,50 +26,13 @@ import jsonschema
 
 from agent.chatml import render
 from agent.hermes import parse
+from agent.llm._decode import structural_tag
 from agent.testing import run_real_vllm
 from agent.types import Message, ToolSpec
+from tests.real_vllm.suite import TOOL_ASKS
 from tools.registry import ToolRegistry
 
-ASKS = {
-    "http_request": "Fetch https://api.example.com/items?id=3 for me.",
-    "sql_query": "How many rows are in the table orders?",
-    "sql_tables": "Which tables are in the database?",
-    "list_files": "List the files in the data folder.",
-    "read_file": "Show me notes/todo.md.",
-    "write_file": "Save the text 'hello' to out/hello.txt.",
-    "search_files": "Find TODO comments in the workspace.",
-}
 _CONTROL = re.compile(r"[\x00-\x1f]")
-
-
-def triggered_tags(tools: list[ToolSpec]) -> str:
-    options = [
-        {
-            "type": "object",
-            "properties": {"name": {"const": t.name}, "arguments": t.parameters},
-            "required": ["name", "arguments"],
-        }
-        for t in tools
-    ]
-    schema = options[0] if len(options) == 1 else {"anyOf": options}
-    return json.dumps(
-        {
-            "type": "structural_tag",
-            "format": {
-                "type": "triggered_tags",
-                "triggers": ["<tool_call>"],
-                "tags": [
-                    {
-                        "begin": "<tool_call>\n",
-                        "content": {"type": "json_schema", "json_schema": schema},
-                        "end": "\n</tool_call>",
-                    }
-                ],
-                "at_least_one": True,
-                "stop_after_first": True,
-            },
-        }
-    )
 
 
 def _string_has_control(body: str) -> bool:
@@ -118,7 +81,9 @@ def main() -> None:
         print(f"server ready in {server.ready_s:.1f} s")
         started = time.monotonic()
         for spec in specs:
-            prompt = render([Message("user", ASKS.get(spec.name, f"Use {spec.name}."))], [spec])
+            prompt = render(
+                [Message("user", TOOL_ASKS.get(spec.name, f"Use {spec.name}."))], [spec]
+            )
             counts: Counter[str] = Counter()
             for seed in range(args.per_tool):
                 body = {
@@ -130,7 +95,9 @@ def main() -> None:
                     "stop": ["<|im_end|>"],
                     "skip_special_tokens": False,
                     "add_special_tokens": False,
-                    "structured_outputs": {"structural_tag": triggered_tags([spec])},
+                    "structured_outputs": {
+                        "structural_tag": structural_tag([spec], required=True, first_only=True)
+                    },
                 }
                 data = client.post(server.url + "/v1/completions", json=body).json()
                 choice = data["choices"][0]

@@ -19,8 +19,10 @@
     ≥ 1.3× the throughput with a hit rate ≥ 0.95 when admitted. Also the hit rate's
     ceiling for these conversations: 64 of them, which the cache holds all at once.
 
-``--quick`` shortens (b) to 1,024 conversations and measures (a) at 256 only; ``--sizes``
-and ``--queued`` pick other sizes (``--queued 0`` leaves (b) out).
+``--quick`` (under a minute) measures (a) at 64 runs and the CPU split at 32, and (b) with
+256 conversations on a simulator with a quarter of the H200's KV cache: the same pressure
+as 1,024 on the whole cache (the ceiling then is 16 conversations). ``--sizes`` and
+``--queued`` pick other sizes (``--queued 0`` leaves (b) out).
 ``--json`` prints one JSON object on the last line.
 """
 
@@ -41,9 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent import chatml
 from agent.config import Limits, Sampling
-from agent.llm import GenerationRequest, VLLMBackend, VLLMConfig
+from agent.llm import VLLMBackend, VLLMConfig
+from agent.sim.engine import PROFILES
 from agent.sim.policy import SimRequest, count_assistant_turns
-from agent.types import Message, ToolCall
+from agent.types import ToolCall
 from bench._common import SimChild, backend_conversation
 
 MODEL = "NousResearch/Hermes-3-Llama-3.1-8B"
@@ -235,29 +238,27 @@ async def _admitted_conversations(url: str, m: int, budget: Any) -> float:
 
         async def one(i: int) -> None:
             async with backend.admitted(str(i)):
-                messages = [Message("system", SYSTEM), Message("user", f"[long] Run {i}: why?")]
-                for _ in range(LONG_STEPS):
-                    request = GenerationRequest(
-                        messages,
-                        TOOLS,
-                        Sampling(temperature=0.0, max_tokens=256),
-                        session_id=str(i),
-                    )
-                    gen = await backend.generate(request)
-                    messages.append(Message("assistant", gen.content, tool_calls=gen.tool_calls))
-                    if not gen.tool_calls:
-                        return
-                    for c in gen.tool_calls:
-                        messages.append(Message("tool", RESULT * 8, tool_call_id=c.id, name=c.name))
+                await backend_conversation(
+                    backend,
+                    SYSTEM,
+                    f"[long] Run {i}: why?",
+                    TOOLS,
+                    steps=LONG_STEPS,
+                    result=RESULT * 8,
+                    sampling=Sampling(temperature=0.0, max_tokens=256),
+                    session_id=str(i),
+                )
 
         t0 = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(m)))
         return time.perf_counter() - t0
 
 
-async def _on_fresh_server(m: int, budget: Any, speed: float) -> tuple[float, float]:
-    """``m`` conversations on a simulator of their own: (wall s, prefix-cache hit rate)."""
-    with SimChild("bench.scale:policy", "h200", speed) as sim:
+async def _on_fresh_server(m: int, budget: Any, speed: float, shrink: int) -> tuple[float, float]:
+    """``m`` conversations on a simulator of their own, its KV cache ``1/shrink`` of the
+    H200's: (wall s, prefix-cache hit rate)."""
+    cache = PROFILES["h200"].cache_tokens // shrink
+    with SimChild("bench.scale:policy", "h200", speed, cache_tokens=cache) as sim:
         before = sim.stats()
         wall = await _admitted_conversations(sim.url, m, budget)
         after = sim.stats()
@@ -266,15 +267,20 @@ async def _on_fresh_server(m: int, budget: Any, speed: float) -> tuple[float, fl
     return wall, hits / queries if queries else 0.0
 
 
-async def admission(m: int, speed: float) -> dict[str, float]:
-    out: dict[str, float] = {"runs": m, "speed": speed}
+async def admission(m: int, speed: float, shrink: int = 1) -> dict[str, float]:
+    """``m`` queued conversations admitted all at once, then by KV budget. ``--quick``
+    shrinks the cache with the queue, so the pressure (contexts / cache) is the same."""
+    out: dict[str, float] = {"runs": m, "speed": speed, "cache_fraction": 1 / shrink}
     for label, budget in (("all_at_once", None), ("admitted", "auto")):
-        wall, out[f"{label}_prefix_hit_rate"] = await _on_fresh_server(m, budget, speed)
+        wall, out[f"{label}_prefix_hit_rate"] = await _on_fresh_server(m, budget, speed, shrink)
         out[f"{label}_runs_per_s"] = m / wall
     out["throughput_gain"] = out["admitted_runs_per_s"] / out["all_at_once_runs_per_s"]
     # The ceiling: the same conversations, few enough that the cache holds them all. A
     # step's new tokens (its tool results) can never be a hit, so this is below 1.
-    _, out["ceiling_prefix_hit_rate"] = await _on_fresh_server(UNPRESSURED, None, speed)
+    out["ceiling_runs"] = UNPRESSURED // shrink
+    _, out["ceiling_prefix_hit_rate"] = await _on_fresh_server(
+        UNPRESSURED // shrink, None, speed, shrink
+    )
     return out
 
 
@@ -289,9 +295,11 @@ async def main(quick: bool, sizes: list[int], queued: int) -> dict[str, Any]:
     largest = result[f"runs_{max(sizes)}"]
     result["client_cpu_ms_per_step"] = largest["client_cpu_ms_per_step"]
     with tempfile.TemporaryDirectory() as tmp:
-        result["cpu_per_step"] = await cpu_breakdown(64, Path(tmp))
+        result["cpu_per_step"] = await cpu_breakdown(32 if quick else 64, Path(tmp))
     if queued:
-        result["admission"] = await admission(queued, 8.0 if quick else 4.0)
+        # --quick: a quarter of the queue on a quarter of the cache (the same pressure).
+        shrink = 4 if quick else 1
+        result["admission"] = await admission(queued, 8.0 if quick else 4.0, shrink)
         result["admission_throughput_gain"] = result["admission"]["throughput_gain"]
         result["prefix_hit_rate_admitted"] = result["admission"]["admitted_prefix_hit_rate"]
         result["prefix_hit_rate_ceiling"] = result["admission"]["ceiling_prefix_hit_rate"]
@@ -318,7 +326,10 @@ def _print(r: dict[str, Any]) -> None:
     if "admission" not in r:
         return
     a = r["admission"]
-    print(f"(b) {a['runs']} queued 10-step conversations, h200 profile at speed {a['speed']}")
+    print(
+        f"(b) {a['runs']} queued 10-step conversations, h200 profile at speed {a['speed']},"
+        f" {a['cache_fraction']:.2g} of its KV cache"
+    )
     for label in ("all_at_once", "admitted"):
         print(
             f"  {label:12} {a[label + '_runs_per_s']:8.1f} runs/s"
@@ -326,25 +337,25 @@ def _print(r: dict[str, Any]) -> None:
         )
     print(f"  throughput gain {a['throughput_gain']:.2f}")
     print(
-        f"  hit-rate ceiling ({UNPRESSURED} conversations, no eviction):"
+        f"  hit-rate ceiling ({a['ceiling_runs']} conversations, no eviction):"
         f" {a['ceiling_prefix_hit_rate']:.3f}"
     )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="(a) at 256 only, (b) smaller")
+    parser.add_argument("--quick", action="store_true", help="(a) at 64, (b) 256 on 1/4 cache")
     parser.add_argument("--json", action="store_true", help="print a JSON object last")
     parser.add_argument("--sizes", help="comma-separated run counts for (a)")
     parser.add_argument(
         "--queued", type=int, help="conversations queued for (b); 0 skips it (1,024 / 4,096)"
     )
     args = parser.parse_args()
-    queued = args.queued if args.queued is not None else (1024 if args.quick else 4096)
+    queued = args.queued if args.queued is not None else (256 if args.quick else 4096)
     sizes = (
         [int(s) for s in args.sizes.split(",")]
         if args.sizes
-        else ([256] if args.quick else [256, 1024])
+        else ([64] if args.quick else [256, 1024])
     )
     res = asyncio.run(main(args.quick, sizes, queued))
     _print(res)
