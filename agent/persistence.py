@@ -217,7 +217,11 @@ async def _connect(path: Path, stack: AsyncExitStack, **options: Any) -> Any:
     """A connection whose writes wait for other processes' writes instead of failing."""
     import aiosqlite
 
-    conn = await aiosqlite.connect(path, **options)
+    conn = aiosqlite.connect(path, **options)
+    # aiosqlite's thread is not a daemon: an agent its user never closed would keep the
+    # interpreter from exiting. Writes are committed as they go; nothing is lost.
+    conn._thread.daemon = True
+    await conn
     stack.push_async_callback(conn.close)
     for pragma in _PRAGMAS:
         await conn.execute(pragma)

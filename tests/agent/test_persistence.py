@@ -331,3 +331,26 @@ async def test_a_locked_run_store_never_blocks_the_event_loop(sim: Any, tmp_path
             holder.close()
         result = await run
     assert result.status == "done" and result.answer == "Hello."
+
+
+def test_an_agent_never_closed_does_not_keep_the_process_alive(tmp_path: Path) -> None:
+    """A script that forgets ``await agent.aclose()`` still exits (aiosqlite's connection
+    thread would otherwise hold the interpreter at shutdown forever)."""
+    import subprocess
+
+    code = f"""
+import asyncio, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from agent import Agent
+from agent.sim import ScriptPolicy
+from agent.testing import run_sim
+
+async def main(url):
+    agent = Agent(url, store={str(tmp_path / "store")!r})
+    print((await agent.run("hi")).status, flush=True)
+
+with run_sim(ScriptPolicy(["ok"])) as sim:
+    asyncio.run(main(sim.url))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr
