@@ -83,6 +83,11 @@ def status_error(url: str, status: int, body: str) -> Exception:
             max_context=limit,
             prompt_tokens=prompt,
         )
+    if status == 401:
+        message += (
+            " (the server was started with --api-key: give the same key in AGENT_VLLM_API_KEY,"
+            " or VLLMConfig(api_key=...))"
+        )
     return BackendHTTPError(
         f"{url} answered HTTP {status}: {message}", url=url, status=status, body=body
     )

@@ -45,6 +45,7 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import ssl
 import time
 import zlib
@@ -105,7 +106,8 @@ class VLLMConfig:
     scans every connection to place each request, so one pool of N streaming connections
     costs O(N) per request; shards keep N small (measured: most of the client's CPU at
     256 concurrent sessions went there with one pool)."""
-    api_key: str | None = None
+    api_key: str | None = field(default_factory=lambda: os.environ.get("AGENT_VLLM_API_KEY"))
+    """Bearer token for a server started with ``--api-key`` (env ``AGENT_VLLM_API_KEY``)."""
     kv_budget: int | Literal["auto"] | None = None
     """KV-aware admission (:mod:`agent.llm._admission`): runs start only while their live
     contexts fit this many tokens per server; ``"auto"``: 90% of each server's KV cache,

@@ -13,12 +13,15 @@ True
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -194,6 +197,22 @@ class _Handlers:
         return await respond.whole(self.s, job, body, chat_api=True)
 
 
+class _RequireKey:
+    """vLLM's ``--api-key`` check: a bearer token on every ``/v1`` request."""
+
+    def __init__(self, app: Any, key: str) -> None:
+        self.app, self.expected = app, hashlib.sha256(f"Bearer {key}".encode()).digest()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1"):
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(hashlib.sha256(given).digest(), self.expected):
+                response = JSONResponse({"error": "Unauthorized"}, status_code=401)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def _sse(gen: AsyncIterator[bytes]) -> StreamingResponse:
     return StreamingResponse(gen, media_type="text/event-stream")
 
@@ -201,7 +220,9 @@ def _sse(gen: AsyncIterator[bytes]) -> StreamingResponse:
 def build_app(server: SimServer) -> Starlette:
     """The ASGI app serving ``server``'s state."""
     h = _Handlers(server)
+    key = server.config.api_key
     return Starlette(
+        middleware=[Middleware(_RequireKey, key=key)] if key else [],
         routes=[
             Route("/health", h.health, methods=["GET"]),
             Route("/version", h.version, methods=["GET"]),
@@ -211,5 +232,5 @@ def build_app(server: SimServer) -> Starlette:
             Route("/tokenize", h.tokenize, methods=["POST"]),
             Route("/detokenize", h.detokenize, methods=["POST"]),
             Route("/metrics", h.metrics, methods=["GET"]),
-        ]
+        ],
     )

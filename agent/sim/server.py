@@ -56,6 +56,10 @@ class SimConfig:
     prompt_tokens_details: bool = True
     """Report ``usage.prompt_tokens_details.cached_tokens`` (vLLM's
     ``--enable-prompt-tokens-details``)."""
+    api_key: str | None = None
+    """vLLM's ``--api-key``: every ``/v1`` request must carry ``Authorization: Bearer KEY``
+    (401 ``{"error": "Unauthorized"}`` otherwise, as vLLM answers); ``/health``,
+    ``/metrics`` and ``/tokenize`` stay open, as there."""
 
     def engine(self) -> Engine:
         """A fresh engine for this configuration."""

@@ -549,3 +549,23 @@ def test_sse_a_cut_last_line_is_no_event_and_junk_is_an_error() -> None:
     assert _sse(b'data: {"choices": []}\n\ndata: {"choi', [7]) == [{"choices": []}]
     with pytest.raises(BackendHTTPError, match="not a JSON object"):
         _sse(b"data: not json\n\n", [])
+
+
+@pytest.mark.parametrize("mode", ["completions", "chat"])
+async def test_a_server_with_an_api_key_takes_it_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """A vLLM started with ``--api-key`` (the simulator guards ``/v1`` as vLLM does): the
+    key comes from ``AGENT_VLLM_API_KEY`` for every backend, so for ``Agent``, task files,
+    the web UI, ``agent serve`` and ``agent eval`` alike; without it the 401 says how."""
+    monkeypatch.delenv("AGENT_VLLM_API_KEY", raising=False)
+    with run_sim(ScriptPolicy(["hello"] * 3), config=SimConfig(api_key="s3cret")) as sim:
+        async with VLLMBackend(sim.url, mode=mode) as bare:
+            with pytest.raises(BackendHTTPError, match="AGENT_VLLM_API_KEY") as refused:
+                await bare.generate(GenerationRequest([Message("user", "hi")]))
+        assert refused.value.status == 401
+        monkeypatch.setenv("AGENT_VLLM_API_KEY", "s3cret")
+        async with VLLMBackend(sim.url, mode=mode) as keyed:
+            gen = await keyed.generate(GenerationRequest([Message("user", "hi")]))
+        assert gen.text == "hello" and keyed.model == sim.config.model
+        assert httpx.get(sim.url + "/health").status_code == 200, "/health stays open"
