@@ -29,6 +29,7 @@ StoreLocation(folder=PosixPath('.agent'), postgres_url='postgresql://me:***@db:5
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 from contextlib import AsyncExitStack
@@ -267,7 +268,15 @@ async def _setup_tables(url: str, saver_cls: Any, store_cls: Any) -> None:
     except psycopg.Error as exc:
         raise _unreachable(url, exc) from None
     async with conn:
-        await conn.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK,))
+        # Polled, not waited for: a statement blocked in pg_advisory_lock holds a snapshot,
+        # and the other process's CREATE INDEX CONCURRENTLY (in langgraph's setup) waits
+        # for every older snapshot: a deadlock PostgreSQL breaks by failing one start.
+        while True:
+            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s) AS locked", (_SETUP_LOCK,))
+            row = await cursor.fetchone()
+            if row is not None and row["locked"]:
+                break
+            await asyncio.sleep(0.05)
         try:
             await saver_cls(conn, serde=_serde()).setup()
             await store_cls(conn).setup()

@@ -242,6 +242,36 @@ async def test_postgres_concurrent_setup(pg_url: str) -> None:
 
 
 @pytest.mark.postgres
+async def test_postgres_concurrent_setup_of_a_fresh_database(pg_url: str) -> None:
+    """Processes starting together on an empty database (here: an empty schema) all start:
+    one creates the tables while the others wait without holding a snapshot that its
+    ``CREATE INDEX CONCURRENTLY`` would wait for (that was a deadlock, 1 start in 2)."""
+    import uuid
+
+    import psycopg
+
+    schema = f"fresh_{uuid.uuid4().hex[:12]}"
+    sep = "&" if "?" in pg_url else "?"
+    url = f"{pg_url}{sep}options=-csearch_path%3D{schema}"
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as admin:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            for _ in range(3):
+                await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+                await admin.execute(f"CREATE SCHEMA {schema}")
+
+                async def open_one() -> str:
+                    async with AsyncExitStack() as stack:
+                        saver, _ = await open_persistence(store_location(url), stack)
+                        return type(saver).__name__
+
+                names = await asyncio.gather(*(open_one() for _ in range(4)))
+                assert names == ["AsyncPostgresSaver"] * 4
+        finally:
+            await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.mark.postgres
 async def test_postgres_wrong_password_is_not_echoed(pg_url: str) -> None:
     from urllib.parse import urlsplit
 
