@@ -88,7 +88,8 @@ async def create_run(request: Request) -> Response:
     return JSONResponse(
         view.model_dump(mode="json"),
         status_code=202 if created else 200,
-        headers={"Location": f"/v1/runs/{run_id}"},
+        # root_path: where the app is mounted (Starlette Mount, a proxy's --root-path)
+        headers={"Location": f"{request.scope.get('root_path', '')}/v1/runs/{run_id}"},
     )
 
 

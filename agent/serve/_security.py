@@ -68,6 +68,16 @@ class SecurityConfig:
         return found
 
 
+def _route_path(scope: dict) -> str:
+    """The path below the app's mount point: ``/healthz`` for ``/agent/healthz`` when the
+    app is mounted at ``/agent`` (Starlette's ``Mount`` keeps the full ``path`` and sets
+    ``root_path``)."""
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
+        return path[len(root) :]
+    return path
+
+
 class _Bucket:
     def __init__(self, rate: float, burst: int) -> None:
         self.rate, self.burst = rate, burst
@@ -104,7 +114,7 @@ class Guard:
 
     def _refuse(self, scope: dict) -> Any:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if scope["path"] in _OPEN_PATHS:
+        if _route_path(scope) in _OPEN_PATHS:
             scope.setdefault("state", {})["identity"] = "probe"
             return None
         client = (scope.get("client") or ("", 0))[0]
