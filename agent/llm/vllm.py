@@ -263,7 +263,7 @@ class VLLMBackend(Backend):
 
     async def _kv_budget(self, url: str) -> int:
         """90% of the server's KV cache in tokens, from its ``/metrics``."""
-        resp = await self._http().get(f"{url}/metrics")
+        resp = await self._http().get(f"{url}/metrics", headers=self._auth())
         capacity = parse_kv_capacity(resp.text) if resp.status_code == 200 else None
         if capacity is None:
             raise ConfigError(
@@ -285,6 +285,7 @@ class VLLMBackend(Backend):
                 resp = await self._http().post(
                     f"{url}/tokenize",
                     json={"model": model, "prompt": text, "add_special_tokens": False},
+                    headers=self._auth(),
                 )
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise _f.unavailable([url], exc) from exc
@@ -366,7 +367,7 @@ class VLLMBackend(Backend):
         """Send the streamed request: our own lean HTTP client, unless the caller gave an
         httpx client (then that, for everything)."""
         if self._client is not None:
-            req = self._client.build_request("POST", url, json=body)
+            req = self._client.build_request("POST", url, json=body, headers=self._auth())
             return await self._client.send(req, stream=True)
         if self._wire is None:
             cfg = self.config
@@ -378,8 +379,7 @@ class VLLMBackend(Backend):
                 tls=self._tls,
                 max_idle=cfg.max_connections,
             )
-        headers = {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
-        return await self._wire.post(url, _dumps(body), headers, att.deadline)
+        return await self._wire.post(url, _dumps(body), self._auth(), att.deadline)
 
     async def _raise_status(
         self, url: str, response: httpx.Response, att: _Attempt, constrained: bool
@@ -396,6 +396,11 @@ class VLLMBackend(Backend):
 
     # -- helpers --------------------------------------------------------------------
 
+    def _auth(self) -> dict[str, str]:
+        """The ``Authorization`` header of a server started with ``--api-key``."""
+        key = self.config.api_key
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
     def _http(self, session: str | None = None) -> httpx.AsyncClient:
         """The caller's client, else the pool of ``session`` (round-robin without one)."""
         if self._client is not None:
@@ -410,7 +415,6 @@ class VLLMBackend(Backend):
     def _new_pool(self, shards: int) -> httpx.AsyncClient:
         cfg = self.config
         per_pool = max(1, cfg.max_connections // shards)
-        headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
         if self._tls is None:  # loading CA certificates costs ~25 ms: once, for all pools
             self._tls = ssl.create_default_context()
         return httpx.AsyncClient(
@@ -422,7 +426,7 @@ class VLLMBackend(Backend):
                 pool=None,
             ),
             limits=httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool),
-            headers=headers,
+            headers=self._auth(),
         )
 
     async def _model_name(self, url: str) -> str:
@@ -430,7 +434,7 @@ class VLLMBackend(Backend):
             return self._model
         async with self._model_lock:  # one /v1/models call, however many sessions start
             if self._model is None:
-                resp = await self._http().get(f"{url}/v1/models")
+                resp = await self._http().get(f"{url}/v1/models", headers=self._auth())
                 if resp.status_code != 200:
                     _f.raise_for(_f.status_error(url, resp.status_code, resp.text), resp)
                 self._model = str(resp.json()["data"][0]["id"])

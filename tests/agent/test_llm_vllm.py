@@ -568,4 +568,11 @@ async def test_a_server_with_an_api_key_takes_it_from_the_environment(
         async with VLLMBackend(sim.url, mode=mode) as keyed:
             gen = await keyed.generate(GenerationRequest([Message("user", "hi")]))
         assert gen.text == "hello" and keyed.model == sim.config.model
+        # A caller's own httpx client gets the header on every request.
+        async with (
+            httpx.AsyncClient() as own,
+            VLLMBackend(sim.url, mode=mode, client=own) as theirs,
+        ):
+            gen = await theirs.generate(GenerationRequest([Message("user", "hi")]))
+        assert gen.text == "hello"
         assert httpx.get(sim.url + "/health").status_code == 200, "/health stays open"
