@@ -9,6 +9,8 @@ services come from the server's task file and command line only.
 
 >>> Settings(mode="chat", tools=("sql_query",)).enabled_tools()
 ()
+>>> Settings(mode="chat", tool_choice="sql_query").effective_tool_choice()
+'auto'
 >>> schema_problem('{"type": "object"}') is None
 True
 """
@@ -65,6 +67,12 @@ class Settings:
         """Chat mode is a plain conversation: no tools whatever is ticked."""
         return () if self.mode == "chat" else self.tools
 
+    def effective_tool_choice(self) -> str:
+        """Chat mode offers no tools, so it has no ``tool_choice``: ``auto`` whatever the
+        dropdown (disabled in Chat mode, keeping its value for a switch back) holds.
+        Function calling and JSON mode offer the ticked tools and take the choice as is."""
+        return "auto" if self.mode == "chat" else self.tool_choice
+
     def output_schema(self) -> dict[str, Any] | None:
         """The parsed schema in JSON mode (``ConfigError`` saying what is wrong), else None."""
         if self.mode != "json":
@@ -116,12 +124,13 @@ def schema_problem(text: str) -> str | None:
 def task_for(base: Task, settings: Settings) -> Task:
     """The server's task with this turn's settings (and its policies, services, store).
 
-    The page's ``tool_choice`` reaches the core as the task's ``model.tool_choice``.
+    The page's ``tool_choice`` reaches the core as the task's ``model.tool_choice``
+    (``auto`` in Chat mode: :meth:`Settings.effective_tool_choice`).
     """
     model_update: dict[str, Any] = {
         "sampling": settings.sampling(),
         "url": settings.check_url(),
-        "tool_choice": settings.tool_choice,
+        "tool_choice": settings.effective_tool_choice(),
     }
     return base.model_copy(
         update={
@@ -188,19 +197,41 @@ class ModelStatus:
 
 
 async def model_status(url: str, timeout_s: float = 2.0) -> ModelStatus:
-    """Ask the server which model it serves and its context length (a short timeout)."""
+    """Ask the server which model it serves and its context length (a short timeout).
+
+    It sends the key the page's runs send (``AGENT_VLLM_API_KEY``, read as
+    :class:`~agent.llm.vllm.VLLMConfig` reads it): a vLLM started with ``--api-key``
+    answers ``/v1/models`` only with it.
+    """
     try:
         url = Settings(model_url=url).check_url()
+        key = _api_key()
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
         async with httpx.AsyncClient(timeout=timeout_s, trust_env=False) as client:
-            response = await client.get(f"{url}/v1/models")
+            response = await client.get(f"{url}/v1/models", headers=headers)
         response.raise_for_status()
         data = response.json().get("data") or [{}]
     except ConfigError as exc:
         return ModelStatus(False, error=str(exc))
     except httpx.HTTPStatusError as exc:
-        return ModelStatus(False, error=f"HTTP {exc.response.status_code} from {url}/v1/models")
+        error = f"HTTP {exc.response.status_code} from {url}/v1/models"
+        if exc.response.status_code == 401:
+            error += (
+                ": the key in AGENT_VLLM_API_KEY was refused"
+                if key
+                else ": the server wants an API key (vLLM --api-key): set AGENT_VLLM_API_KEY "
+                "before agent ui"
+            )
+        return ModelStatus(False, error=error)
     except (httpx.HTTPError, ValueError, AttributeError) as exc:
         return ModelStatus(False, error=f"{type(exc).__name__}: {exc}"[:200])
     first = data[0] if isinstance(data[0], dict) else {}
     length = first.get("max_model_len")
     return ModelStatus(True, first.get("id"), length if isinstance(length, int) else None)
+
+
+def _api_key() -> str | None:
+    """The bearer token the backend sends (its default: env ``AGENT_VLLM_API_KEY``)."""
+    from agent.llm.vllm import VLLMConfig
+
+    return VLLMConfig().api_key

@@ -83,10 +83,13 @@ class _Box:
     log: str
     pending: bool = False
     duration: float | None = None
+    failed: bool = False
+    """A tool call that ended in error: its title says so (Gradio's ``status`` is only
+    pending or done), its log says why (``error: arguments``)."""
 
     def render(self) -> dict[str, Any]:
         meta: dict[str, Any] = {
-            "title": escape(self.title),
+            "title": escape(self.title + (" — error" if self.failed else "")),
             "status": "pending" if self.pending else "done",
             "log": self.log,
         }
@@ -186,6 +189,7 @@ class ChatView:
             turn.calls[r.call_id] = box
             turn.items.append(box)
         box.pending, box.duration, box.log = False, r.duration_s, _result_log(r, e.reused)
+        box.failed = r.status == "error"
         head = f"result ({box.log})"
         box.body = (box.body + "\n\n" if box.body else "") + head + "\n" + _clip(r.content)
 

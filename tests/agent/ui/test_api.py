@@ -91,6 +91,25 @@ def test_turns_continue_a_thread_and_two_clients_are_two_conversations(client: A
     assert "| 2 | done |" in second[METRICS]
 
 
+def test_chat_mode_is_a_plain_conversation_without_tools(client: Any, ui: UI) -> None:
+    """Chat mode offers no tools: a plain answer, no tool box, no tools in the prompt, even
+    with a tool left in the (then disabled) ``tool_choice`` dropdown."""
+    question = "Chat mode question number 4711"
+    last = send(client, ui, question, mode="chat", tool_choice="list_files")[-1]
+    assert last[STATUS] == "Done.", texts(last[CHAT])
+    assert [m["role"] for m in last[CHAT]] == ["user", "assistant"]
+    assert not any(m.get("metadata") for m in last[CHAT]), "no tool box, no note"
+    assert texts(last[CHAT]).startswith(question + "\nEcho: " + question)
+    asked = [r for r in ui.sim.requests if question in json.dumps(r)]
+    assert len(asked) == 1, "one model call"
+    body = asked[0]
+    chatml = f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    assert body["prompt"].endswith(chatml) and "<tools>" not in body["prompt"]
+    assert "tools" not in body and "tool_choice" not in body
+    row = last[METRICS].splitlines()[-1].strip("| ").split(" | ")
+    assert (row[0], row[1], row[7], row[8]) == ("1", "done", "1", "0"), "one step, no calls"
+
+
 def test_json_mode_answers_a_validated_formatted_object(client: Any, ui: UI) -> None:
     schema = json.dumps({"type": "object", "required": ["city", "temp_c"]})
     last = outcome(client, send(client, ui, "Weather in Paris", mode="json", schema=schema)[-1][1])

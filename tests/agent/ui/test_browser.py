@@ -73,27 +73,60 @@ def test_the_page_loads_with_its_controls_and_the_simulated_banner(page: Any, ui
     assert page.outside_requests == [], "the page fetches nothing from outside the server"
 
 
+def slow_tool(monkeypatch: pytest.MonkeyPatch, name: str, seconds: float) -> None:
+    """Calls of ``name`` take ``seconds`` longer (the page runs in this process), so their
+    box stays pending long enough to be seen."""
+    import asyncio
+
+    from tools.dispatch import Dispatcher
+
+    call = Dispatcher.call
+
+    async def slow(self: Dispatcher, tool_call: Any) -> Any:
+        if tool_call.name == name:
+            await asyncio.sleep(seconds)
+        return await call(self, tool_call)
+
+    monkeypatch.setattr(Dispatcher, "call", slow)
+
+
+def tool_box(page: Any, title: str) -> Any:
+    """A tool call's collapsible message: Gradio draws ``metadata`` as a ``.thought-group``
+    whose title line holds the title, a ``.loading-spinner`` while the status is
+    ``pending``, and a ``.duration`` span with the log and the duration, e.g. ``ok (2.0ms)``."""
+    return page.locator("#chat .thought-group").filter(has_text=title)
+
+
 def test_a_question_streams_text_then_a_tool_box_turns_done_then_the_answer(
-    page: Any, ui: UI
+    page: Any, ui: UI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    expect = _expect()
     ui.sim.faults.stall_s, ui.sim.faults.stall_after_tokens = 1.0, 2  # visible streaming
+    # list_files takes a few ms: under the page's update coalescing (BURST_S) its pending
+    # state might never be drawn. Slowed down, the box is seen pending, then done.
+    slow_tool(monkeypatch, "list_files", 3.0)
     open_page(page, ui)
     page.evaluate(_RECORDER)
     ask(page, "Which files are there?")
+    box = tool_box(page, "Tool call: list_files")
+    expect(box.locator(".title .loading-spinner")).to_be_visible(timeout=15_000)
+    expect(box.locator(".title .duration")).to_have_text("running (dispatched early)")
+    # Done: the spinner goes; the title line reads the log and the duration, "ok (0.6s)"
+    # (Gradio writes 2s, 0.6s or 12.0ms).
+    done = re.compile(r"^ok \(\d+(\.\d)?m?s\)$")
+    expect(box.locator(".title .duration")).to_have_text(done, timeout=15_000)
+    expect(box.locator(".title .loading-spinner")).to_have_count(0)
     wait_status(page, "^Done")
     seen = page.evaluate("window.__seen")
     assert any(LOOK.startswith(s) and len(s) < len(LOOK) for s in seen if s), "streamed"
-    # The box's pending state lasts as long as list_files runs (a few ms), under the
-    # page's update coalescing (BURST_S): it may never be drawn. A call awaiting approval
-    # stays pending ("awaiting approval"): the approval test sees it there.
-    assert "Tool call: list_files" in chat_text(page) and "ok" in chat_text(page)
     assert "The workspace holds notes.txt." in chat_text(page)
     metrics = page.inner_text("#metrics")
     assert "TTFT ms" in metrics and "tok/s" in metrics and "cached" in metrics
     assert re.search(r"\|?\s*1\s+done", metrics.replace("\t", " ")), metrics
     assert "?thread=ui_" in page.url
-    page.click("#chat .thought-group .title")  # the box opens: arguments and result
-    assert "notes.txt" in page.inner_text("#chat .thought-group")
+    box.locator(".title").click()  # the box opens: arguments and result
+    expect(box).to_contain_text("result (ok)")
+    assert "notes.txt" in box.inner_text()
 
 
 def test_json_mode_validates_the_schema_as_you_type_and_shows_the_object(page: Any, ui: UI) -> None:

@@ -3,6 +3,7 @@ run store, approval after a restart, one agent per configuration."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +74,32 @@ async def test_one_agent_per_configuration_and_a_busy_conversation(
     sim.faults.stall_s = None
     assert first.view.can_resume() and len(first.view.turns) == 1, "the busy send left no trace"
     await engine.aclose()
+
+
+async def test_page_runs_send_the_api_key_of_a_vllm_started_with_api_key(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A page turn against a server that wants ``Authorization: Bearer KEY``: the agent's
+    backend sends ``AGENT_VLLM_API_KEY``; without it the turn ends in a 401 that says so."""
+    from agent.sim import SimConfig
+    from agent.testing import run_sim
+
+    with run_sim(FunctionPolicy(ui_policy), SimConfig(api_key="k-123")) as sim:
+        monkeypatch.setenv("AGENT_VLLM_API_KEY", "k-123")
+        engine, settings = make(tmp_path, sim)
+        chat = replace(settings, mode="chat")
+        turn = await engine.start(new_thread_id(), chat, input="hello", new=True)
+        await turn.wait()
+        assert turn.view.last_run is not None and turn.view.last_run.status == "done"
+        assert "Echo: hello" in str(turn.view.messages())
+        await engine.aclose()
+
+        monkeypatch.delenv("AGENT_VLLM_API_KEY")
+        engine, settings = make(tmp_path, sim)
+        turn = await engine.start(new_thread_id(), chat, input="hello", new=True)
+        await turn.wait()
+        assert turn.view.last_run is not None and turn.view.last_run.status == "error"
+        assert "401" in str(turn.view.last_run.error) and "AGENT_VLLM_API_KEY" in str(
+            turn.view.last_run.error
+        )
+        await engine.aclose()

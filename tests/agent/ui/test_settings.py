@@ -3,6 +3,7 @@ policy summaries, the model's status and "Load task file"."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,24 @@ def test_tool_choice_reaches_the_task() -> None:
     assert task.model.tool_choice == "required"
 
 
+async def test_chat_mode_ignores_a_tool_choice_left_in_the_disabled_dropdown() -> None:
+    """A tool picked in ``tool_choice``, then Mode switched to Chat (the dropdown goes
+    disabled and keeps its value): the turn is a plain chat, not refused."""
+    from agent.api import Agent
+
+    base = Task(input="-", tools={"enabled": ["list_files"]})
+    picked = Settings(tools=("list_files",), tool_choice="list_files", model_url="http://h")
+    assert task_for(base, picked).model.tool_choice == "list_files"
+    for mode in ("json", "chat"):
+        task = task_for(base, dataclasses.replace(picked, mode=mode, schema="{}"))
+        # JSON mode offers the ticked tools: the choice stands. Chat offers none.
+        expected = "auto" if mode == "chat" else "list_files"
+        assert task.model.tool_choice == expected
+        # Before the fix: ConfigError "tool_choice='list_files': ... tools (none)".
+        await Agent.from_task(task).aclose()
+    assert task.tools.enabled == []
+
+
 def test_policy_summaries_say_what_each_tool_may_do() -> None:
     policies = ToolPolicies(
         workspace=Path("/data"),
@@ -106,6 +125,26 @@ async def test_model_status_reads_v1_models(sim: Any) -> None:
     down = await model_status("http://127.0.0.1:9", timeout_s=0.5)
     assert not down.reachable and down.text().startswith("unreachable: ")
     assert "use http(s)://HOST[:PORT]" in (await model_status("nonsense")).text()
+
+
+async def test_model_status_sends_the_api_key_a_vllm_with_api_key_needs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A vLLM started with ``--api-key``: reachable with ``AGENT_VLLM_API_KEY`` (the key
+    page runs send), and without it "unreachable" says which variable to set."""
+    from agent.sim import SimConfig
+    from agent.testing import run_sim
+
+    monkeypatch.delenv("AGENT_VLLM_API_KEY", raising=False)
+    with run_sim(config=SimConfig(api_key="k-123")) as sim:
+        refused = (await model_status(sim.url)).text()
+        assert refused.startswith("unreachable: HTTP 401") and "AGENT_VLLM_API_KEY" in refused
+        monkeypatch.setenv("AGENT_VLLM_API_KEY", "wrong")
+        assert "was refused" in (await model_status(sim.url)).text()
+        monkeypatch.setenv("AGENT_VLLM_API_KEY", "k-123")
+        status = await model_status(sim.url)
+        assert status.reachable and status.model == "NousResearch/Hermes-3-Llama-3.1-8B"
+        assert "k-123" not in status.text() + refused, "the key is never shown"
 
 
 def test_a_task_file_fills_the_settings(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ No Gradio here: :class:`agent.ui.view.ChatView` and :mod:`agent.ui.replay` are p
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from agent.sim import ScriptPolicy
 from agent.types import Malformed, RunResult, Timings, ToolCall, ToolResult, Usage
 from agent.ui.replay import trace_events
 from agent.ui.screen import screen
-from agent.ui.view import ChatView
+from agent.ui.view import ChatView, escape
 from tests.agent.ui.policy import INJECTION, call
 from tools.policy import FilesPolicy, ToolPolicies
 
@@ -84,6 +85,31 @@ def test_a_tool_box_is_pending_until_its_result() -> None:
     view = fold(RunStarted("r1", input="q"), ToolCallEvent(1, WRITE, early=True))
     meta = view.messages()[-1]["metadata"]
     assert (meta["status"], meta["log"]) == ("pending", "running (dispatched early)")
+
+
+def test_a_failed_tool_call_reads_error_in_its_title_log_and_result() -> None:
+    missing = ToolCall("read_file", {"path": "nope.txt"}, id="c2")
+    reason = "File 'nope.txt' does not exist in the workspace; use list_files to see what does."
+    failed = ToolResult("c2", "read_file", "error", reason, error="arguments", duration_s=0.004)
+    view = fold(
+        RunStarted("r1", input="q"),
+        ToolCallEvent(1, missing),
+        ToolResultEvent(1, failed),
+        ToolCallEvent(2, dataclasses.replace(missing, id="c3")),
+        ToolResultEvent(2, dataclasses.replace(failed, call_id="c3", status="ok", error=None)),
+    )
+    error_box, ok_box = [m for m in view.messages() if "metadata" in m]
+    # Gradio's status is only pending or done: done, with the title and log saying error
+    # (the page draws the log beside the title: "error: arguments (4.0ms)").
+    assert error_box["metadata"] == {
+        "title": "Tool call: read_file — error",
+        "status": "done",
+        "log": "error: arguments",
+        "duration": 0.004,
+    }
+    assert error_box["content"].endswith("result (error: arguments)\n" + escape(reason))
+    assert ok_box["metadata"]["title"] == "Tool call: read_file"
+    assert ok_box["metadata"]["log"] == "ok"
 
 
 def test_every_untrusted_text_is_escaped() -> None:
