@@ -167,6 +167,10 @@ async def run_view(svc: Any, run_id: str) -> RunView:
     status = record.status if record is not None else ("pending" if job else "unknown")
     if job is not None and job.state == "cancelled":
         status = "cancelled"
+    if status == "awaiting_approval" and job is not None and job.state != "paused":
+        # The run has paused but this replica has not settled it yet: an approval sent
+        # now would be refused (409), so it is not yet shown as waiting for one.
+        status = "running"
     view = RunView(
         run_id=run_id,
         status=status,
