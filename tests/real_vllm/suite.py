@@ -63,6 +63,17 @@ ADD = {
 }
 TOOLS = [WEATHER, ADD]
 
+TOOL_ASKS = {
+    "http_request": "Fetch https://api.example.com/items?id=3 for me.",
+    "sql_query": "How many rows are in the table orders?",
+    "sql_tables": "Which tables are in the database?",
+    "list_files": "List the files in the data folder.",
+    "read_file": "Show me notes/todo.md.",
+    "write_file": "Save the text 'hello' to out/hello.txt.",
+    "search_files": "Find TODO comments in the workspace.",
+}
+"""A request for each built-in tool, to which a call of that tool is the answer."""
+
 PERSON = {
     "type": "object",
     "properties": {

@@ -169,3 +169,15 @@ def test_a_task_file_fills_the_settings(tmp_path: Path) -> None:
         read_task_file(bad)
     schema_task = json.loads(read_task_file(ROOT / "examples/incident_report/task.yaml")[3])
     assert schema_task["type"] == "object"
+
+
+def test_the_pages_sampling_controls_override_the_task_and_keep_the_rest() -> None:
+    base = Task(
+        input="-",
+        model={"sampling": {"temperature": 0.9, "presence_penalty": 1.5, "stop": ["END"]}},
+    )
+    settings = Settings(temperature=0.1, top_p=0.5, max_tokens=64, seed="7", model_url="http://h")
+    sampling = task_for(base, settings).model.sampling
+    assert (sampling.temperature, sampling.top_p, sampling.max_tokens) == (0.1, 0.5, 64)
+    assert sampling.seed == 7
+    assert (sampling.presence_penalty, sampling.stop) == (1.5, ["END"]), "the task's own"
