@@ -19,9 +19,9 @@
     ≥ 1.3× the throughput with a hit rate ≥ 0.95 when admitted. Also the hit rate's
     ceiling for these conversations: 64 of them, which the cache holds all at once.
 
-``--quick`` (under a minute) measures (a) at 64 runs and the CPU split at 32, and (b) with
-256 conversations on a simulator with a quarter of the H200's KV cache: the same pressure
-as 1,024 on the whole cache (the ceiling then is 16 conversations). ``--sizes`` and
+``--quick`` (about a minute) measures (a) at 64 runs and the CPU split at 32, and (b) with
+128 conversations on a simulator with an eighth of the H200's KV cache: the same pressure
+as 1,024 on the whole cache (the ceiling then is 8 conversations). ``--sizes`` and
 ``--queued`` pick other sizes (``--queued 0`` leaves (b) out).
 ``--json`` prints one JSON object on the last line.
 """
@@ -297,8 +297,8 @@ async def main(quick: bool, sizes: list[int], queued: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         result["cpu_per_step"] = await cpu_breakdown(32 if quick else 64, Path(tmp))
     if queued:
-        # --quick: a quarter of the queue on a quarter of the cache (the same pressure).
-        shrink = 4 if quick else 1
+        # --quick: an eighth of the queue on an eighth of the cache (the same pressure).
+        shrink = 8 if quick else 1
         result["admission"] = await admission(queued, 8.0 if quick else 4.0, shrink)
         result["admission_throughput_gain"] = result["admission"]["throughput_gain"]
         result["prefix_hit_rate_admitted"] = result["admission"]["admitted_prefix_hit_rate"]
@@ -344,14 +344,14 @@ def _print(r: dict[str, Any]) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="(a) at 64, (b) 256 on 1/4 cache")
+    parser.add_argument("--quick", action="store_true", help="(a) at 64, (b) 128 on 1/8 cache")
     parser.add_argument("--json", action="store_true", help="print a JSON object last")
     parser.add_argument("--sizes", help="comma-separated run counts for (a)")
     parser.add_argument(
         "--queued", type=int, help="conversations queued for (b); 0 skips it (1,024 / 4,096)"
     )
     args = parser.parse_args()
-    queued = args.queued if args.queued is not None else (256 if args.quick else 4096)
+    queued = args.queued if args.queued is not None else (128 if args.quick else 4096)
     sizes = (
         [int(s) for s in args.sizes.split(",")]
         if args.sizes
