@@ -137,8 +137,10 @@ def test_json_mode_validates_the_schema_as_you_type_and_shows_the_object(page: A
     expect(editor).to_have_value("valid JSON Schema")
     page.locator(".cm-content").first.click()
     page.keyboard.press("Control+a")
+    # The editor closes brackets and quotes as one types, so the half-typed schema reads
+    # as broken JSON or as JSON that is no schema ("objec"), depending on timing.
     page.keyboard.type('{"type": "objec')
-    expect(editor).to_have_value(re.compile("^invalid: not JSON"))
+    expect(editor).to_have_value(re.compile("^invalid: not (JSON|a valid JSON Schema)"))
     page.keyboard.type('t", "required": ["city"]}')
     expect(editor).to_have_value("valid JSON Schema")
     ask(page, "Weather in Paris as JSON")
