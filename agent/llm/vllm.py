@@ -115,6 +115,11 @@ class VLLMConfig:
     reserve_tokens: int = 4096
     """A new run's expected context until some runs have ended (then their median peak)."""
 
+    def auth_headers(self) -> dict[str, str]:
+        """The ``Authorization`` header a server started with ``--api-key`` wants (none
+        without a key): sent on every request, whichever client sends it."""
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
 
 @dataclass
 class _Attempt:
@@ -263,7 +268,7 @@ class VLLMBackend(Backend):
 
     async def _kv_budget(self, url: str) -> int:
         """90% of the server's KV cache in tokens, from its ``/metrics``."""
-        resp = await self._http().get(f"{url}/metrics", headers=self._auth())
+        resp = await self._http().get(f"{url}/metrics", headers=self.config.auth_headers())
         capacity = parse_kv_capacity(resp.text) if resp.status_code == 200 else None
         if capacity is None:
             raise ConfigError(
@@ -285,7 +290,7 @@ class VLLMBackend(Backend):
                 resp = await self._http().post(
                     f"{url}/tokenize",
                     json={"model": model, "prompt": text, "add_special_tokens": False},
-                    headers=self._auth(),
+                    headers=self.config.auth_headers(),
                 )
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise _f.unavailable([url], exc) from exc
@@ -367,7 +372,9 @@ class VLLMBackend(Backend):
         """Send the streamed request: our own lean HTTP client, unless the caller gave an
         httpx client (then that, for everything)."""
         if self._client is not None:
-            req = self._client.build_request("POST", url, json=body, headers=self._auth())
+            req = self._client.build_request(
+                "POST", url, json=body, headers=self.config.auth_headers()
+            )
             return await self._client.send(req, stream=True)
         if self._wire is None:
             cfg = self.config
@@ -379,7 +386,7 @@ class VLLMBackend(Backend):
                 tls=self._tls,
                 max_idle=cfg.max_connections,
             )
-        return await self._wire.post(url, _dumps(body), self._auth(), att.deadline)
+        return await self._wire.post(url, _dumps(body), self.config.auth_headers(), att.deadline)
 
     async def _raise_status(
         self, url: str, response: httpx.Response, att: _Attempt, constrained: bool
@@ -395,11 +402,6 @@ class VLLMBackend(Backend):
         _f.raise_for(error, response)
 
     # -- helpers --------------------------------------------------------------------
-
-    def _auth(self) -> dict[str, str]:
-        """The ``Authorization`` header of a server started with ``--api-key``."""
-        key = self.config.api_key
-        return {"Authorization": f"Bearer {key}"} if key else {}
 
     def _http(self, session: str | None = None) -> httpx.AsyncClient:
         """The caller's client, else the pool of ``session`` (round-robin without one)."""
@@ -426,7 +428,6 @@ class VLLMBackend(Backend):
                 pool=None,
             ),
             limits=httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool),
-            headers=self._auth(),
         )
 
     async def _model_name(self, url: str) -> str:
@@ -434,7 +435,9 @@ class VLLMBackend(Backend):
             return self._model
         async with self._model_lock:  # one /v1/models call, however many sessions start
             if self._model is None:
-                resp = await self._http().get(f"{url}/v1/models", headers=self._auth())
+                resp = await self._http().get(
+                    f"{url}/v1/models", headers=self.config.auth_headers()
+                )
                 if resp.status_code != 200:
                     _f.raise_for(_f.status_error(url, resp.status_code, resp.text), resp)
                 self._model = str(resp.json()["data"][0]["id"])

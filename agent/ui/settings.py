@@ -209,8 +209,7 @@ async def model_status(url: str, timeout_s: float = 2.0) -> ModelStatus:
     """
     try:
         url = Settings(model_url=url).check_url()
-        key = _api_key()
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        headers = _auth_headers()
         async with httpx.AsyncClient(timeout=timeout_s, trust_env=False) as client:
             response = await client.get(f"{url}/v1/models", headers=headers)
         response.raise_for_status()
@@ -222,7 +221,7 @@ async def model_status(url: str, timeout_s: float = 2.0) -> ModelStatus:
         if exc.response.status_code == 401:
             error += (
                 ": the key in AGENT_VLLM_API_KEY was refused"
-                if key
+                if headers
                 else ": the server wants an API key (vLLM --api-key): set AGENT_VLLM_API_KEY "
                 "before agent ui"
             )
@@ -234,8 +233,9 @@ async def model_status(url: str, timeout_s: float = 2.0) -> ModelStatus:
     return ModelStatus(True, first.get("id"), length if isinstance(length, int) else None)
 
 
-def _api_key() -> str | None:
-    """The bearer token the backend sends (its default: env ``AGENT_VLLM_API_KEY``)."""
+def _auth_headers() -> dict[str, str]:
+    """What the backend sends with every request (its default key: env
+    ``AGENT_VLLM_API_KEY``)."""
     from agent.llm.vllm import VLLMConfig
 
-    return VLLMConfig().api_key
+    return VLLMConfig().auth_headers()
