@@ -484,11 +484,11 @@ class Agent:
         record = self._runs.get(run_id) if self._runs is not None else None
         if record is None:
             return
-        path = self.task.path if self.task is not None else None
-        if record.task_path is not None and path is not None:
-            same = Path(record.task_path).resolve() == path.resolve() and (
-                self.task is None or self.task.name in (None, record.task)
-            )
+        task = self.task
+        path = task.path if task is not None else None
+        if record.task_path is not None and task is not None and path is not None:
+            same = Path(record.task_path).resolve() == path.resolve()
+            same = same and task.name in (None, record.task)
         else:
             same = record.task == self._row_task()
         if not same:
