@@ -1,4 +1,5 @@
-"""``agent serve`` as a real subprocess on a port it picks itself (``--port 0``).
+"""``agent serve`` as a real subprocess on a port it picks itself (``--port 0``), or on a
+given one (a restart that clients reconnect to).
 
 :func:`agent_serve_procs` starts several at once (their start-up, mostly imports, is
 the slow part, so they overlap), waits until each answers ``/healthz``, and kills
@@ -29,9 +30,11 @@ _RUNNING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 class ServeProc:
     """One ``agent serve`` process; its stdout and stderr go to :attr:`log`."""
 
-    def __init__(self, args: Sequence[str], cwd: Path, env: dict[str, str] | None = None):
+    def __init__(
+        self, args: Sequence[str], cwd: Path, env: dict[str, str] | None = None, port: int = 0
+    ):
         self.log = cwd / f"serve-{time.monotonic_ns()}.log"
-        argv = [sys.executable, "-m", "agent.cli", "serve", *args, "--port", "0"]
+        argv = [sys.executable, "-m", "agent.cli", "serve", *args, "--port", str(port)]
         argv += ["--log-level", "info"]  # uvicorn's start-up line names the port
         self._out = self.log.open("w")
         self.proc = subprocess.Popen(

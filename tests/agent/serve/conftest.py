@@ -62,9 +62,10 @@ class Served:
         self.thread.join(30)
 
 
-@contextmanager
-def served(config: ServeConfig) -> Iterator[Served]:
-    app = create_app(config)
+def start_uvicorn(app: Any) -> tuple[str, uvicorn.Server, threading.Thread]:
+    """``app`` under uvicorn in a thread (its own event loop, lifespan on) on a free
+    loopback port, once it listens: its URL, the server and the thread. Stop it with
+    ``server.should_exit = True`` and ``thread.join()``."""
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     )
@@ -76,7 +77,14 @@ def served(config: ServeConfig) -> Iterator[Served]:
             raise RuntimeError("server did not start")
         time.sleep(0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
-    s = Served(f"http://127.0.0.1:{port}", app.state.service, server, thread)
+    return f"http://127.0.0.1:{port}", server, thread
+
+
+@contextmanager
+def served(config: ServeConfig) -> Iterator[Served]:
+    app = create_app(config)
+    url, server, thread = start_uvicorn(app)
+    s = Served(url, app.state.service, server, thread)
     s.tokens = list(config.security.tokens)
     try:
         yield s

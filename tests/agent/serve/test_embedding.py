@@ -5,9 +5,6 @@ call and timing it; and a run over HTTP traced as one trace of GenAI spans whose
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,30 +12,21 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
 from agent.serve import SecurityConfig, create_app
 from agent.sim import FunctionPolicy, ScriptPolicy, SimRequest
-from tests.agent.serve.conftest import call, config, http_task, served, sse
+from tests.agent.serve.conftest import call, config, http_task, served, sse, start_uvicorn
 
 
 @contextmanager
 def _uvicorn(app: Any) -> Iterator[str]:
-    """``app`` under uvicorn in a thread on a free loopback port; its URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
+    """``app`` (here a host app mounting ours) under uvicorn; its URL."""
+    url, server, thread = start_uvicorn(app)
     try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+        yield url
     finally:
         server.should_exit = True
         thread.join(30)

@@ -9,8 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +17,7 @@ import httpx
 import pytest
 
 from agent.runs import RunStore
+from tests.agent.serve._procs import ServeProc
 from tests.agent.serve.conftest import call, http_task, sse, wait_status
 
 pytestmark = pytest.mark.slow
@@ -32,28 +31,14 @@ def _free_port() -> int:
 
 @contextmanager
 def agent_serve(tmp_path: Path, task: Path, script: Path, port: int) -> Iterator[subprocess.Popen]:
-    args = [sys.executable, "-m", "agent.cli", "serve", str(task), "--sim", str(script)]
-    args += ["--port", str(port), "--store", str(tmp_path / "store"), "--drain-s", "0.5"]
-    args += ["--log-level", "warning"]
-    log = (tmp_path / f"serve-{time.monotonic_ns()}.log").open("w")
-    proc = subprocess.Popen(args, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    """``agent serve`` on ``port`` (the same one across a restart), killed on the way out."""
+    args = [str(task), "--sim", str(script), "--store", str(tmp_path / "store")]
+    serve = ServeProc([*args, "--drain-s", "0.5"], tmp_path, port=port)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, Path(log.name).read_text()
-            assert time.monotonic() < deadline, "agent serve did not start"
-            time.sleep(0.1)
-        yield proc
+        serve.wait_ready(timeout=60)
+        yield serve.proc
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(30)
-        log.close()
+        serve.close()
 
 
 def _setup(tmp_path: Path, local_api) -> tuple[Path, Path]:
