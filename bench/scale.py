@@ -19,6 +19,12 @@
     ≥ 1.3× the throughput with a hit rate ≥ 0.95 when admitted. Also the hit rate's
     ceiling for these conversations: 64 of them, which the cache holds all at once.
 
+(c) **Worker starts.** K sandbox workers started one after another (each for a run of its
+    own, calls' tools = ``sql_query``, plain process sandbox): forked from the group's
+    pre-warmed template (``sandbox.shared: true``, the default) vs a fresh interpreter each
+    (``sandbox.shared: false``): median milliseconds to a worker ready to serve, the
+    template's own start, and the PSS per idle worker.
+
 ``--quick`` (about a minute) measures (a) at 64 runs and the CPU split at 32, and (b) with
 128 conversations on a simulator with an eighth of the H200's KV cache: the same pressure
 as 1,024 on the whole cache (the ceiling then is 8 conversations). ``--sizes`` and
@@ -32,6 +38,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -225,6 +232,49 @@ async def cpu_breakdown(n: int, tmp: Path) -> dict[str, float]:
     }
 
 
+# -- (c) worker starts -----------------------------------------------------------------------
+
+
+async def _start_workers(k: int, workspace: Path, forked: bool) -> tuple[list[float], float]:
+    """Start ``k`` workers one by one; the seconds each took, and their mean PSS (MiB)."""
+    from tools.policy import ToolPolicies
+    from tools.registry import ToolRegistry
+    from tools.sandbox import RunSandbox, close_pool
+
+    tools = {t.name: t for t in ToolRegistry.default(plugins=False).select(["sql_query"])}
+    sandbox = {"use_bwrap": False, "shared": forked, "pool_size": k}
+    policies = ToolPolicies(workspace=workspace, sandbox=sandbox)
+    runs = [RunSandbox(tools, policies, run_id=f"start-{i}") for i in range(k)]
+    took = []
+    for run in runs:  # each run holds its worker: the next needs a new one
+        t0 = time.perf_counter()
+        await run._assigned()
+        took.append(time.perf_counter() - t0)
+    pss = statistics.mean(_pss_kib(run.pid or 0) for run in runs) / 1024
+    for run in runs:
+        await run.aclose()
+    await close_pool()
+    return took, pss
+
+
+async def worker_starts(k: int, tmp: Path) -> dict[str, float]:
+    workspace = tmp / "ws"
+    workspace.mkdir()
+    forked, forked_pss = await _start_workers(k + 1, workspace, True)
+    fresh, fresh_pss = await _start_workers(k, workspace, False)
+    # The first forked start also starts the template: reported on its own.
+    template_ms = (forked[0] - statistics.median(forked[1:])) * 1e3
+    return {
+        "workers": k,
+        "forked_ms": statistics.median(forked[1:]) * 1e3,
+        "fresh_ms": statistics.median(fresh) * 1e3,
+        "speedup": statistics.median(fresh) / statistics.median(forked[1:]),
+        "template_start_ms": template_ms,
+        "forked_pss_mb": forked_pss,
+        "fresh_pss_mb": fresh_pss,
+    }
+
+
 # -- (b) KV-aware admission -------------------------------------------------------------------
 
 
@@ -296,6 +346,8 @@ async def main(quick: bool, sizes: list[int], queued: int) -> dict[str, Any]:
     result["client_cpu_ms_per_step"] = largest["client_cpu_ms_per_step"]
     with tempfile.TemporaryDirectory() as tmp:
         result["cpu_per_step"] = await cpu_breakdown(32 if quick else 64, Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp:
+        result["worker_start"] = await worker_starts(8 if quick else 32, Path(tmp))
     if queued:
         # --quick: an eighth of the queue on an eighth of the cache (the same pressure).
         shrink = 8 if quick else 1
@@ -322,6 +374,13 @@ def _print(r: dict[str, Any]) -> None:
         f"    agent in memory {c['agent_in_memory_ms']:.1f} (graph + tools"
         f" +{c['graph_and_tools_ms']:.1f}), agent + SQLite store {c['agent_sqlite_ms']:.1f}"
         f" (persistence +{c['persistence_ms']:.1f})"
+    )
+    w = r["worker_start"]
+    print(f"(c) {w['workers']} sandbox workers started one by one (plain process sandbox)")
+    print(
+        f"  forked from the template {w['forked_ms']:.1f} ms each (PSS {w['forked_pss_mb']:.1f}"
+        f" MB), a fresh interpreter {w['fresh_ms']:.1f} ms (PSS {w['fresh_pss_mb']:.1f} MB):"
+        f" {w['speedup']:.1f}x; the template's own start {w['template_start_ms']:.0f} ms"
     )
     if "admission" not in r:
         return

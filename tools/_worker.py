@@ -15,6 +15,10 @@ importing any tool, answers ``ready``, then serves:
   forgotten (with ``last``, the worker's shared state too: nothing stays open, no file
   stays locked, while the worker idles), then answered like a call.
 
+A first frame ``template`` instead makes the process a pre-warmed template that forks
+workers on request (`_template`); each forked worker then speaks the protocol above on the
+pipes it was given, starting from ``init``.
+
 Runs are kept apart inside the process: each has its own `ToolContext.state` (its DuckDB
 engine, its open handles); only what a tool asks for with ``shared=True`` is common.
 
@@ -45,10 +49,14 @@ import os
 import queue
 import re
 import resource
+import selectors
 import signal
+import socket
 import struct
 import sys
+import tempfile
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -59,6 +67,7 @@ MAX_FRAME_BYTES = 256 * 1024 * 1024
 """Largest protocol frame either side accepts."""
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # mallopt(3) parameters
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def valid_text(text: str) -> str:
@@ -105,6 +114,9 @@ class _Writer:
     def __init__(self, stream: BinaryIO) -> None:
         self._stream, self._lock = stream, threading.Lock()
 
+    def close(self) -> None:
+        self._stream.close()
+
     def send(self, msg: dict[str, Any]) -> None:
         data = json.dumps(msg, ensure_ascii=False).encode()
         if len(data) > MAX_FRAME_BYTES:
@@ -117,12 +129,12 @@ class _Writer:
             self._stream.flush()
 
 
-def _apply_limits(limits: dict[str, int]) -> None:
+def _apply_limits(limits: dict[str, int], *, cpu: bool = True) -> None:
     mib = 1024 * 1024
     _tame_malloc()
     resource.setrlimit(resource.RLIMIT_AS, (limits["memory_mb"] * mib,) * 2)
-    # Soft CPU limit below the hard one: SIGXCPU first, SIGKILL if ignored.
-    resource.setrlimit(resource.RLIMIT_CPU, (limits["cpu_s"], limits["cpu_s"] + 5))
+    if cpu:  # Soft CPU limit below the hard one: SIGXCPU first, SIGKILL if ignored.
+        resource.setrlimit(resource.RLIMIT_CPU, (limits["cpu_s"], limits["cpu_s"] + 5))
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits["file_size_mb"] * mib,) * 2)
     # Writing past RLIMIT_FSIZE should fail the write (EFBIG), not kill the worker.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -275,14 +287,16 @@ async def _await(awaitable: Any) -> Any:
 
 
 def main() -> None:
-    """Serve frames until stdin closes or a ``shutdown`` frame arrives."""
-    proto_in = os.fdopen(os.dup(0), "rb")
-    proto_out = os.fdopen(os.dup(1), "wb")
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.dup2(2, 1)  # stray prints go to stderr, which the parent drains
-    writer = _Writer(proto_out)
+    """Serve frames until stdin closes or a ``shutdown`` frame arrives.
+
+    A first frame ``template`` makes this process a template instead (`_template`): it
+    returns here only in the workers it forks, each with its own protocol, to serve them.
+    """
+    proto_in, writer = _protocol()
     init = _read_frame(proto_in)
+    if init and init.get("op") == "template":
+        proto_in, writer = _template(init, proto_in, writer)
+        init = _read_frame(proto_in)
     if not init or init.get("op") != "init":
         sys.exit(2)
     _apply_limits(init["limits"])
@@ -291,6 +305,123 @@ def main() -> None:
     while (msg := _read_frame(proto_in)) is not None and msg.get("op") != "shutdown":
         server.submit(msg)
     os._exit(0)  # don't join threads still running a tool: the parent asked us to go
+
+
+def _protocol() -> tuple[BinaryIO, _Writer]:
+    """The protocol's private copies of fds 0 and 1; fd 0 becomes /dev/null and fd 1 stderr."""
+    proto_in = os.fdopen(os.dup(0), "rb")
+    proto_out = os.fdopen(os.dup(1), "wb")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)  # stray prints go to stderr, which the parent drains
+    return proto_in, _Writer(proto_out)
+
+
+def _template(
+    init: dict[str, Any], proto_in: BinaryIO, writer: _Writer
+) -> tuple[BinaryIO, _Writer]:
+    """Be a pre-warmed template that forks workers; return in each worker forked.
+
+    The template applies the workers' limits, imports their tools (and so DuckDB) once,
+    answers ``ready``, then serves its control socket (``init["control_fd"]``, a
+    ``SOCK_SEQPACKET`` pair with the parent, one JSON message per packet):
+
+    - ``fork`` ``{"cwd", "env"}`` with three fds attached (the worker's stdin, stdout and
+      stderr): answered ``{"op": "forked", "pid"}`` with a pidfd of the worker attached,
+      so the parent can watch and signal it in any PID namespace (bubblewrap's);
+    - each worker that exits is reaped here and reported ``{"op": "exited", "pid",
+      "status"}`` (the parent is not its parent, so it cannot learn the status itself).
+
+    It stays single-threaded (fork copies only the calling thread) and exits when the
+    control socket closes; its workers get SIGKILL when it dies (``PR_SET_PDEATHSIG``).
+    A forked worker inherits the memory and file-size limits and sets ``RLIMIT_CPU`` on
+    itself, with a CPU count that starts at zero.
+    """
+    # Not the CPU limit: it counts a process's whole life, and the template's is long (each
+    # fork costs it a little); each worker sets it on itself, starting from zero.
+    _apply_limits(init["limits"], cpu=False)
+    _preload(init["tools"].values())
+    control = socket.socket(fileno=init["control_fd"])
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the select below
+    writer.send({"op": "ready", "errors": {}, "pid": os.getpid()})
+    template = os.getpid()
+    with selectors.DefaultSelector() as sel:
+        sel.register(control, selectors.EVENT_READ)
+        sel.register(wake_r, selectors.EVENT_READ)
+        while True:
+            for key, _ in sel.select():
+                if key.fileobj == wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(wake_r, 4096)
+                    _report_exits(control)
+                    continue
+                msg, fds, _, _ = socket.recv_fds(control, 65536, 3)
+                if not msg:
+                    os._exit(0)  # the parent is gone
+                request = json.loads(msg)
+                pid = os.fork()
+                if pid == 0:
+                    sel.close()
+                    signal.set_wakeup_fd(-1)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    for fd in (wake_r, wake_w):
+                        os.close(fd)
+                    control.close()
+                    proto_in.close()
+                    writer.close()
+                    return _forked(request, fds, template)
+                for fd in fds:
+                    os.close(fd)
+                pidfd = os.pidfd_open(pid)
+                reply = json.dumps({"op": "forked", "pid": pid}).encode()
+                socket.send_fds(control, [reply], [pidfd])
+                os.close(pidfd)
+
+
+def _preload(refs: Iterable[str]) -> None:
+    """Import what a worker will: its own modules, the tools' modules, and the modules
+    each of those names in ``SANDBOX_MODULES`` (imported lazily by its tools)."""
+    modules = ["agent.errors", "tools.base", "tools.policy"]
+    modules += [ref.partition(":")[0] for ref in refs]
+    for name in modules:
+        try:  # the worker reports what fails to import
+            module = importlib.import_module(name)
+            for extra in getattr(module, "SANDBOX_MODULES", ()):
+                importlib.import_module(extra)
+        except Exception:
+            continue
+
+
+def _report_exits(control: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        code = os.waitstatus_to_exitcode(status)
+        control.send(json.dumps({"op": "exited", "pid": pid, "status": code}).encode())
+
+
+def _forked(request: dict[str, Any], fds: list[int], template: int) -> tuple[BinaryIO, _Writer]:
+    """In a worker just forked: its own stdin, stdout, stderr, session, folder, env."""
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.setsid()  # one group to kill, as a worker started on its own
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != template:  # the template died before the line above
+        os._exit(1)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    tempfile.tempdir = None  # TMPDIR is read again
+    return _protocol()
 
 
 if __name__ == "__main__":

@@ -37,6 +37,11 @@ __all__ = [
 ]
 
 
+SANDBOX_MODULES = ("tools.sql", "tools.files")
+"""What the sandboxed tools here import when they first run: a worker template imports
+them ahead (`tools._worker`), so each worker forked from it has DuckDB loaded already."""
+
+
 def _sql_writes(arguments: dict[str, Any]) -> bool:
     """Judged by DuckDB's own parse: ``WITH … DELETE`` and ``EXPLAIN ANALYZE COPY`` write."""
     from tools.sql import writes

@@ -4,7 +4,8 @@ A run's sandboxed calls go through its :class:`RunSandbox`, which the pool
 (`tools._pool`) assigns to a worker process on the run's first call: runs that may touch
 the same things (workspace, policies, tools) share a small group of workers, each run's
 state kept apart inside the worker; ``sandbox.shared: false`` gives a run a worker of its
-own instead. A worker (`tools._worker`) imports only from read-only places, never from the
+own instead. A group's workers are forked from a pre-warmed template of the group (started
+in the same sandbox, with the tools and DuckDB imported), not started afresh. A worker (`tools._worker`) imports only from read-only places, never from the
 workspace, and a workspace overlapping them is refused (`tools._codepaths`). Where
 bubblewrap works it runs inside ``bwrap``:
 
@@ -196,7 +197,9 @@ class RunSandbox:
         size = (sandbox.pool_size or _default_pool_size()) if sandbox.shared else 1
         if not self.policies.sql.read_only and self.policies.sql.database is not None:
             size = 1  # one process may write a DuckDB file: its writers must share it
-        return WorkerPool.for_loop().group(key, self._command, size, sandbox.cpu_s)
+        # A run's own worker is started on its own: a template would serve one fork.
+        pool = WorkerPool.for_loop()
+        return pool.group(key, self._command, size, sandbox.cpu_s, fork=sandbox.shared)
 
     def _command(self) -> Command:
         path = import_path(import_roots(self.tools.values()))

@@ -195,6 +195,8 @@ async def test_dedicated_workers_when_not_shared(tmp_path: Path) -> None:
     ):
         await asyncio.gather(_call(a, "recall"), _call(b, "recall"))
         assert a.worker.pid != b.worker.pid
+        assert a.worker._group.template is None, "a run's own worker is not forked"
+        assert int(_status(a.worker.pid, "PPid")) == os.getpid()
         pid = a.worker.pid
     with pytest.raises(ProcessLookupError):  # a run's own worker ends with the run
         for _ in range(100):
@@ -284,3 +286,59 @@ asyncio.run(main())
     )
     assert done.returncode == 0, done.stderr
     assert not list(tmp_path.glob("agent-worker-home-*"))
+
+
+def _status(pid: int, field: str) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return line.split()[1]
+    raise AssertionError(f"no {field} for {pid}")
+
+
+@pytest.mark.parametrize("use_bwrap", MODES)
+async def test_workers_are_forked_from_one_pre_warmed_template(
+    tmp_path: Path, use_bwrap: bool
+) -> None:
+    """A group's workers are forks of one single-threaded process that has DuckDB loaded
+    already; their statuses, environment and isolation are a started worker's."""
+    pool = {"sandbox": {"pool_size": 2}}
+    async with (
+        _dispatcher(tmp_path, "run-a", use_bwrap, **pool) as a,
+        _dispatcher(tmp_path, "run-b", use_bwrap, **pool) as b,
+    ):
+        await _call(a, "remember", value="alpha")
+        await _call(b, "remember", value="beta")  # a is busy: b gets a second worker
+        assert a.worker.pid != b.worker.pid
+        parent = int(_status(a.worker.pid, "PPid"))
+        assert parent == int(_status(b.worker.pid, "PPid")) != os.getpid()
+        template = a.worker._group.template
+        assert template is not None and template.alive
+        if not use_bwrap:
+            assert parent == template.pid
+        assert _status(parent, "Threads") == "1", "fork copies one thread: it must be alone"
+        assert "duckdb" in Path(f"/proc/{parent}/maps").read_text(), "DuckDB pre-loaded"
+        assert "duckdb" in Path(f"/proc/{a.worker.pid}/maps").read_text()
+        recalled = [json.loads((await _call(d, "recall")).content) for d in (a, b)]
+        assert [r["value"] for r in recalled] == ["alpha", "beta"]
+
+
+@pytest.mark.parametrize("use_bwrap", MODES)
+async def test_a_dead_template_takes_its_workers_and_is_replaced(
+    tmp_path: Path, use_bwrap: bool
+) -> None:
+    async with _dispatcher(tmp_path, "run-a", use_bwrap) as a:
+        await _call(a, "remember", value="alpha")
+        worker, template = a.worker.pid, a.worker._group.template
+        os.kill(template.pid, 9)
+        for _ in range(200):  # the worker dies with its template
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the worker outlived its template")
+        after = await _call(a, "recall")
+        assert after.ok and json.loads(after.content)["value"] is None, "a new worker"
+        assert a.worker.starts == 2 and a.worker._group.template is not template
+        assert a.worker._group.template.alive
