@@ -8,7 +8,8 @@
     simulator in a child process. The baseline, measured in the same run: the same
     conversations driven through the backend alone (no graph, no tools, no store), as
     ``bench/backend.py`` does. Reported per N: wall time of both and their ratio, client
-    CPU per model step (this process; the sandbox workers' CPU apart), and the peak memory
+    CPU per model step (this process; the sandbox workers' and the memory sampler's CPU
+    apart), and the peak memory
     of this process plus every sandbox worker (PSS, so pages shared after a fork count
     once). Goals (issue): ratio ≤ 1.15 at 256 and 1,024, ≤ 2,000 MB at 1,024, ≤ 5 ms of
     client CPU per step. Then where that CPU goes, at 64 runs: the backend alone, the agent
@@ -100,13 +101,24 @@ def _pss_kib(pid: int) -> int:
 
 
 class PeakMemory:
-    """Samples the PSS of this process and its descendants (but ``exclude``) every 100 ms."""
+    """Samples the PSS of this process and its descendants (but ``exclude``) every 100 ms.
+
+    Reading ``smaps_rollup`` of every worker is not free: ``cpu_s`` is what the sampling
+    cost this process, to be left out of the client's CPU.
+    """
 
     def __init__(self, exclude: set[int]) -> None:
         self.exclude, self.peak_kib, self._stop = exclude, 0, threading.Event()
+        self.cpu_s = 0.0
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self.cpu_s = time.thread_time()
+
+    def _loop(self) -> None:
         while not self._stop.wait(0.1):
             pids, todo = [], [os.getpid()]
             while todo:
@@ -189,6 +201,7 @@ async def _agent_runs(
         cpu0, t0 = time.process_time(), time.perf_counter()
         results = await asyncio.gather(*(agent.run(f"Run {i}: top region?") for i in range(n)))
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    cpu -= memory.cpu_s
     await agent.aclose()
     steps = sum(r.steps for r in results)
     return {

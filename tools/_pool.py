@@ -24,9 +24,10 @@ next call starts on a fresh worker, and says so). A worker that crashes is repla
 Processes are spawned without asyncio's child watcher (which keeps a thread per child on
 Python 3.11, and logged "Unknown child process" whenever something else reaped one): each
 worker is watched through its pidfd by the event loop itself (a forked one is reaped by its
-template, which reports the exit status); its home folder is removed off the loop. A worker also reports the CPU it has used: past half of
-``sandbox.cpu_s`` it takes no new runs and retires when its runs are done, so the CPU rlimit
-(which counts the process's whole life) does not kill a worker that served many runs.
+template, which reports the exit status); its home folder is removed off the loop. A worker
+also reports the CPU it has used: past half of ``sandbox.cpu_s`` it takes no new runs and
+retires when its runs are done, so the CPU rlimit (which counts the process's whole life)
+does not kill a worker that served many runs.
 
 >>> PoolKey("process", "/w", "{}", (("sql_query", "tools.builtins:sql_query"),)).owner
 ''

@@ -5,9 +5,10 @@ A run's sandboxed calls go through its :class:`RunSandbox`, which the pool
 the same things (workspace, policies, tools) share a small group of workers, each run's
 state kept apart inside the worker; ``sandbox.shared: false`` gives a run a worker of its
 own instead. A group's workers are forked from a pre-warmed template of the group (started
-in the same sandbox, with the tools and DuckDB imported), not started afresh. A worker (`tools._worker`) imports only from read-only places, never from the
-workspace, and a workspace overlapping them is refused (`tools._codepaths`). Where
-bubblewrap works it runs inside ``bwrap``:
+in the same sandbox, with the tools and DuckDB imported), not started afresh. A worker
+(`tools._worker`) imports only from read-only places, never from the workspace, and a
+workspace overlapping them is refused (`tools._codepaths`; checked when a group is made,
+for every run it will serve). Where bubblewrap works it runs inside ``bwrap``:
 
 - only read-only system paths (``/usr``, ``/lib*``, the Python prefixes, and every folder of
   the worker's import path: the venv, the project source, the tools' import roots) — no
@@ -182,10 +183,6 @@ class RunSandbox:
             return self._worker
 
     def _pool_group(self) -> Any:
-        try:
-            check_workspace(self.workspace, self.tools.values())
-        except ConfigError as exc:
-            raise ToolPolicyError(f"the sandbox refuses to start: {exc}") from None
         sandbox = self.policies.sandbox
         key = PoolKey(
             self.kind,
@@ -197,8 +194,13 @@ class RunSandbox:
         size = (sandbox.pool_size or _default_pool_size()) if sandbox.shared else 1
         if not self.policies.sql.read_only and self.policies.sql.database is not None:
             size = 1  # one process may write a DuckDB file: its writers must share it
-        # A run's own worker is started on its own: a template would serve one fork.
         pool = WorkerPool.for_loop()
+        if key not in pool.groups:  # checked once for all the runs a group will serve
+            try:
+                check_workspace(self.workspace, self.tools.values())
+            except ConfigError as exc:
+                raise ToolPolicyError(f"the sandbox refuses to start: {exc}") from None
+        # A run's own worker is started on its own: a template would serve one fork.
         return pool.group(key, self._command, size, sandbox.cpu_s, fork=sandbox.shared)
 
     def _command(self) -> Command:
