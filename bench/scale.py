@@ -245,49 +245,6 @@ async def cpu_breakdown(n: int, tmp: Path) -> dict[str, float]:
     }
 
 
-# -- (c) worker starts -----------------------------------------------------------------------
-
-
-async def _start_workers(k: int, workspace: Path, forked: bool) -> tuple[list[float], float]:
-    """Start ``k`` workers one by one; the seconds each took, and their mean PSS (MiB)."""
-    from tools.policy import ToolPolicies
-    from tools.registry import ToolRegistry
-    from tools.sandbox import RunSandbox, close_pool
-
-    tools = {t.name: t for t in ToolRegistry.default(plugins=False).select(["sql_query"])}
-    sandbox = {"use_bwrap": False, "shared": forked, "pool_size": k}
-    policies = ToolPolicies(workspace=workspace, sandbox=sandbox)
-    runs = [RunSandbox(tools, policies, run_id=f"start-{i}") for i in range(k)]
-    took = []
-    for run in runs:  # each run holds its worker: the next needs a new one
-        t0 = time.perf_counter()
-        await run._assigned()
-        took.append(time.perf_counter() - t0)
-    pss = statistics.mean(_pss_kib(run.pid or 0) for run in runs) / 1024
-    for run in runs:
-        await run.aclose()
-    await close_pool()
-    return took, pss
-
-
-async def worker_starts(k: int, tmp: Path) -> dict[str, float]:
-    workspace = tmp / "ws"
-    workspace.mkdir()
-    forked, forked_pss = await _start_workers(k + 1, workspace, True)
-    fresh, fresh_pss = await _start_workers(k, workspace, False)
-    # The first forked start also starts the template: reported on its own.
-    template_ms = (forked[0] - statistics.median(forked[1:])) * 1e3
-    return {
-        "workers": k,
-        "forked_ms": statistics.median(forked[1:]) * 1e3,
-        "fresh_ms": statistics.median(fresh) * 1e3,
-        "speedup": statistics.median(fresh) / statistics.median(forked[1:]),
-        "template_start_ms": template_ms,
-        "forked_pss_mb": forked_pss,
-        "fresh_pss_mb": fresh_pss,
-    }
-
-
 # -- (b) KV-aware admission -------------------------------------------------------------------
 
 
@@ -345,6 +302,49 @@ async def admission(m: int, speed: float, shrink: int = 1) -> dict[str, float]:
         UNPRESSURED // shrink, None, speed, shrink
     )
     return out
+
+
+# -- (c) worker starts -----------------------------------------------------------------------
+
+
+async def _start_workers(k: int, workspace: Path, forked: bool) -> tuple[list[float], float]:
+    """Start ``k`` workers one by one; the seconds each took, and their mean PSS (MiB)."""
+    from tools.policy import ToolPolicies
+    from tools.registry import ToolRegistry
+    from tools.sandbox import RunSandbox, close_pool
+
+    tools = {t.name: t for t in ToolRegistry.default(plugins=False).select(["sql_query"])}
+    sandbox = {"use_bwrap": False, "shared": forked, "pool_size": k}
+    policies = ToolPolicies(workspace=workspace, sandbox=sandbox)
+    runs = [RunSandbox(tools, policies, run_id=f"start-{i}") for i in range(k)]
+    took = []
+    for run in runs:  # each run holds its worker: the next needs a new one
+        t0 = time.perf_counter()
+        await run._assigned()
+        took.append(time.perf_counter() - t0)
+    pss = statistics.mean(_pss_kib(run.pid or 0) for run in runs) / 1024
+    for run in runs:
+        await run.aclose()
+    await close_pool()
+    return took, pss
+
+
+async def worker_starts(k: int, tmp: Path) -> dict[str, float]:
+    workspace = tmp / "ws"
+    workspace.mkdir()
+    forked, forked_pss = await _start_workers(k + 1, workspace, True)
+    fresh, fresh_pss = await _start_workers(k, workspace, False)
+    # The first forked start also starts the template: reported on its own.
+    template_ms = (forked[0] - statistics.median(forked[1:])) * 1e3
+    return {
+        "workers": k,
+        "forked_ms": statistics.median(forked[1:]) * 1e3,
+        "fresh_ms": statistics.median(fresh) * 1e3,
+        "speedup": statistics.median(fresh) / statistics.median(forked[1:]),
+        "template_start_ms": template_ms,
+        "forked_pss_mb": forked_pss,
+        "fresh_pss_mb": fresh_pss,
+    }
 
 
 async def main(quick: bool, sizes: list[int], queued: int) -> dict[str, Any]:
