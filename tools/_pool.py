@@ -8,12 +8,12 @@ other run's by the worker); a group starts a new worker only while it has fewer 
 ``size`` and all are busy, else the least loaded one takes the run. Calls beyond a
 worker's threads queue inside it. A worker with no run left shuts down after ``IDLE_S``.
 
-A group's workers are forked from its template (:class:`_Template`): a process started
-like a worker, under the same sandbox and limits, that has imported the tools and DuckDB
-once, so a new worker is ready in tens of milliseconds instead of a fresh interpreter's
-~0.3 s, and shares the imported code's memory with its siblings. The template stops with
-the group's last worker. A run's own worker (``sandbox.shared: false``) is started on its
-own.
+A group of plain-process workers is forked from its template (:class:`_Template`): a
+process started like a worker, under the same limits, that has imported the tools and
+DuckDB once, so a new worker is ready in tens of milliseconds instead of a fresh
+interpreter's ~0.3 s, and shares the imported code's memory with its siblings. The template
+stops with the group's last worker. Bubblewrap workers and a run's own worker
+(``sandbox.shared: false``) are started on their own (`tools.sandbox` says why).
 
 Failure stays local where it can: a call past its hard timeout is first *cancelled* (its
 cancel hooks run in the worker: a DuckDB query is interrupted) and fails alone; only a call
@@ -62,6 +62,12 @@ IDLE_S = 30.0
 CANCEL_GRACE_S = 2.0
 """How long a cancelled call may take to stop before its worker is killed."""
 _START_TIMEOUT_S = 60.0
+STATUS_WAIT_S = 1.0
+"""How long a forked worker's exit waits for its template to report the status."""
+FORK_TIMEOUT_S = 10.0
+"""How long a template may take to fork a worker before it is deemed stuck and replaced."""
+FORKS_PER_TEMPLATE = 64
+"""Workers one template forks before a new one (a fresh address-space layout) takes over."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +106,10 @@ class _Worker:
         self.template: _Template | None = None
         """Set before `start`: fork from this template instead of starting a process."""
         self.cpu_s = 0.0
-        self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.stopping = False
+        """Set when the pool stops it (idle, retired, closed): its exit is not a failure."""
+        self.exited: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        """Its exit status once it has exited; None if unknown (its template died first)."""
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next = 0
         self._stderr: collections.deque[bytes] = collections.deque(maxlen=32)
@@ -119,7 +128,12 @@ class _Worker:
 
     async def start(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        stdin, stdout, stderr = await self._spawn()
+        try:
+            stdin, stdout, stderr = await self._spawn()
+        except BaseException:
+            if self.command.home:  # no process, so no exit to remove it at
+                loop.run_in_executor(None, shutil.rmtree, self.command.home, True)
+            raise
         _LIVE.add(self)
         self._watch_exit()
         reader = asyncio.StreamReader(limit=2**20)
@@ -148,7 +162,7 @@ class _Worker:
     async def _spawn(self) -> tuple[Any, Any, Any]:
         """Start the process; set ``pid`` and ``pidfd``; its stdin, stdout and stderr."""
         if self.template is not None:
-            pidfd, inner, *pipes = await self.template.fork(self.command)
+            pidfd, inner, *pipes = await self.template.fork(self)
             try:
                 self.pid = pidfd_pid(pidfd)
             except ToolExecutionError:
@@ -179,14 +193,18 @@ class _Worker:
     def _watch_exit(self) -> None:
         """Note the exit when the loop sees the pidfd become readable (no thread): reap a
         child of ours; a worker forked by a template is reaped there, which reports the
-        status."""
+        status (waited for ``STATUS_WAIT_S`` at most: a template stopped or gone must not
+        hold up the exit)."""
         loop = asyncio.get_running_loop()
         pidfd = self.pidfd
 
-        def exited(code: int) -> None:
+        def exited(code: int | None) -> None:
+            if self.exited.done():
+                return
             _LIVE.discard(self)
-            if not self.exited.done():
-                self.exited.set_result(code)
+            self.exited.set_result(code)
+            if self.template is not None:
+                self.template.worker_exited(self)
             self._fail_pending(
                 f"the sandbox worker died during the call ({describe_exit(self.exited)}); "
                 "it is restarted for the next call"
@@ -205,9 +223,9 @@ class _Worker:
                     code = os.waitstatus_to_exitcode(status)
                 exited(code)
             else:
-                self.template.exit_status(self.inner_pid).add_done_callback(
-                    lambda f: exited(f.result())
-                )
+                status = self.template.exit_status(self.inner_pid)
+                timer = loop.call_later(STATUS_WAIT_S, exited, None)
+                status.add_done_callback(lambda f: (timer.cancel(), exited(f.result())))
 
         loop.add_reader(pidfd, reap)
 
@@ -350,20 +368,30 @@ class _Worker:
 class _Template(_Worker):
     """A pre-warmed process the workers of a group are forked from (`tools._worker`).
 
-    Started like a worker (same command, sandbox and limits), it imports the tools and
-    DuckDB once; a worker forked from it is ready in milliseconds and shares the imported
-    code's memory with its siblings, where a fresh interpreter costs ~0.3 s of CPU and
-    20–30 MB. Requests and replies travel over a ``SOCK_SEQPACKET`` pair (file descriptors
-    attached): the worker's pipes go in, a pidfd of the worker comes back; the template
-    reaps its workers and reports their exit statuses.
+    Started like a worker (same command and limits; plain process sandbox only, see
+    `tools.sandbox`), it imports the tools and DuckDB once; a worker forked from it is ready
+    in tens of milliseconds and shares the imported code's memory with its siblings, where a
+    fresh interpreter costs ~0.3 s of CPU and 20–30 MB. Requests and replies travel over a
+    ``SOCK_SEQPACKET`` pair (file descriptors attached): the worker's pipes go in, a pidfd
+    of the worker comes back; the template reaps its workers and reports their statuses.
+
+    Forks share the template's address-space layout (library bases, stack canary). So that
+    crashes cannot be used to probe it, a template *retires* — forks no more, and stops once
+    its last worker has — when one of its workers dies other than by the pool's stopping
+    it, and after ``FORKS_PER_TEMPLATE`` forks; the group's next worker comes from a new
+    one. A template that does not answer a fork within ``FORK_TIMEOUT_S`` is killed.
     """
 
     def __init__(self, command: Command, max_cpu_s: float) -> None:
         super().__init__(command, max_cpu_s)
         self.control, self._control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.control.setblocking(False)
-        self._forks: collections.deque[asyncio.Future[tuple[int, int]]] = collections.deque()
-        self._exits: dict[int, asyncio.Future[int]] = {}
+        self.workers: set[_Worker] = set()
+        self.forks = 0
+        self.retired = False
+        self._replies: collections.deque[asyncio.Future[tuple[int, int]]] = collections.deque()
+        self._forked: set[int] = set()  # pids (in its namespace) of workers not yet reported
+        self._exits: dict[int, asyncio.Future[int | None]] = {}
         self._gone = False
 
     def _popen(self, pass_fds: tuple[int, ...] = ()) -> tuple[Any, Any, Any]:
@@ -378,19 +406,27 @@ class _Template(_Worker):
             self.loop.add_reader(self.control.fileno(), self._on_control)
             self.exited.add_done_callback(lambda _: self._closed())
 
-    async def fork(self, command: Command) -> tuple[int, int, Any, Any, Any]:
-        """A new worker running ``command``: its pidfd, its pid inside the template's PID
+    async def fork(self, worker: _Worker) -> tuple[int, int, Any, Any, Any]:
+        """Fork ``worker``'s process: its pidfd, its pid inside the template's PID
         namespace, and its stdin, stdout and stderr."""
-        if self._gone:
+        if self._gone or self.retired:
             raise ToolExecutionError("the sandbox worker template is gone")
+        command = worker.command
         (stdin_r, stdin_w), (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe(), os.pipe()
         try:
             request = json.dumps({"op": "fork", "cwd": command.cwd, "env": command.env})
             socket.send_fds(self.control, [request.encode()], [stdin_r, out_w, err_w])
-            fut: asyncio.Future[tuple[int, int]] = self.loop.create_future()
-            self._forks.append(fut)  # replies come in the order of the requests
-            async with asyncio.timeout(_START_TIMEOUT_S):
-                inner, pidfd = await fut
+            reply: asyncio.Future[tuple[int, int]] = self.loop.create_future()
+            self._replies.append(reply)  # replies come in the order of the requests
+            try:
+                async with asyncio.timeout(FORK_TIMEOUT_S):
+                    inner, pidfd = await reply
+            except TimeoutError:
+                self.stopping = True
+                await self.kill("")
+                raise ToolExecutionError(
+                    "the sandbox worker template did not answer and was restarted; retry the call"
+                ) from None
         except BaseException:
             for fd in (stdin_w, out_r, err_r):  # a worker forked anyway reads EOF and exits
                 os.close(fd)
@@ -398,20 +434,33 @@ class _Template(_Worker):
         finally:
             for fd in (stdin_r, out_w, err_w):
                 os.close(fd)
+        self._forked.add(inner)
+        self.workers.add(worker)
+        self.forks += 1
+        if self.forks >= FORKS_PER_TEMPLATE:
+            self.retired = True
         return pidfd, inner, open(stdin_w, "wb", 0), open(out_r, "rb", 0), open(err_r, "rb", 0)
 
-    def exit_status(self, inner_pid: int) -> asyncio.Future[int]:
-        """Resolved with the worker's exit status (-1 if the template died first)."""
-        fut = self._exits.get(inner_pid)
+    def exit_status(self, inner_pid: int) -> asyncio.Future[int | None]:
+        """Resolved with the worker's exit status (None if the template died first)."""
+        fut = self._exits.pop(inner_pid, None)  # the report came first
         if fut is None:
             fut = self.loop.create_future()
             if self._gone:
-                fut.set_result(-1)
+                fut.set_result(None)
             else:
                 self._exits[inner_pid] = fut
-        elif fut.done():  # the report came first
-            del self._exits[inner_pid]
         return fut
+
+    def worker_exited(self, worker: _Worker) -> None:
+        """A worker of this template has exited: retire if it died on its own; stop when
+        retired and none is left."""
+        self.workers.discard(worker)
+        if not worker.stopping:
+            self.retired = True
+        if self.retired and not self.workers and self.alive:
+            self.stopping = True
+            self._kill_now()
 
     def _on_control(self) -> None:
         while not self._gone:
@@ -422,23 +471,26 @@ class _Template(_Worker):
             except OSError:
                 data, fds = b"", []
             msg = _control_message(data)
-            if msg.get("op") == "forked" and len(fds) == 1 and self._forks:
-                fut = self._forks.popleft()
-                if fut.done():  # its requester gave up
+            if msg.get("op") == "forked" and len(fds) == 1 and self._replies:
+                reply = self._replies.popleft()
+                if reply.done():  # its requester gave up
                     os.close(fds[0])
                 else:
-                    fut.set_result((msg["pid"], fds[0]))
+                    reply.set_result((msg["pid"], fds[0]))
                 continue
             for fd in fds:
                 os.close(fd)
             if msg.get("op") == "exited" and not fds:
+                if msg["pid"] not in self._forked:
+                    continue  # a worker nobody waits for (its requester gave up)
+                self._forked.discard(msg["pid"])
                 waiting = self._exits.pop(msg["pid"], None)
-                if waiting is None:
+                if waiting is None:  # before its pidfd was seen: kept for exit_status
                     waiting = self._exits[msg["pid"]] = self.loop.create_future()
                 if not waiting.done():
                     waiting.set_result(msg["status"])
             else:  # the end of the stream, or a template broken or hostile
-                self._background_kill()
+                self._kill_now()
                 self._closed()
 
     def _closed(self) -> None:
@@ -449,15 +501,18 @@ class _Template(_Worker):
         with contextlib.suppress(ValueError, OSError):
             self.loop.remove_reader(self.control.fileno())
         self.control.close()
-        for fork in self._forks:
-            if not fork.done():
-                fork.set_exception(ToolExecutionError("the sandbox worker template died"))
+        for reply in self._replies:
+            if not reply.done():
+                reply.set_exception(ToolExecutionError("the sandbox worker template died"))
         for status in self._exits.values():
             if not status.done():
-                status.set_result(-1)
-        self._forks.clear()
+                status.set_result(None)
+        self._replies.clear()
 
-    def _background_kill(self) -> None:
+    def _kill_now(self) -> None:
+        if self.pidfd >= 0:
+            with contextlib.suppress(ProcessLookupError, OSError):
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
 
@@ -499,10 +554,11 @@ class _Group:
             return worker
 
     async def _template(self) -> _Template | None:
-        """The group's live template (started on first use), or None if it does not fork."""
+        """The group's live template (started on first use, replaced when it retires), or
+        None if the group does not fork."""
         if not self.fork:
             return None
-        if self.template is None or not self.template.alive:
+        if self.template is None or not self.template.alive or self.template.retired:
             self.template = _Template(self.command(), self.max_cpu_s)
             await self.template.start()
         return self.template
@@ -528,14 +584,18 @@ class _Group:
 
     async def _stop(self, worker: _Worker) -> None:
         """Stop ``worker``; the template too when no worker is left."""
+        worker.stopping = True
         await worker.kill("")
         template = self.template
         if template is not None and not [w for w in self.workers if w.alive]:
             self.template = None
+            template.stopping = True
             await template.kill("")
 
     async def aclose(self) -> None:
         workers = [*self.workers, *([self.template] if self.template else [])]
+        for worker in workers:
+            worker.stopping = True
         await asyncio.gather(*(w.kill("the sandbox pool was closed") for w in workers))
 
 
@@ -654,8 +714,10 @@ def pidfd_pid(pidfd: int) -> int:
     raise ToolExecutionError("the sandbox worker exited before it started")
 
 
-def describe_exit(exited: asyncio.Future[int]) -> str:
-    rc = exited.result() if exited.done() else -1
+def describe_exit(exited: asyncio.Future[int | None]) -> str:
+    rc = exited.result() if exited.done() else None
+    if rc is None:
+        return "exit status unknown: its template process died"
     if rc < 0:
         with contextlib.suppress(ValueError):
             return f"killed by {signal.Signals(-rc).name}"

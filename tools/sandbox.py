@@ -4,8 +4,11 @@ A run's sandboxed calls go through its :class:`RunSandbox`, which the pool
 (`tools._pool`) assigns to a worker process on the run's first call: runs that may touch
 the same things (workspace, policies, tools) share a small group of workers, each run's
 state kept apart inside the worker; ``sandbox.shared: false`` gives a run a worker of its
-own instead. A group's workers are forked from a pre-warmed template of the group (started
-in the same sandbox, with the tools and DuckDB imported), not started afresh. A worker
+own instead. Without bubblewrap, a group's workers are forked from a pre-warmed template
+(the tools and DuckDB imported once; `tools._pool`). Under bubblewrap each worker is started
+in a sandbox of its own: workers forked inside one shared sandbox would share its PID
+namespace, ``/proc`` and ``/tmp``, so a compromised worker could write into a sibling's
+pipes or its template's memory, or kill them. A worker
 (`tools._worker`) imports only from read-only places, never from the workspace, and a
 workspace overlapping them is refused (`tools._codepaths`; checked when a group is made,
 for every run it will serve). Where bubblewrap works it runs inside ``bwrap``:
@@ -200,8 +203,11 @@ class RunSandbox:
                 check_workspace(self.workspace, self.tools.values())
             except ConfigError as exc:
                 raise ToolPolicyError(f"the sandbox refuses to start: {exc}") from None
-        # A run's own worker is started on its own: a template would serve one fork.
-        return pool.group(key, self._command, size, sandbox.cpu_s, fork=sandbox.shared)
+        # Forked from a template: shared workers without bubblewrap. A run's own worker is
+        # started on its own (a template would serve one fork); so is each bubblewrap
+        # worker, which must have a sandbox of its own (module docstring).
+        fork = sandbox.shared and self.kind == "process"
+        return pool.group(key, self._command, size, sandbox.cpu_s, fork=fork)
 
     def _command(self) -> Command:
         path = import_path(import_roots(self.tools.values()))

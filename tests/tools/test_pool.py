@@ -295,38 +295,44 @@ def _status(pid: int, field: str) -> str:
     raise AssertionError(f"no {field} for {pid}")
 
 
-@pytest.mark.parametrize("use_bwrap", MODES)
-async def test_workers_are_forked_from_one_pre_warmed_template(
-    tmp_path: Path, use_bwrap: bool
-) -> None:
-    """A group's workers are forks of one single-threaded process that has DuckDB loaded
-    already; their statuses, environment and isolation are a started worker's."""
+async def test_plain_workers_are_forked_from_one_pre_warmed_template(tmp_path: Path) -> None:
+    """A group's plain workers are forks of one single-threaded process that has DuckDB
+    loaded already; their environment and isolation are a started worker's."""
     pool = {"sandbox": {"pool_size": 2}}
     async with (
-        _dispatcher(tmp_path, "run-a", use_bwrap, **pool) as a,
-        _dispatcher(tmp_path, "run-b", use_bwrap, **pool) as b,
+        _dispatcher(tmp_path, "run-a", False, **pool) as a,
+        _dispatcher(tmp_path, "run-b", False, **pool) as b,
     ):
         await _call(a, "remember", value="alpha")
         await _call(b, "remember", value="beta")  # a is busy: b gets a second worker
         assert a.worker.pid != b.worker.pid
-        parent = int(_status(a.worker.pid, "PPid"))
-        assert parent == int(_status(b.worker.pid, "PPid")) != os.getpid()
         template = a.worker._group.template
-        assert template is not None and template.alive
-        if not use_bwrap:
-            assert parent == template.pid
-        assert _status(parent, "Threads") == "1", "fork copies one thread: it must be alone"
-        assert "duckdb" in Path(f"/proc/{parent}/maps").read_text(), "DuckDB pre-loaded"
+        assert template is not None and template.alive and template.forks == 2
+        assert int(_status(a.worker.pid, "PPid")) == int(_status(b.worker.pid, "PPid"))
+        assert int(_status(a.worker.pid, "PPid")) == template.pid != os.getpid()
+        assert _status(template.pid, "Threads") == "1", "fork copies one thread: it is alone"
+        assert "duckdb" in Path(f"/proc/{template.pid}/maps").read_text(), "DuckDB pre-loaded"
         assert "duckdb" in Path(f"/proc/{a.worker.pid}/maps").read_text()
         recalled = [json.loads((await _call(d, "recall")).content) for d in (a, b)]
         assert [r["value"] for r in recalled] == ["alpha", "beta"]
 
 
-@pytest.mark.parametrize("use_bwrap", MODES)
-async def test_a_dead_template_takes_its_workers_and_is_replaced(
-    tmp_path: Path, use_bwrap: bool
-) -> None:
-    async with _dispatcher(tmp_path, "run-a", use_bwrap) as a:
+@pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not usable here")
+async def test_bubblewrap_workers_each_have_a_sandbox_of_their_own(tmp_path: Path) -> None:
+    pool = {"sandbox": {"pool_size": 2}}
+    async with (
+        _dispatcher(tmp_path, "run-a", True, **pool) as a,
+        _dispatcher(tmp_path, "run-b", True, **pool) as b,
+    ):
+        await _call(a, "remember", value="alpha")
+        await _call(b, "remember", value="beta")
+        assert a.worker.pid != b.worker.pid and a.worker._group.template is None
+        assert int(_status(a.worker.pid, "PPid")) == int(_status(b.worker.pid, "PPid"))
+        assert int(_status(a.worker.pid, "PPid")) == os.getpid(), "each is a bwrap of ours"
+
+
+async def test_a_dead_template_takes_its_workers_and_is_replaced(tmp_path: Path) -> None:
+    async with _dispatcher(tmp_path, "run-a", False) as a:
         await _call(a, "remember", value="alpha")
         worker, template = a.worker.pid, a.worker._group.template
         os.kill(template.pid, 9)
@@ -342,3 +348,45 @@ async def test_a_dead_template_takes_its_workers_and_is_replaced(
         assert after.ok and json.loads(after.content)["value"] is None, "a new worker"
         assert a.worker.starts == 2 and a.worker._group.template is not template
         assert a.worker._group.template.alive
+
+
+async def test_a_crash_retires_the_template_but_spares_its_other_workers(
+    tmp_path: Path,
+) -> None:
+    """A worker that dies unbidden retires its template (the next worker comes from a new
+    one, with a new address-space layout); the template's other workers keep their runs and
+    it stops with the last of them."""
+    pool = {"sandbox": {"pool_size": 2}}
+    async with _dispatcher(tmp_path, "run-b", False, **pool) as b:
+        async with _dispatcher(tmp_path, "run-a", False, **pool) as a:
+            await _call(a, "remember", value="alpha")
+            await _call(b, "remember", value="beta")
+            first = a.worker._group.template
+            assert (await _call(a, "die")).error == "execution"
+            assert first.retired and first.alive, "b's worker still needs it"
+            assert json.loads((await _call(a, "recall")).content)["value"] is None
+            assert a.worker._group.template is not first, "a fresh template"
+            assert json.loads((await _call(b, "recall")).content)["value"] == "beta"
+        await b.worker._worker.kill("")  # as if it idled out: stopped by the pool
+    for _ in range(100):
+        if not first.alive:
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail("a retired template outlived its last worker")
+
+
+async def test_a_template_retires_after_its_fork_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_pool, "FORKS_PER_TEMPLATE", 2)
+    pool = {"sandbox": {"pool_size": 3}}
+    async with (
+        _dispatcher(tmp_path, "run-a", False, **pool) as a,
+        _dispatcher(tmp_path, "run-b", False, **pool) as b,
+        _dispatcher(tmp_path, "run-c", False, **pool) as c,
+    ):
+        for d in (a, b, c):
+            await _call(d, "remember", value=d.run_id)
+        assert a.worker._group.template is not None
+        templates = {int(_status(d.worker.pid, "PPid")) for d in (a, b, c)}
+        assert len(templates) == 2, "the third worker came from a second template"
