@@ -2,10 +2,11 @@
 
 Each handler reads component values, asks the :class:`~agent.ui.engine.Engine`, and
 returns (or, while a turn runs, yields) what the components show, from a
-:class:`~agent.ui.screen.Screen`. A turn is a chain of three events: ``begin`` (instant:
-clear the message box, Send off, Stop on), the streaming one (the conversation, its id,
-the status line, the metrics: four outputs, so each update costs Gradio little), then
-``outcome`` (approval, Resume, the JSON answer, the trace to download). Streaming
+:class:`~agent.ui.screen.Screen`. A turn is a chain of events: (Send only: the browser
+gathers the message and the settings), ``begin`` (instant: clear the message box, Send
+off, Stop on), the streaming one (the conversation, its id, the status line, the
+metrics: four outputs, so each update costs Gradio little), then ``outcome`` (approval,
+Resume, the JSON answer, the trace to download). Streaming
 handlers only *watch* a turn: closing the page does not stop a run; Stop does.
 
 The page's API (``gradio_client``): ``/send``, ``/resume``, ``/approve``, ``/deny`` stream
@@ -40,9 +41,16 @@ BURST_S = 0.008
 """How long a change waits for the rest of its burst (a fast server sends many tokens at
 once: one update for them, not two)."""
 _LEEWAY = 2.0
-_STREAM: dict[str, Any] = {"concurrency_limit": None, "show_progress": "hidden"}
+# Gradio's browser keeps a loading status for each output of every event the page has
+# run, and for each input of every server event that has ended, and re-renders them all
+# on every streamed update (~35 components here: most of a token's way to the screen).
+# No event shows progress, so none names outputs to show it on; and Send's inputs (the
+# left column) are gathered in the browser (_GATHER_JS), so the set stays a few components.
+_QUIET: dict[str, Any] = {"show_progress": "hidden", "show_progress_on": ()}
+_STREAM: dict[str, Any] = {"concurrency_limit": None, **_QUIET}
 _PRIVATE: dict[str, Any] = {**_STREAM, "api_visibility": "private"}
-_INSTANT: dict[str, Any] = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
+_INSTANT: dict[str, Any] = {"queue": False, **_QUIET, "api_visibility": "private"}
+_GATHER_JS = "(...values) => [values]"
 
 
 class Handlers:
@@ -69,20 +77,22 @@ class Handlers:
         c = self.c
         live, settings = self._live_outputs(), self._settings_inputs()
         begun = [c.send, c.stop, c.approval_group, c.resume]
+        send_inputs = [c.pending, c.thread, *settings, c.seed, c.tool_choice, c.model_url]
+        # The page's Send: the browser gathers the message and the settings into one hidden
+        # value, so that no event of a turn reads a visible component (see _QUIET).
         chains = [
             gr.on(
                 [c.send.click, c.message.submit],
-                self.begin,
-                [c.message, c.thread],
-                [c.message, c.pending, *begun],
-                **_INSTANT,
-            ).then(
-                self.send,
-                [c.pending, c.thread, *settings, c.seed, c.tool_choice, c.model_url],
-                live,
-                api_name="send",
-                **_STREAM,
+                None,
+                [c.message, *send_inputs[2:]],
+                [c.request],
+                js=_GATHER_JS,
+                api_visibility="private",
             )
+            .then(self.begin, [c.request, c.thread], [c.message, c.pending, *begun], **_INSTANT)
+            .then(self.send_request, [c.pending, c.thread, c.request], live, **_PRIVATE),
+            # The API's /send: the same turn from its arguments.
+            c.api_send.click(self.send, send_inputs, live, api_name="send", **_STREAM),
         ]
         for button, fn in ((c.resume, self.resume), (c.approve, self.approve), (c.deny, self.deny)):
             chains.append(
@@ -93,8 +103,8 @@ class Handlers:
         # Not the status line: the stopped turn's own last update says how it ended.
         c.stop.click(self.stop, [c.thread], [c.stop_reply], api_name="stop", **_STREAM)
         outcome, history = self._outcome_outputs(), [c.conversations, c.runs]
-        chains[0].then(self.outcome, [c.thread], outcome, api_name="outcome", **_STREAM)
-        for chain in chains[1:]:
+        chains[1].then(self.outcome, [c.thread], outcome, api_name="outcome", **_STREAM)
+        for chain in chains[:1] + chains[2:]:
             chain.then(self.outcome, [c.thread], outcome, **_PRIVATE)
         for chain in chains:
             chain.then(self.history, None, history, **_PRIVATE)
@@ -157,13 +167,13 @@ class Handlers:
 
     # --- turns --------------------------------------------------------------------------
 
-    def begin(self, message: str, thread: str) -> tuple[Any, ...]:
-        """A turn starts (instantly, in the browser's request): the message moves out of
-        the box; Send goes off and Stop on. While the conversation has a turn running,
-        nothing is sent and the message stays."""
+    def begin(self, request: list[Any], thread: str) -> tuple[Any, ...]:
+        """A turn starts (instantly, in the browser's request): the message (the first of
+        ``request``) moves out of the box; Send goes off and Stop on. While the
+        conversation has a turn running, nothing is sent and the message stays."""
         if thread and self.engine.running(thread) is not None:
             return (gr.skip(), "", *([gr.skip()] * 4))
-        return ("", message, *self.begin_continue())
+        return ("", request[0], *self.begin_continue())
 
     def begin_continue(self) -> tuple[Any, ...]:
         """Resume, Approve or Deny: Send off, Stop on, the approval box and Resume hidden."""
@@ -201,6 +211,14 @@ class Handlers:
             return
         turn = await self.engine.start(thread, settings, input=message, new=new)
         async for update in self._watch(turn):
+            yield update
+
+    async def send_request(
+        self, message: str, thread: str, request: list[Any]
+    ) -> AsyncIterator[tuple[Any, ...]]:
+        """:meth:`send` with the settings the page gathered (``request``: the message
+        box, then :meth:`send`'s settings in order)."""
+        async for update in self.send(message, thread, *request[1:]):
             yield update
 
     async def resume(self, thread: str) -> AsyncIterator[tuple[Any, ...]]:

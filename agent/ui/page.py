@@ -74,6 +74,8 @@ def build_page(engine: Engine, config: PageConfig) -> gr.Blocks:
         c.thread = gr.Textbox(visible=False, label="thread")
         c.pending = gr.Textbox(visible=False, label="message")  # the message being sent
         c.stop_reply = gr.Textbox(visible=False, label="stop")  # /stop's answer, for the API
+        c.request = gr.JSON(visible=False, label="request")  # Send's message and settings
+        c.api_send = gr.Button(visible=False)  # /send's trigger (the API's; the page has its own)
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=320):
                 _left_column(c, engine, config)
