@@ -6,6 +6,8 @@ import asyncio
 import json
 from typing import Any
 
+from langchain_core.messages import HumanMessage
+
 from agent.events import RepairEvent, ToolCallEvent, ToolResultEvent
 from agent.runs import RunStore, prompt_texts, read_trace
 from tests.fakes import CALLS, add, call, launch, slow_echo
@@ -247,3 +249,44 @@ async def test_only_empty_answers_end_in_error(make_agent: Any) -> None:
     result = await agent.run("Capital of France?")
     assert result.status == "error" and result.answer is None
     assert result.error == "the model gave an empty answer 3 times in a row"
+
+
+async def test_a_graph_driven_directly_streams_its_events_through_langgraph(
+    tmp_path: Any,
+) -> None:
+    """Without the Agent's queue (``RunContext.emit`` unset), the nodes' events take
+    LangGraph's own custom stream, as for any graph driven with ``stream_mode="custom"``."""
+    from agent.events import StepFinished, TextDelta
+    from agent.testing import ScriptedBackend
+    from graphs.react import build_graph
+    from graphs.state import RunContext
+    from tools.dispatch import Dispatcher
+    from tools.policy import ToolPolicies
+    from tools.registry import ToolRegistry
+
+    graph = build_graph()
+    registry = ToolRegistry([])
+    async with Dispatcher(registry, ToolPolicies(), run_id="r", artifacts_dir=tmp_path) as d:
+        ctx = RunContext("r", ScriptedBackend([["Hel", "lo."]]), registry, d)
+        config = {"configurable": {"thread_id": "r"}}
+        payload = {"messages": [HumanMessage("Hi")], "run_id": "r"}
+        events = [
+            e async for e in graph.astream(payload, config, context=ctx, stream_mode="custom")
+        ]
+    assert [e.text for e in events if isinstance(e, TextDelta)] == ["Hel", "lo."]
+    assert isinstance(events[-1], StepFinished)
+
+
+async def test_a_consumer_that_leaves_stops_the_run(make_agent: Any) -> None:
+    """Closing the event stream mid-run cancels the graph's task: nothing keeps running."""
+    agent = make_agent([call("slow_echo", text="x", delay_s=30), "never"], tools=(slow_echo,))
+    await agent.open()  # its store's own background task is not the run's
+    before = asyncio.all_tasks()
+    stream = agent.stream("Go")
+    async for event in stream:
+        if isinstance(event, ToolCallEvent):
+            break
+    await stream.aclose()
+    await asyncio.sleep(0.1)
+    left = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task()]
+    assert not [t for t in left if not t.done()], left
