@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from agent._gc import tune_gc
     from agent.api import Agent, Approver
     from agent.config import Limits, Sampling
     from agent.errors import (
@@ -53,6 +54,7 @@ _EXPORTS = {
     "VLLMBackend": "agent.llm.vllm",
     "Task": "agent.task",
     "load_task": "agent.task",
+    "tune_gc": "agent._gc",
     "Message": "agent.types",
     "RunResult": "agent.types",
     "ToolCall": "agent.types",
@@ -95,6 +97,7 @@ __all__ = [
     "__version__",
     "load_task",
     "tool",
+    "tune_gc",
 ]
 
 

@@ -30,7 +30,8 @@
 128 conversations on a simulator with an eighth of the H200's KV cache: the same pressure
 as 1,024 on the whole cache (the ceiling then is 8 conversations). ``--sizes`` and
 ``--queued`` pick other sizes (``--queued 0`` leaves (b) out).
-``--json`` prints one JSON object on the last line.
+The process runs with the garbage-collector settings of ``agent eval`` and ``agent serve``
+(:func:`agent.tune_gc`). ``--json`` prints one JSON object on the last line.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent import chatml
+from agent import chatml, tune_gc
 from agent.config import Limits, Sampling
 from agent.llm import VLLMBackend, VLLMConfig
 from agent.sim.engine import PROFILES
@@ -429,6 +430,7 @@ if __name__ == "__main__":
         if args.sizes
         else ([64] if args.quick else [256, 1024])
     )
+    tune_gc()  # as `agent eval` and `agent serve` do
     res = asyncio.run(main(args.quick, sizes, queued))
     _print(res)
     if args.json:

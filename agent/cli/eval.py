@@ -251,9 +251,11 @@ def _say_simulated(what: str) -> None:
 
 def _finish(start: Any, o: dict[str, Any]) -> None:
     """Run with progress; print the summary; exit with the eval's code."""
+    from agent._gc import tune_gc
     from agent.errors import BackendUnavailable, ConfigError
     from evals.report import print_summary
 
+    tune_gc()  # many runs at once: fewer, cheaper collections
     try:
         path, summary = asyncio.run(_with_progress(start))
     except ConfigError as exc:

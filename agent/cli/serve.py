@@ -152,6 +152,9 @@ def _serve(files: list[Path], tasks_dir: Path | None, o: dict[str, Any]) -> None
             )
         )
         server.service = app.state.service
+        from agent._gc import tune_gc
+
+        tune_gc()  # many runs at once: fewer, cheaper collections
         server.run()
 
 

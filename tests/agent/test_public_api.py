@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,13 @@ def test_readmes_python_api_examples_run(
         result = asyncio.run(go())
     assert (result.status, result.answer) == ("done", "It is 3.")  # type: ignore[attr-defined]
     assert scope["add"](a=1, b=2) == 3  # type: ignore[operator]
+
+
+def test_tune_gc_collects_less_often_and_freezes_what_is_loaded() -> None:
+    """Run in a child: it changes the whole process's collector."""
+    code = (
+        "import gc, agent; before = gc.get_threshold(); agent.tune_gc(); "
+        "print(before, gc.get_threshold(), gc.get_freeze_count() > 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["(700,", "10,", "10)", "(50000,", "20,", "100)", "True"]
