@@ -19,8 +19,9 @@
 
 The server is ``agent serve`` in a child process (SQLite store in a temp folder), the
 simulator another child, the client this process: three processes on a 2-core machine,
-so the HTTP side pays for its client's CPU too. ``--json`` prints one JSON object on the
-last line.
+so the HTTP side pays for its client's CPU too. Both sides run with the garbage-collector
+settings of ``agent serve`` (:func:`agent.tune_gc`). ``--json`` prints one JSON object on
+the last line.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agent import tune_gc
 from bench._common import SimChild
 
 _TS = re.compile(r"ts:(\d+\.\d+)")
@@ -260,6 +262,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer runs (under a minute)")
     parser.add_argument("--json", action="store_true", help="one JSON object on the last line")
     args = parser.parse_args()
+    tune_gc()  # as `agent serve` does for the server
     n, k = (100, 200) if args.quick else (500, 1000)
     out: dict[str, Any] = {"runs": n, "reps": REPS, "idle_connections": k}
     with tempfile.TemporaryDirectory() as tmp:
