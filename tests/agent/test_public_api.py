@@ -76,3 +76,12 @@ def test_tune_gc_collects_less_often_and_freezes_what_is_loaded() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["(700,", "10,", "10)", "(50000,", "20,", "100)", "True"]
+
+
+def test_run_ids_made_in_one_second_do_not_collide() -> None:
+    """500 runs submitted at once used to share an id now and then (24 random bits)."""
+    from agent.api import _new_run_id
+
+    ids = [_new_run_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    assert len(ids[0].rsplit("_", 1)[-1]) == 12
