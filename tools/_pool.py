@@ -169,6 +169,7 @@ class _Worker:
                 os.close(pidfd)
                 for pipe in pipes:
                     pipe.close()
+                self.template.worker_exited(self, inner)
                 raise
             self.pidfd, self.inner_pid = pidfd, inner
             stdin, stdout, stderr = pipes
@@ -400,18 +401,28 @@ class _Template(_Worker):
             self.command, init={**self.command.init, "op": "template", "control_fd": fd}
         )
         try:
-            return super()._popen((fd,))
+            pipes = super()._popen((fd,))
+        except BaseException:
+            self._closed()  # it never started: the group starts another next time
+            raise
         finally:
             self._control_child.close()
-            self.loop.add_reader(self.control.fileno(), self._on_control)
-            self.exited.add_done_callback(lambda _: self._closed())
+        self.loop.add_reader(self.control.fileno(), self._on_control)
+        self.exited.add_done_callback(lambda _: self._closed())
+        return pipes
+
+    @property
+    def usable(self) -> bool:
+        """Running, and taking forks (not retired)."""
+        return self.alive and not self._gone and not self.retired
 
     async def fork(self, worker: _Worker) -> tuple[int, int, Any, Any, Any]:
         """Fork ``worker``'s process: its pidfd, its pid inside the template's PID
         namespace, and its stdin, stdout and stderr."""
-        if self._gone or self.retired:
+        if not self.usable:
             raise ToolExecutionError("the sandbox worker template is gone")
         command = worker.command
+        self.workers.add(worker)  # from now on: a retiring template waits for this fork
         (stdin_r, stdin_w), (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe(), os.pipe()
         try:
             request = json.dumps({"op": "fork", "cwd": command.cwd, "env": command.env})
@@ -430,12 +441,13 @@ class _Template(_Worker):
         except BaseException:
             for fd in (stdin_w, out_r, err_r):  # a worker forked anyway reads EOF and exits
                 os.close(fd)
+            self.workers.discard(worker)
+            self._stop_if_done()
             raise
         finally:
             for fd in (stdin_r, out_w, err_w):
                 os.close(fd)
         self._forked.add(inner)
-        self.workers.add(worker)
         self.forks += 1
         if self.forks >= FORKS_PER_TEMPLATE:
             self.retired = True
@@ -452,12 +464,19 @@ class _Template(_Worker):
                 self._exits[inner_pid] = fut
         return fut
 
-    def worker_exited(self, worker: _Worker) -> None:
-        """A worker of this template has exited: retire if it died on its own; stop when
-        retired and none is left."""
+    def worker_exited(self, worker: _Worker, inner_pid: int = 0) -> None:
+        """A worker of this template has exited (or died before it started: ``inner_pid``,
+        whose status nobody will wait for): retire if it died on its own; stop when retired
+        and none is left, or being forked."""
         self.workers.discard(worker)
+        if inner_pid:
+            self._forked.discard(inner_pid)
+            self._exits.pop(inner_pid, None)
         if not worker.stopping:
             self.retired = True
+        self._stop_if_done()
+
+    def _stop_if_done(self) -> None:
         if self.retired and not self.workers and self.alive:
             self.stopping = True
             self._kill_now()
@@ -510,6 +529,8 @@ class _Template(_Worker):
         self._replies.clear()
 
     def _kill_now(self) -> None:
+        if self.pid <= 0:  # never started: killpg(0) would be this process's own group
+            return
         if self.pidfd >= 0:
             with contextlib.suppress(ProcessLookupError, OSError):
                 signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
@@ -543,8 +564,9 @@ class _Group:
             self.workers = [w for w in self.workers if w.alive]
             usable = [w for w in self.workers if not w.retiring]
             if len(usable) < self.size and all(w.runs for w in usable):
+                template = await self._template()  # first: its failure leaves no home
                 worker = _Worker(self.command(), self.max_cpu_s)
-                worker.template = await self._template()
+                worker.template = template
                 await worker.start()
                 self.workers.append(worker)
             else:
@@ -558,7 +580,7 @@ class _Group:
         None if the group does not fork."""
         if not self.fork:
             return None
-        if self.template is None or not self.template.alive or self.template.retired:
+        if self.template is None or not self.template.usable:
             self.template = _Template(self.command(), self.max_cpu_s)
             await self.template.start()
         return self.template
