@@ -257,10 +257,17 @@ class Agent:
                         yield await rec.final("awaiting_approval", None, state)
                         return
                     payload, pending = Command(resume=decision), []
-                async with contextlib.aclosing(self._graph_events(payload, config, ctx)) as run:
-                    async for event in run:
-                        rec.event(event)
-                        yield event
+                # Only our own events stream; whether the graph paused for approval is read
+                # once from its state afterwards, rather than from an update per superstep.
+                async for event in self._graph.astream(
+                    payload,
+                    config,
+                    context=ctx,
+                    stream_mode="custom",
+                    durability=self.durability,
+                ):
+                    rec.event(event)
+                    yield event
                 snapshot = await self._graph.aget_state(config)
                 pending = list(snapshot.interrupts)
                 if not pending:
@@ -272,39 +279,6 @@ class Agent:
             return
         state = snapshot.values
         yield await rec.final(state.get("status") or "error", state.get("answer"), state)
-
-    async def _graph_events(
-        self, payload: Any, config: dict[str, Any], ctx: Any
-    ) -> AsyncIterator[Event]:
-        """Run the graph to its end or a pause, yielding the events its nodes emit.
-
-        The nodes append to a queue of ours (``ctx.emit``); the graph runs in a task of its
-        own, and its failure is raised here once its events are out. Whether it paused for
-        approval is read once from its state afterwards, not from an update per superstep.
-        """
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        ctx.emit, end = queue.put_nowait, object()
-
-        async def drive() -> None:
-            try:
-                stream = self._graph.astream(
-                    payload, config, context=ctx, stream_mode="custom", durability=self.durability
-                )
-                async for _ in stream:  # nothing: the events take the queue
-                    pass
-            finally:
-                queue.put_nowait(end)
-
-        task = asyncio.create_task(drive())
-        try:
-            while (event := await queue.get()) is not end:
-                yield event
-            await task  # its exception, if it failed
-        finally:
-            if not task.done():  # the consumer went away, or this task was cancelled
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
 
     async def _fail(
         self, exc: Exception, config: dict[str, Any], ctx: Any, rec: RunRecorder

@@ -32,7 +32,7 @@ from agent.config import Limits
 from agent.events import RepairEvent, ToolResultEvent
 from agent.messages import malformed_messages, tool_calls_of, tool_message
 from agent.types import ToolCall, ToolResult, ToolStatus
-from graphs.state import AgentState, RunContext, event_writer
+from graphs.state import AgentState, RunContext
 
 __all__ = [
     "Planned",
@@ -248,7 +248,7 @@ def repair_update(
     if not reasons:
         return {"repairs": 0}
     repairs = state.get("repairs", 0) + 1
-    event_writer(runtime)(RepairEvent(step=step, reasons=reasons, consecutive=repairs))
+    runtime.stream_writer(RepairEvent(step=step, reasons=reasons, consecutive=repairs))
     if repairs > ctx.limits.max_repairs:
         return {
             "repairs": repairs,
@@ -291,7 +291,7 @@ async def run_call(runtime: Runtime[RunContext], call: ToolCall, key: str, step:
 
 
 def _emit(runtime: Runtime[RunContext], r: ToolResult, step: int, *, reused: bool) -> None:
-    event_writer(runtime)(ToolResultEvent(step, r, reused=reused))
+    runtime.stream_writer(ToolResultEvent(step, r, reused=reused))
 
 
 _RESULT_FIELDS = frozenset(f.name for f in dataclasses.fields(ToolResult))

@@ -2,8 +2,7 @@
 
 A node is ``(state, runtime) -> partial state``; limits and statuses are decided here and
 recorded in the state, so the routers in ``graphs.react`` stay pure functions of it.
-Events go out through :func:`graphs.state.event_writer` (the `Agent`'s queue, or LangGraph's
-custom stream). The calls'
+Events go out through LangGraph's custom stream (``runtime.stream_writer``). The calls'
 side (planning, running, the tools and repair nodes) is ``graphs.calls``.
 """
 
@@ -45,7 +44,7 @@ from graphs.calls import (
     start_call,
     tools_node,
 )
-from graphs.state import AgentState, RunContext, event_writer
+from graphs.state import AgentState, RunContext
 
 __all__ = [
     "answer_node",
@@ -81,7 +80,7 @@ async def model_node(state: AgentState, runtime: Runtime[RunContext]) -> dict[st
         # The turn is lost; calls it started are side-effect free and are cancelled by
         # the final node. The model never sees them.
         return {"limit": "deadline", "steps": step}
-    event_writer(runtime)(StepFinished(step, generation))
+    runtime.stream_writer(StepFinished(step, generation))
     return _after_generation(state, ctx, generation, step)
 
 
@@ -129,7 +128,7 @@ async def _generate(
 ) -> Generation:
     """Stream one generation and emit its events; with ``dispatch``, start the calls that
     :func:`graphs.calls.plan_turn` would run and that are safe, as soon as each is parsed."""
-    ctx, write = runtime.context, event_writer(runtime)
+    ctx, write = runtime.context, runtime.stream_writer
     prior, seen = call_counts(run_messages(state)), []
     async with contextlib.aclosing(ctx.backend.stream(request)) as events:
         async for event in events:
@@ -216,7 +215,7 @@ async def answer_node(state: AgentState, runtime: Runtime[RunContext]) -> dict[s
             "answer": content,
             "error": "the final answer did not match the output schema: " + "; ".join(errors),
         }
-    event_writer(runtime)(RepairEvent(step=state.get("steps", 0), reasons=errors, consecutive=1))
+    runtime.stream_writer(RepairEvent(step=state.get("steps", 0), reasons=errors, consecutive=1))
     retry = HumanMessage(content=jsonmode.retry_message(errors, ctx.output_schema))
     return {"messages": [retry], "output_retries": retries + 1, "json_mode": True}
 
@@ -263,7 +262,7 @@ async def final_node(state: AgentState, runtime: Runtime[RunContext]) -> dict[st
             generation = await _generate(request, runtime, step, final_state, dispatch=False)
     except TimeoutError:
         return {**update, "error": f"no final answer within {grace:g} s after the limit"}
-    event_writer(runtime)(StepFinished(step, generation))
+    runtime.stream_writer(StepFinished(step, generation))
     answer: Any = generation.content
     if ctx.output_schema is not None:
         value, errors = _check_json(generation.content, ctx.output_schema)

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
 from langchain_core.messages import AnyMessage
 from langgraph.channels import DeltaChannel
-from langgraph.runtime import Runtime
 
 from agent.config import ApprovalRule, Limits, Sampling, ToolChoice
 from agent.llm.base import Backend
@@ -31,7 +30,7 @@ if TYPE_CHECKING:
     from tools.dispatch import Dispatcher
     from tools.registry import ToolRegistry
 
-__all__ = ["AgentState", "RunContext", "event_writer", "recursion_limit"]
+__all__ = ["AgentState", "RunContext", "recursion_limit"]
 
 
 def _append(state: list[AnyMessage], writes: Sequence[Any]) -> list[AnyMessage]:
@@ -71,11 +70,6 @@ class AgentState(TypedDict, total=False):
     error: str | None
 
 
-def event_writer(runtime: Runtime[RunContext]) -> Callable[[Any], None]:
-    """Where a node writes its events (:attr:`RunContext.emit`)."""
-    return runtime.context.emit or runtime.stream_writer
-
-
 def recursion_limit(limits: Limits) -> int:
     """LangGraph supersteps for a run: ~3 nodes per model step, plus repairs and the end."""
     return 4 * (limits.max_steps + limits.max_repairs + 2) + 10
@@ -108,10 +102,6 @@ class RunContext:
     """Tool results being written to the store; :meth:`settle` waits for them."""
     closing: bool = False
     """The run is shutting down: results from here on are not saved for resume."""
-    emit: Callable[[Any], None] | None = None
-    """Where the nodes' events go: the `Agent`'s own queue (a plain append, where LangGraph's
-    custom stream costs a thread-safe wake-up of the loop per event); None: LangGraph's
-    custom stream, for a graph driven directly with ``stream_mode="custom"``."""
 
     def __post_init__(self) -> None:
         if not self.deadline:
