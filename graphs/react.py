@@ -20,6 +20,8 @@ the run, where here it goes to ``repair``.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage
@@ -64,6 +66,19 @@ def route_after_tools(state: AgentState) -> Literal["model", "final", "__end__"]
     return "final" if state.get("limit") else "model"
 
 
+def _inline(router: Callable[[AgentState], str]) -> Callable[[AgentState], Awaitable[str]]:
+    """``router`` as a coroutine function. LangGraph runs a plain function in a thread: a
+    hop per superstep, and a moment in which a run stopped right after a node (``agent
+    serve`` draining at a step) kept the node's writes but not where to go next, so that it
+    could not be resumed."""
+
+    @functools.wraps(router)
+    async def route(state: AgentState) -> str:
+        return router(state)
+
+    return route
+
+
 def build_graph(
     *, checkpointer: Any = None, store: Any = None, approval: bool = True
 ) -> CompiledStateGraph:
@@ -83,8 +98,8 @@ def build_graph(
         graph.add_node("approval", approval_node)
         graph.add_edge("approval", "tools")
         targets.append("approval")
-    graph.add_conditional_edges("model", route_after_model, targets)
+    graph.add_conditional_edges("model", _inline(route_after_model), targets)
     for node in ("tools", "repair", "answer"):
-        graph.add_conditional_edges(node, route_after_tools, ["model", "final", END])
+        graph.add_conditional_edges(node, _inline(route_after_tools), ["model", "final", END])
     graph.add_edge("final", END)
     return graph.compile(checkpointer=checkpointer, store=store)
