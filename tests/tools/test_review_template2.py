@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -78,9 +77,7 @@ def no_killpg_0(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def _dispatcher(ws: Path, run: str, **sandbox: Any) -> Dispatcher:
-    policies = ToolPolicies(
-        workspace=ws, sandbox={"use_bwrap": False, "pool_size": 2, **sandbox}
-    )
+    policies = ToolPolicies(workspace=ws, sandbox={"use_bwrap": False, "pool_size": 2, **sandbox})
     return Dispatcher(TOOLS, policies, run_id=run, artifacts_dir=ws.parent / "art" / run)
 
 
