@@ -321,17 +321,23 @@ class _Worker:
     async def kill(self, reason: str) -> None:
         """Kill the process group (bwrap's PID namespace takes the rest) and wait for it."""
         self.cancel_idle()
-        if self.pidfd >= 0:  # the process itself, even before it has made its group
-            with contextlib.suppress(ProcessLookupError, OSError):
-                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-        if self.pid > 0:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)
+        self.kill_now()
         if self.pid:
             await asyncio.shield(self.exited)
         self._fail_pending(reason or "the sandbox worker was stopped")
         for task in self._tasks:
             task.cancel()
+
+    def kill_now(self) -> None:
+        """Send SIGKILL to the process (through its pidfd, even before it has made its
+        group) and to its group; nothing if it never started (``killpg(0)`` would be this
+        process's own group)."""
+        if self.pidfd >= 0:
+            with contextlib.suppress(ProcessLookupError, OSError):
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        if self.pid > 0:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
 
     def _send(self, frame: dict[str, Any]) -> None:
         try:
@@ -353,8 +359,7 @@ class _Worker:
                     fut.set_result(msg)
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             # End of stream (it died), or a malformed frame: broken or hostile; stop it.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)
+            self.kill_now()
 
     async def _drain(self, errors: asyncio.StreamReader) -> None:
         while chunk := await errors.read(4096):
@@ -479,7 +484,7 @@ class _Template(_Worker):
     def _stop_if_done(self) -> None:
         if self.retired and not self.workers and self.alive:
             self.stopping = True
-            self._kill_now()
+            self.kill_now()
 
     def _on_control(self) -> None:
         while not self._gone:
@@ -509,7 +514,7 @@ class _Template(_Worker):
                 if not waiting.done():
                     waiting.set_result(msg["status"])
             else:  # the end of the stream, or a template broken or hostile
-                self._kill_now()
+                self.kill_now()
                 self._closed()
 
     def _closed(self) -> None:
@@ -527,15 +532,6 @@ class _Template(_Worker):
             if not status.done():
                 status.set_result(None)
         self._replies.clear()
-
-    def _kill_now(self) -> None:
-        if self.pid <= 0:  # never started: killpg(0) would be this process's own group
-            return
-        if self.pidfd >= 0:
-            with contextlib.suppress(ProcessLookupError, OSError):
-                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
 
 
 class _Group:
