@@ -8,8 +8,8 @@ bubblewrap workers are started on their own again, plain workers are forked, and
 template retires after a worker of it dies unbidden. A tool here plays the part of a worker
 compromised by a malicious query or file (SECURITY.md: arbitrary code in a worker).
 
-Worker tools must be importable by reference, so they live at module level here; the
-worker imports this module as ``tests.tools.test_review_template``.
+Worker tools must be importable by reference, so they live at module level: the pool's
+own (``remember``, ``recall``, ``die``) in `tests.tools.test_pool`, the attacks here.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from typing import Any
 import pytest
 
 from agent.types import ToolCall
+from tests.tools.test_pool import die, recall, remember
 from tools import _pool
-from tools.base import ToolContext, tool
+from tools.base import tool
 from tools.dispatch import Dispatcher
 from tools.policy import ToolPolicies
 from tools.sandbox import bwrap_available, close_pool
@@ -45,29 +46,10 @@ _AT_RANDOM = 25  # getauxval(3): address of 16 random bytes (stack canary, point
 
 
 @tool(sandbox="process")
-def remember(value: str, ctx: ToolContext) -> str:
-    """Keep a value in the run's state."""
-    ctx.state["value"] = value
-    return "kept"
-
-
-@tool(sandbox="process")
-def recall(ctx: ToolContext) -> dict:
-    """The value this run kept, if any."""
-    return {"value": ctx.state.get("value"), "pid": os.getpid()}
-
-
-@tool(sandbox="process")
 def nap(seconds: float) -> str:
     """Sleep, then answer."""
     time.sleep(seconds)
     return "rested"
-
-
-@tool(sandbox="process")
-def die() -> str:
-    """End the worker process at once."""
-    os._exit(3)
 
 
 @tool(sandbox="process")

@@ -2,8 +2,7 @@
 
 Each test states a lifecycle property of the pool that a plain-process group (whose
 workers are forked from a template) breaks in the final state; each fails on adec8ac.
-Worker tools must be importable by reference, so they live at module level here; the
-worker imports this module as ``tests.tools.test_review_template2``.
+The worker tools are `tests.tools.test_pool`'s (importable by reference).
 """
 
 from __future__ import annotations
@@ -23,32 +22,13 @@ from typing import Any
 import pytest
 
 from agent.types import ToolCall
+from tests.tools.test_pool import die, recall, remember
 from tools import _pool
-from tools.base import ToolContext, tool
 from tools.dispatch import Dispatcher
 from tools.policy import ToolPolicies
 from tools.sandbox import close_pool
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@tool(sandbox="process")
-def remember(value: str, ctx: ToolContext) -> str:
-    """Keep a value in the run's state."""
-    ctx.state["value"] = value
-    return "kept"
-
-
-@tool(sandbox="process")
-def recall(ctx: ToolContext) -> dict:
-    """The value this run kept, if any."""
-    return {"value": ctx.state.get("value"), "pid": os.getpid()}
-
-
-@tool(sandbox="process")
-def die() -> str:
-    """End the worker process at once (a crash)."""
-    os._exit(3)
 
 
 TOOLS = [remember, recall, die]
