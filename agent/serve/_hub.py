@@ -12,6 +12,11 @@ deltas is one socket write), dropping numbers it has seen; a gap
 (events written by another replica) sends it back to the store. Runs that no task of this
 process is running are polled in the store (``poll_s``), so a listener follows a run
 wherever it runs.
+
+A run running here (between :meth:`EventHub.open_run` and :meth:`EventHub.close_run`)
+keeps its latest published events in memory too (at most ``RECENT``): a listener whose
+position they cover reads them there instead of the store — the usual case of a client
+that starts a run and then opens its stream.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -31,6 +37,8 @@ __all__ = ["EventHub", "is_last"]
 
 _log = logging.getLogger(__name__)
 _KEEPALIVE_S = 15.0
+RECENT = 256
+"""Published events kept in memory per run running here (older ones: from the store)."""
 
 
 def is_last(event: StoredEvent) -> bool:
@@ -46,9 +54,18 @@ class EventHub:
         self._queued: list[StoredEvent] = []
         self._wake = asyncio.Event()
         self._listeners: dict[str, set[asyncio.Queue[StoredEvent]]] = {}
+        self._recent: dict[str, _Recent] = {}  # runs running here
         self._flushed = asyncio.Event()
         self.closing = False
         self.on_publish: Callable[[StoredEvent], None] | None = None
+
+    def open_run(self, run_id: str, first_seq: int) -> None:
+        """``run_id`` runs here from now on; its next event is number ``first_seq``."""
+        self._recent[run_id] = _Recent(first_seq)
+
+    def close_run(self, run_id: str) -> None:
+        """``run_id`` no longer runs here (its listeners poll the store from now on)."""
+        self._recent.pop(run_id, None)
 
     def emit(self, run_id: str, seq: int, data: dict[str, Any]) -> None:
         """Queue event number ``seq`` of ``run_id`` (its JSON form) for storing."""
@@ -81,24 +98,27 @@ class EventHub:
         for event in batch:
             by_run.setdefault(event.run_id, []).append(event)
         for run_id, events in by_run.items():
+            if (recent := self._recent.get(run_id)) is not None:
+                recent.events.extend(events)
             for queue in self._listeners.get(run_id, ()):
                 queue.put_nowait(events)
         if self.on_publish is not None:
             for event in batch:
                 self.on_publish(event)
 
-    async def follow(
-        self, run_id: str, after: int, local: Callable[[], bool]
-    ) -> AsyncIterator[list[StoredEvent]]:
+    async def follow(self, run_id: str, after: int) -> AsyncIterator[list[StoredEvent]]:
         """Events of ``run_id`` numbered above ``after``, in batches, until its last one;
-        an empty batch now and then while nothing happens (for keep-alives). ``local()``:
-        whether this process runs it now (then the store is polled rarely)."""
+        an empty batch now and then while nothing happens (for keep-alives)."""
         queue: asyncio.Queue[list[StoredEvent]] = asyncio.Queue()
         self._listeners.setdefault(run_id, set()).add(queue)
         last, quiet_since = after, time.monotonic()
         try:
             while not self.closing:
-                stored = await io(self.events.events, run_id, last)
+                recent = self._recent.get(run_id)
+                if recent is not None and recent.covers(last):
+                    stored = [e for e in recent.events if e.seq > last]
+                else:
+                    stored = await io(self.events.events, run_id, last)
                 if stored:
                     events = _until_last(stored)
                     yield events
@@ -107,7 +127,7 @@ class EventHub:
                         return
                     if len(stored) == 1000:  # a full page: read the next one
                         continue
-                async for events in self._live(queue, last, local):
+                async for events in self._live(run_id, queue, last):
                     yield events
                     last, quiet_since = events[-1].seq, time.monotonic()
                     if is_last(events[-1]):
@@ -123,12 +143,13 @@ class EventHub:
                     del self._listeners[run_id]
 
     async def _live(
-        self, queue: asyncio.Queue[list[StoredEvent]], last: int, local: Callable[[], bool]
+        self, run_id: str, queue: asyncio.Queue[list[StoredEvent]], last: int
     ) -> AsyncIterator[list[StoredEvent]]:
         """Consecutive live events after ``last``, in batches; returns on a gap, a quiet
-        spell or closing, so the caller reads the store again."""
+        spell or closing, so the caller reads the store again (the store is polled rarely
+        while the run runs here)."""
         while not self.closing:
-            timeout = 5.0 if local() else self.poll_s
+            timeout = 5.0 if run_id in self._recent else self.poll_s
             try:
                 async with asyncio.timeout(timeout):  # no task per wait, unlike wait_for
                     events = await queue.get()
@@ -157,6 +178,20 @@ class EventHub:
         self.begin_close()
         with contextlib.suppress(Exception):
             await self.flush()
+
+
+class _Recent:
+    """The latest published events of a run running here, from number ``first`` on."""
+
+    __slots__ = ("events", "first")
+
+    def __init__(self, first: int) -> None:
+        self.first = first
+        self.events: deque[StoredEvent] = deque(maxlen=RECENT)
+
+    def covers(self, last: int) -> bool:
+        """Whether every published event after number ``last`` is here."""
+        return (self.events[0].seq if self.events else self.first) <= last + 1
 
 
 def _until_last(events: list[StoredEvent]) -> list[StoredEvent]:

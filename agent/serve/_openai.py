@@ -145,7 +145,7 @@ async def chat_completions(request: Request) -> Response:
     body = run_body(chat)
     identity = request.scope["state"]["identity"]
     run_id, _ = await svc.manager.submit(body, identity, request.headers.get("idempotency-key"))
-    events = svc.hub.follow(run_id, 0, lambda: svc.manager.running_here(run_id))
+    events = svc.hub.follow(run_id, 0)
     headers = {"X-Run-Id": run_id}
     if chat.stream:
         include_usage = bool(chat.stream_options and chat.stream_options.include_usage)

@@ -103,7 +103,7 @@ async def wait_run(request: Request) -> Response:
     run_id, _ = await svc.manager.submit(
         body, _identity(request), request.headers.get("idempotency-key")
     )
-    async for events in svc.hub.follow(run_id, 0, lambda: svc.manager.running_here(run_id)):
+    async for events in svc.hub.follow(run_id, 0):
         if events and events[-1].kind == "final":
             break
     return JSONResponse((await run_view(svc, run_id)).model_dump(mode="json"))
@@ -111,13 +111,13 @@ async def wait_run(request: Request) -> Response:
 
 async def get_run(request: Request) -> Response:
     svc, run_id = _svc(request), _path_id(request, "run_id")
-    await svc.manager.job(run_id, _identity(request))
+    await svc.manager.check_access(run_id, _identity(request))
     return JSONResponse((await run_view(svc, run_id)).model_dump(mode="json"))
 
 
 async def run_events(request: Request) -> Response:
     svc, run_id = _svc(request), _path_id(request, "run_id")
-    await svc.manager.job(run_id, _identity(request))
+    await svc.manager.check_access(run_id, _identity(request))
     raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
     if not raw.isdigit() or len(raw) > 12:
         raise HTTPError(400, "invalid_request", "Last-Event-ID: a non-negative event number")
@@ -132,7 +132,7 @@ async def _sse(svc: Any, run_id: str, after: int) -> AsyncIterator[str]:
     svc.listeners += 1
     try:
         yield "retry: 1000\n\n"
-        async for events in svc.hub.follow(run_id, after, lambda: svc.manager.running_here(run_id)):
+        async for events in svc.hub.follow(run_id, after):
             if not events:
                 yield ": keep-alive\n\n"
             else:

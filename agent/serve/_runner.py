@@ -64,11 +64,9 @@ class RunManager:
         self.text_window_s = 0.02
         """Text deltas of a step arriving within this long of the first are sent as one."""
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._jobs: dict[str, Job] = {}  # of the runs in _tasks
         self._active: dict[str, int] = {}  # identity -> runs in progress here
         self._stop_reason: dict[str, str] = {}
-
-    def running_here(self, run_id: str) -> bool:
-        return run_id in self._tasks
 
     # ---- starting --------------------------------------------------------------------
 
@@ -128,6 +126,7 @@ class RunManager:
         """Run ``job`` here (``fresh``: a new run, with no events yet)."""
         task = asyncio.create_task(self._execute(job, agent, text, approve, fresh))
         self._tasks[job.run_id] = task
+        self._jobs[job.run_id] = job
         self._active[job.identity] = self._active.get(job.identity, 0) + 1
         task.add_done_callback(lambda done: self._done(job, done))
 
@@ -135,6 +134,8 @@ class RunManager:
         if not task.cancelled() and task.exception() is not None:
             _log.error("run %s: bookkeeping failed", job.run_id, exc_info=task.exception())
         self._tasks.pop(job.run_id, None)
+        self._jobs.pop(job.run_id, None)
+        self.hub.close_run(job.run_id)
         self._active[job.identity] -= 1
         if not self._active[job.identity]:
             del self._active[job.identity]
@@ -153,6 +154,7 @@ class RunManager:
     ) -> None:
         run_id, final = job.run_id, None
         seq = 0 if fresh else await io(self.events.last_seq, run_id)
+        self.hub.open_run(run_id, seq + 1)
         started = time.monotonic()
         try:
             stream = agent.stream(
@@ -216,10 +218,20 @@ class RunManager:
     # ---- control ---------------------------------------------------------------------
 
     async def job(self, run_id: str, identity: str) -> Job:
+        """The stored job of ``identity``'s run ``run_id``; 404 for anyone else's."""
         job = await io(self.jobs.get, run_id)
         if job is None or job.identity != identity:
             raise HTTPError(404, "run_not_found", f"no run {run_id!r}")
         return job
+
+    async def check_access(self, run_id: str, identity: str) -> None:
+        """404 unless ``run_id`` is a run of ``identity``: as :meth:`job`, without a read
+        of the store for a run running here (a job's identity never changes)."""
+        job = self._jobs.get(run_id)
+        if job is None:
+            await self.job(run_id, identity)
+        elif job.identity != identity:
+            raise HTTPError(404, "run_not_found", f"no run {run_id!r}")
 
     async def approve(self, run_id: str, identity: str, decision: Any) -> None:
         """Continue a paused run with ``decision`` (a bool, or ``{call_id: bool}``)."""
