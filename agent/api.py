@@ -253,9 +253,13 @@ class Agent:
                     decision = await _decide(approve, request)
                     if decision is None:
                         await ctx.settle()
+                        for event in _held(ctx, rec):
+                            yield event
                         state = (await self._graph.aget_state(config)).values
                         yield await rec.final("awaiting_approval", None, state)
                         return
+                    for event in _held(ctx, rec):  # calls that finished while it was asked
+                        yield event
                     payload, pending = Command(resume=decision), []
                 # Only our own events stream; whether the graph paused for approval is read
                 # once from its state afterwards, rather than from an update per superstep.
@@ -268,11 +272,14 @@ class Agent:
                 ):
                     rec.event(event)
                     yield event
+                ctx.writer = None  # until the next segment: events of calls are held
                 snapshot = await self._graph.aget_state(config)
                 pending = list(snapshot.interrupts)
                 if not pending:
                     break
             await ctx.settle()
+            for event in _held(ctx, rec):
+                yield event
         except Exception as exc:  # every failure ends the run visibly, never silently
             async for event in self._fail(exc, config, ctx, rec):
                 yield event
@@ -572,6 +579,15 @@ def _check_store_is_hidden(store: StoreLocation, policies: ToolPolicies, tools: 
             "set store: to a folder outside the workspace, or workspace: to a subfolder "
             "(e.g. workspace: data)"
         )
+
+
+def _held(ctx: Any, rec: RunRecorder) -> list[Event]:
+    """Events of calls that finished between two segments of the graph, recorded, for the
+    run to yield now (see ``RunContext.emit``)."""
+    events = ctx.take_held()
+    for event in events:
+        rec.event(event)
+    return events
 
 
 async def _decide(approve: Approver | str | None, request: ApprovalRequest) -> Any:

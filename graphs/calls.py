@@ -291,7 +291,8 @@ async def run_call(runtime: Runtime[RunContext], call: ToolCall, key: str, step:
 
 
 def _emit(runtime: Runtime[RunContext], r: ToolResult, step: int, *, reused: bool) -> None:
-    runtime.stream_writer(ToolResultEvent(step, r, reused=reused))
+    # Not runtime.stream_writer: a call started early may finish after its segment ended.
+    runtime.context.emit(ToolResultEvent(step, r, reused=reused))
 
 
 _RESULT_FIELDS = frozenset(f.name for f in dataclasses.fields(ToolResult))

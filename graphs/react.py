@@ -27,6 +27,7 @@ from typing import Any, Literal
 from langchain_core.messages import AIMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
 
 from graphs.nodes import (
     answer_node,
@@ -79,6 +80,18 @@ def _inline(router: Callable[[AgentState], str]) -> Callable[[AgentState], Await
     return route
 
 
+def _segment(node: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """``node``, first pointing the run's :meth:`RunContext.emit` at the stream of the
+    graph's segment it runs in (the graph runs in segments split by approval pauses)."""
+
+    @functools.wraps(node)
+    async def run(state: AgentState, runtime: Runtime[RunContext]) -> Any:
+        runtime.context.writer = runtime.stream_writer
+        return await node(state, runtime)
+
+    return run
+
+
 def build_graph(
     *, checkpointer: Any = None, store: Any = None, approval: bool = True
 ) -> CompiledStateGraph:
@@ -87,15 +100,15 @@ def build_graph(
     ``approval=False`` leaves out the approval node (no call can wait for a human).
     """
     graph = StateGraph(AgentState, context_schema=RunContext)
-    graph.add_node("model", model_node)
-    graph.add_node("tools", tools_node)
-    graph.add_node("repair", repair_node)
-    graph.add_node("answer", answer_node)
-    graph.add_node("final", final_node)
+    graph.add_node("model", _segment(model_node))
+    graph.add_node("tools", _segment(tools_node))
+    graph.add_node("repair", _segment(repair_node))
+    graph.add_node("answer", _segment(answer_node))
+    graph.add_node("final", _segment(final_node))
     graph.add_edge(START, "model")
     targets = ["tools", "repair", "answer", "final", END]
     if approval:
-        graph.add_node("approval", approval_node)
+        graph.add_node("approval", _segment(approval_node))
         graph.add_edge("approval", "tools")
         targets.append("approval")
     graph.add_conditional_edges("model", _inline(route_after_model), targets)

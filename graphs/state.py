@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
@@ -102,6 +102,23 @@ class RunContext:
     """Tool results being written to the store; :meth:`settle` waits for them."""
     closing: bool = False
     """The run is shutting down: results from here on are not saved for resume."""
+    writer: Callable[[Any], None] | None = None
+    """The stream writer of the graph's current segment (each node sets it as it starts);
+    None between segments: a pause for approval, or after the graph's last step."""
+    held: list[Any] = field(default_factory=list)
+    """Events of calls that finished between segments, for the run to yield next."""
+
+    def emit(self, event: Any) -> None:
+        """An event of a call, which may finish after the node that started it: to the
+        graph's current segment, or held (:meth:`take_held`) while none is running."""
+        if self.writer is None:
+            self.held.append(event)
+        else:
+            self.writer(event)
+
+    def take_held(self) -> list[Any]:
+        held, self.held = self.held, []
+        return held
 
     def __post_init__(self) -> None:
         if not self.deadline:

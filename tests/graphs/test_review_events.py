@@ -2,7 +2,8 @@
 
 The first two tests pin what that change broke (it was reverted); the third a run stopped at
 a step boundary that could not be resumed (LangGraph ran the routers in a thread: fixed by
-async routers, `graphs.react._inline`); the last a known loss, still open.
+async routers, `graphs.react._inline`); the last an event that was lost (fixed by
+`RunContext.emit`: held between segments, yielded by the run).
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import contextlib
 import gc
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from agent.api import Agent
 from agent.events import Final, StepFinished, TextDelta, ToolResultEvent
@@ -133,22 +132,17 @@ async def test_a_run_left_at_a_step_boundary_as_serve_drains_resumes_to_its_answ
     assert outcomes == [("done", "Done.")] * 10, outcomes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: an early call's result event emitted while approval is asked has no "
-    "stream to go to (LangGraph's stream of that segment has ended)",
-)
 async def test_an_early_call_finishing_while_approval_is_asked_reports_its_result(
     tmp_path: Path,
 ) -> None:
-    """Pre-existing (fails before 1a53045 too), in the area the change touches: a safe
+    """Pre-existing (failed before 1a53045 too), in the area the change touches: a safe
     call dispatched early shares its turn with one that needs approval. It finishes
-    while the approver (a person at ``agent run``'s prompt) decides, i.e. after the
-    graph's task ended and before the next segment's queue exists, so its
-    ``ToolResultEvent`` goes to the finished segment's queue (``ctx.emit`` still points
-    there) and is never yielded: no line in the CLI, the trace or an OTel
-    ``execute_tool`` span, though the model gets its result. (1a53045 already fixed the
-    case where it finishes during the next segment, by reading ``ctx.emit`` per event.)"""
+    while the approver (a person at ``agent run``'s prompt) decides: after the graph's
+    segment ended, before the next one starts. Its ``ToolResultEvent`` went to the
+    finished segment's stream and was never yielded: no line in the CLI, the trace or an
+    OTel ``execute_tool`` span, though the model got its result. Now
+    ``RunContext.emit`` holds it while no segment runs, and the run yields it after the
+    decision."""
     turns = [
         [
             ToolCall("slow_echo", {"text": "x", "delay_s": 0.2}, "c1"),
@@ -167,3 +161,22 @@ async def test_an_early_call_finishing_while_approval_is_asked_reports_its_resul
     assert events[-1].result.status == "done"
     results = sorted(e.result.call_id for e in events if isinstance(e, ToolResultEvent))
     assert results == ["c1", "c2"], [e.kind for e in events]
+
+
+async def test_an_early_call_finishing_as_a_run_pauses_reports_its_result(
+    tmp_path: Path,
+) -> None:
+    """The same call when nobody decides now (``agent serve``, a paused run): the run
+    waits for it before pausing, and its result comes before the pause's ``Final``."""
+    turns = [
+        [
+            ToolCall("slow_echo", {"text": "x", "delay_s": 0.2}, "c1"),
+            ToolCall("launch", {"target": "t"}, "c2"),
+        ],
+        ["Done."],
+    ]
+    async with _agent(tmp_path, turns) as agent:
+        events = [e async for e in agent.stream("Go", approve=None)]
+    assert events[-1].result.status == "awaiting_approval"
+    results = [e.result.call_id for e in events if isinstance(e, ToolResultEvent)]
+    assert results == ["c1"], [e.kind for e in events]
