@@ -6,8 +6,11 @@
     over HTTP (``POST /v1/runs``), each followed by its own SSE listener
     (``GET /v1/runs/{id}/events``) until its ``final`` event; wall time from the first
     submission to the last ``final`` received, divided by the wall time of the same N runs
-    through ``Agent.run`` in one process (``asyncio.gather``): three batches each way,
-    alternating, medians compared (each batch's ratio shown too). Goal: ≤ 1.10.
+    through ``Agent.run`` in one process (``asyncio.gather``). ``agent serve`` runs on
+    uvloop; the Python API runs on whatever loop its caller has, so it is measured on both
+    asyncio's own loop (what ``asyncio.run`` gives) and uvloop, the latter being the
+    like-for-like ratio. Three rounds (API on asyncio, API on uvloop, HTTP), medians
+    compared (each batch's ratio shown too). Goal: ≤ 1.10.
 (b) **Event latency** on the ``instant`` profile: the simulated model writes the time at
     which it answered into its answer; the client reads it from the ``step`` event it
     receives. p50/p99 over three rounds of N runs made by 4 clients, each starting its next
@@ -41,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvloop
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -48,6 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agent import tune_gc
 from bench._common import SimChild
 
+_run = uvloop.run
+"""The client's loop: the load generator shares the machine, so it should cost little."""
 _TS = re.compile(r"ts:(\d+\.\d+)")
 REPS = 3
 """Batches each way in (a), alternating, and paced rounds in (b): this machine's speed
@@ -187,35 +193,39 @@ async def _paced(url: str, n: int, clients: int = 4) -> list[float]:
     return latencies
 
 
-async def _through_api(agent: Any, n: int) -> tuple[float, float, list]:
-    start, cpu = time.perf_counter(), time.process_time()
-    results = await asyncio.gather(*(agent.run() for _ in range(n)))
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return wall, cpu, [r.status for r in results]
-
-
-async def _throughput(task: Path, sim_url: str, server: ServeChild, n: int, reps: int) -> dict:
-    """``reps`` batches of ``n`` runs each way, alternating; walls and CPU of each."""
+async def _api_batch(task: Path, sim_url: str, n: int) -> tuple[float, float, list]:
+    """``n`` runs through ``Agent.run`` at once on a warm agent: wall, CPU, statuses."""
     from agent import Agent
     from agent.task import load_task
 
     loaded = load_task(task).model_copy(update={"store": str(task.parent / "api")})
-    agent = Agent.from_task(loaded, model_url=sim_url)
-    await agent.open()
-    await _through_api(agent, 5)  # warm up, as the server's first runs below
-    await _over_http(server.url, 5)
-    out: dict[str, list] = {"api": [], "http": [], "api_cpu": [], "http_cpu": [], "status": []}
+    async with Agent.from_task(loaded, model_url=sim_url) as agent:
+        await asyncio.gather(*(agent.run() for _ in range(5)))  # warm: imports, connections
+        start, cpu = time.perf_counter(), time.process_time()
+        results = await asyncio.gather(*(agent.run() for _ in range(n)))
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return wall, cpu, [r.status for r in results]
+
+
+def _throughput(task: Path, sim_url: str, server: ServeChild, n: int, reps: int) -> dict:
+    """``reps`` rounds of ``n`` runs each way: through the Python API on asyncio's own loop
+    (what ``asyncio.run`` gives), on uvloop (the loop ``agent serve`` runs on), and over
+    HTTP. Each batch runs on a loop of its own; walls and CPU of each."""
+    kinds = ("api", "api_uvloop", "http")
+    out: dict[str, list] = {key: [] for kind in kinds for key in (kind, f"{kind}_cpu")}
+    out["status"] = []
+    _run(_over_http(server.url, 5))  # warm the server as the agents are warmed
     for _ in range(reps):
-        wall, cpu, status = await _through_api(agent, n)
-        out["api"].append(wall)
-        out["api_cpu"].append(cpu)
-        out["status"] += status
+        for key, run in (("api", asyncio.run), ("api_uvloop", uvloop.run)):
+            wall, cpu, status = run(_api_batch(task, sim_url, n))
+            out[key].append(wall)
+            out[f"{key}_cpu"].append(cpu)
+            out["status"] += status
         before = server.cpu_s()
-        wall, _, status = await _over_http(server.url, n)
+        wall, _, status = _run(_over_http(server.url, n))
         out["http"].append(wall)
         out["http_cpu"].append(server.cpu_s() - before)
         out["status"] += status
-    await agent.aclose()
     return out
 
 
@@ -244,12 +254,15 @@ def _percentile(values: list[float], q: float) -> float:
 
 def _print(out: dict[str, Any]) -> None:
     print(f"{'runs (h200 profile)':<40}{out['runs']}")
-    print(f"{'Python API, one process (median)':<40}{out['api_wall_s']:.2f} s")
+    print(f"{'Python API, asyncio loop (median)':<40}{out['api_wall_s']:.2f} s")
+    print(f"{'Python API, uvloop (median)':<40}{out['api_uvloop_wall_s']:.2f} s")
     print(f"{'HTTP + SSE listener per run (median)':<40}{out['http_wall_s']:.2f} s")
     print(f"{'ratio HTTP / API (goal <= 1.10)':<40}{out['ratio_http_vs_api']:.3f}"
           f"  (each batch: {', '.join(map(str, out['ratios']))})")  # fmt: skip
-    print(f"{'CPU per run: API, server':<40}{out['api_cpu_ms_per_run']} ms, "
-          f"{out['server_cpu_ms_per_run']} ms")  # fmt: skip
+    print(f"{'ratio HTTP / API on uvloop':<40}{out['ratio_http_vs_api_uvloop']:.3f}"
+          f"  (each batch: {', '.join(map(str, out['ratios_uvloop']))})")  # fmt: skip
+    print(f"{'CPU per run: API, API uvloop, server':<40}{out['api_cpu_ms_per_run']} ms, "
+          f"{out['api_uvloop_cpu_ms_per_run']} ms, {out['server_cpu_ms_per_run']} ms")  # fmt: skip
     print(f"{'event latency p50 (instant)':<40}{out['event_latency_p50_ms']} ms")
     print(f"{'event latency p99 (goal <= 50 ms)':<40}{out['event_latency_p99_ms']} ms")
     print(f"{'  (all N runs at once: p50, p99)':<40}{out['burst_latency_p50_ms']} ms, "
@@ -271,30 +284,37 @@ def main() -> None:
         with SimChild("bench.serve:policy", profile="h200") as sim:
             server = ServeChild(tasks, sim.url, tmp_path / "serve")
             try:
-                runs = asyncio.run(_throughput(tasks[0], sim.url, server, n, REPS))
+                runs = _throughput(tasks[0], sim.url, server, n, REPS)
             finally:
                 server.close()
         with SimChild("bench.serve:policy", profile="instant") as sim:
             server = ServeChild(tasks, sim.url, tmp_path / "serve-instant")
             try:
-                asyncio.run(_over_http(server.url, 10))  # warm up: imports, first connections
-                latencies = [t for _ in range(REPS) for t in asyncio.run(_paced(server.url, n))]
-                _, burst, _ = asyncio.run(_over_http(server.url, n))
+                _run(_over_http(server.url, 10))  # warm up: imports, first connections
+                latencies = [t for _ in range(REPS) for t in _run(_paced(server.url, n))]
+                _, burst, _ = _run(_over_http(server.url, n))
             finally:
                 server.close()
             server = ServeChild(tasks, sim.url, tmp_path / "serve-idle")  # a fresh heap
             try:
-                per_conn = asyncio.run(_idle_memory(server, k))
+                per_conn = _run(_idle_memory(server, k))
             finally:
                 server.close()
     assert set(runs["status"]) == {"done"}, runs["status"]
     api_wall, http_wall = statistics.median(runs["api"]), statistics.median(runs["http"])
+    uv_wall = statistics.median(runs["api_uvloop"])
     out |= {
         "api_wall_s": round(api_wall, 3),
+        "api_uvloop_wall_s": round(uv_wall, 3),
         "http_wall_s": round(http_wall, 3),
         "ratio_http_vs_api": round(http_wall / api_wall, 3),
         "ratios": [round(h / a, 3) for a, h in zip(runs["api"], runs["http"], strict=True)],
+        "ratio_http_vs_api_uvloop": round(http_wall / uv_wall, 3),
+        "ratios_uvloop": [
+            round(h / a, 3) for a, h in zip(runs["api_uvloop"], runs["http"], strict=True)
+        ],
         "api_cpu_ms_per_run": round(statistics.median(runs["api_cpu"]) / n * 1000, 1),
+        "api_uvloop_cpu_ms_per_run": round(statistics.median(runs["api_uvloop_cpu"]) / n * 1000, 1),
         "server_cpu_ms_per_run": round(statistics.median(runs["http_cpu"]) / n * 1000, 1),
         "event_latency_p50_ms": round(statistics.median(latencies) * 1000, 2),
         "event_latency_p99_ms": round(_percentile(latencies, 0.99) * 1000, 2),
