@@ -30,12 +30,15 @@ class Owner:
 
     @classmethod
     def current(cls) -> Owner:
-        return cls(socket.gethostname(), os.getpid(), _start_time(os.getpid()))
+        pid = os.getpid()
+        return cls(socket.gethostname(), pid, _own_start(pid))
 
     def alive(self) -> bool | None:
         """True or False on this host; None when the owner ran on another host."""
         if self.host != socket.gethostname():
             return None
+        if self.pid == os.getpid() and self.start == _own_start(self.pid):
+            return True  # this process: no need to read /proc
         start = _start_time(self.pid)
         if start is not None or self.start is not None:
             return start is not None and start == self.start
@@ -46,6 +49,17 @@ class Owner:
         except PermissionError:  # alive, owned by another user
             return True
         return True
+
+
+_own: tuple[int, int | None] = (0, None)
+
+
+def _own_start(pid: int) -> int | None:
+    """This process's start time, read once per pid (a forked child reads its own)."""
+    global _own
+    if _own[0] != pid:
+        _own = (pid, _start_time(pid))
+    return _own[1]
 
 
 def _start_time(pid: int) -> int | None:
