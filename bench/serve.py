@@ -6,10 +6,14 @@
     over HTTP (``POST /v1/runs``), each followed by its own SSE listener
     (``GET /v1/runs/{id}/events``) until its ``final`` event; wall time from the first
     submission to the last ``final`` received, divided by the wall time of the same N runs
-    through ``Agent.run`` in one process (``asyncio.gather``). ``agent serve`` runs on
-    uvloop; the Python API runs on whatever loop its caller has, so it is measured on both
-    asyncio's own loop (what ``asyncio.run`` gives) and uvloop, the latter being the
-    like-for-like ratio. Three rounds (API on asyncio, API on uvloop, HTTP), medians
+    through ``Agent.run`` in one process. Three baselines, because two things differ
+    besides HTTP: ``agent serve`` runs on uvloop, while the Python API runs on whatever
+    loop its caller has (asyncio's own, from ``asyncio.run``, or uvloop); and HTTP runs
+    start as the server accepts them (over about a second for 500), not all at once —
+    and the same runs started all at once cost the API less CPU each (more work per
+    wake-up). So: the API on asyncio's loop, all at once; on uvloop, all at once; and on
+    uvloop with each run started when the server accepted it in the HTTP batch just
+    before (same loop, same arrivals: what HTTP itself costs). Three rounds, medians
     compared (each batch's ratio shown too). Goal: ≤ 1.10.
 (b) **Event latency** on the ``instant`` profile: the simulated model writes the time at
     which it answered into its answer; the client reads it from the ``step`` event it
@@ -169,16 +173,26 @@ class _Client:
         return "unterminated"
 
 
-async def _one_over_http(client: _Client, task: str, latencies: list[float]) -> str:
-    return await client.follow(await client.post_run(task), latencies)
+async def _one_over_http(
+    client: _Client, task: str, latencies: list[float], accepted: list[float] | None = None
+) -> str:
+    run_id = await client.post_run(task)
+    if accepted is not None:
+        accepted.append(time.perf_counter())
+    return await client.follow(run_id, latencies)
 
 
-async def _over_http(url: str, n: int, task: str = "bench") -> tuple[float, list[float], list]:
+async def _over_http(url: str, n: int, task: str = "bench") -> tuple[float, list, list, list]:
+    """``n`` runs at once: wall, event latencies, statuses, and when each run was accepted
+    (seconds after the first submission)."""
     latencies: list[float] = []
+    accepted: list[float] = []
     client = _Client(url)
     start = time.perf_counter()
-    statuses = await asyncio.gather(*(_one_over_http(client, task, latencies) for _ in range(n)))
-    return time.perf_counter() - start, latencies, statuses
+    statuses = await asyncio.gather(
+        *(_one_over_http(client, task, latencies, accepted) for _ in range(n))
+    )
+    return time.perf_counter() - start, latencies, statuses, [t - start for t in accepted]
 
 
 async def _paced(url: str, n: int, clients: int = 4) -> list[float]:
@@ -193,39 +207,54 @@ async def _paced(url: str, n: int, clients: int = 4) -> list[float]:
     return latencies
 
 
-async def _api_batch(task: Path, sim_url: str, n: int) -> tuple[float, float, list]:
-    """``n`` runs through ``Agent.run`` at once on a warm agent: wall, CPU, statuses."""
+async def _api_batch(
+    task: Path, sim_url: str, n: int, starts: list[float] | None = None
+) -> tuple[float, float, list]:
+    """``n`` runs through ``Agent.run`` on a warm agent: wall, CPU, statuses. All at once,
+    or run i at ``starts[i]`` seconds (when the server accepted the i-th run over HTTP)."""
     from agent import Agent
     from agent.task import load_task
+
+    async def run_at(agent: Agent, delay: float) -> Any:
+        await asyncio.sleep(delay)
+        return await agent.run()
 
     loaded = load_task(task).model_copy(update={"store": str(task.parent / "api")})
     async with Agent.from_task(loaded, model_url=sim_url) as agent:
         await asyncio.gather(*(agent.run() for _ in range(5)))  # warm: imports, connections
         start, cpu = time.perf_counter(), time.process_time()
-        results = await asyncio.gather(*(agent.run() for _ in range(n)))
+        results = await asyncio.gather(*(run_at(agent, t) for t in starts or [0.0] * n))
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     return wall, cpu, [r.status for r in results]
 
 
+BASELINES = ("api", "api_uvloop", "api_paced")
+"""The Python API on asyncio's own loop and on uvloop, all runs at once; and on uvloop
+with each run started when the server had accepted it in the HTTP batch before."""
+
+
 def _throughput(task: Path, sim_url: str, server: ServeChild, n: int, reps: int) -> dict:
-    """``reps`` rounds of ``n`` runs each way: through the Python API on asyncio's own loop
-    (what ``asyncio.run`` gives), on uvloop (the loop ``agent serve`` runs on), and over
-    HTTP. Each batch runs on a loop of its own; walls and CPU of each."""
-    kinds = ("api", "api_uvloop", "http")
+    """``reps`` rounds of ``n`` runs over HTTP, then through each baseline; each batch on
+    a loop of its own. Walls and CPU of each."""
+    kinds = ("http", *BASELINES)
     out: dict[str, list] = {key: [] for kind in kinds for key in (kind, f"{kind}_cpu")}
     out["status"] = []
     _run(_over_http(server.url, 5))  # warm the server as the agents are warmed
     for _ in range(reps):
-        for key, run in (("api", asyncio.run), ("api_uvloop", uvloop.run)):
-            wall, cpu, status = run(_api_batch(task, sim_url, n))
-            out[key].append(wall)
-            out[f"{key}_cpu"].append(cpu)
-            out["status"] += status
         before = server.cpu_s()
-        wall, _, status = _run(_over_http(server.url, n))
+        wall, _, status, accepted = _run(_over_http(server.url, n))
         out["http"].append(wall)
         out["http_cpu"].append(server.cpu_s() - before)
         out["status"] += status
+        for key, run, starts in (
+            ("api", asyncio.run, None),
+            ("api_uvloop", uvloop.run, None),
+            ("api_paced", uvloop.run, sorted(accepted)),
+        ):
+            wall, cpu, status = run(_api_batch(task, sim_url, n, starts))
+            out[key].append(wall)
+            out[f"{key}_cpu"].append(cpu)
+            out["status"] += status
     return out
 
 
@@ -254,15 +283,19 @@ def _percentile(values: list[float], q: float) -> float:
 
 def _print(out: dict[str, Any]) -> None:
     print(f"{'runs (h200 profile)':<40}{out['runs']}")
-    print(f"{'Python API, asyncio loop (median)':<40}{out['api_wall_s']:.2f} s")
-    print(f"{'Python API, uvloop (median)':<40}{out['api_uvloop_wall_s']:.2f} s")
-    print(f"{'HTTP + SSE listener per run (median)':<40}{out['http_wall_s']:.2f} s")
-    print(f"{'ratio HTTP / API (goal <= 1.10)':<40}{out['ratio_http_vs_api']:.3f}"
-          f"  (each batch: {', '.join(map(str, out['ratios']))})")  # fmt: skip
-    print(f"{'ratio HTTP / API on uvloop':<40}{out['ratio_http_vs_api_uvloop']:.3f}"
-          f"  (each batch: {', '.join(map(str, out['ratios_uvloop']))})")  # fmt: skip
-    print(f"{'CPU per run: API, API uvloop, server':<40}{out['api_cpu_ms_per_run']} ms, "
-          f"{out['api_uvloop_cpu_ms_per_run']} ms, {out['server_cpu_ms_per_run']} ms")  # fmt: skip
+    rows = (
+        ("", "Python API, asyncio, all at once", "ratio HTTP / API (goal <= 1.10)"),
+        ("_uvloop", "Python API, uvloop, all at once", "ratio HTTP / API on uvloop"),
+        ("_paced", "Python API, uvloop, as accepted", "ratio HTTP / API, same arrivals"),
+    )
+    print(f"{'HTTP + SSE listener per run (median)':<40}{out['http_wall_s']:.2f} s, "
+          f"server CPU {out['server_cpu_ms_per_run']} ms a run")  # fmt: skip
+    for suffix, name, _ in rows:
+        print(f"{name:<40}{out[f'api{suffix}_wall_s']:.2f} s, "
+              f"CPU {out[f'api{suffix}_cpu_ms_per_run']} ms a run")  # fmt: skip
+    for suffix, _, ratio in rows:
+        print(f"{ratio:<40}{out[f'ratio_http_vs_api{suffix}']:.3f}"
+              f"  (each batch: {', '.join(map(str, out[f'ratios{suffix}']))})")  # fmt: skip
     print(f"{'event latency p50 (instant)':<40}{out['event_latency_p50_ms']} ms")
     print(f"{'event latency p99 (goal <= 50 ms)':<40}{out['event_latency_p99_ms']} ms")
     print(f"{'  (all N runs at once: p50, p99)':<40}{out['burst_latency_p50_ms']} ms, "
@@ -292,7 +325,7 @@ def main() -> None:
             try:
                 _run(_over_http(server.url, 10))  # warm up: imports, first connections
                 latencies = [t for _ in range(REPS) for t in _run(_paced(server.url, n))]
-                _, burst, _ = _run(_over_http(server.url, n))
+                _, burst, _, _ = _run(_over_http(server.url, n))
             finally:
                 server.close()
             server = ServeChild(tasks, sim.url, tmp_path / "serve-idle")  # a fresh heap
@@ -301,20 +334,20 @@ def main() -> None:
             finally:
                 server.close()
     assert set(runs["status"]) == {"done"}, runs["status"]
-    api_wall, http_wall = statistics.median(runs["api"]), statistics.median(runs["http"])
-    uv_wall = statistics.median(runs["api_uvloop"])
+    http_wall = statistics.median(runs["http"])
+    out["http_wall_s"] = round(http_wall, 3)
+    for kind in BASELINES:
+        suffix = kind.removeprefix("api")
+        wall = statistics.median(runs[kind])
+        out |= {
+            f"{kind}_wall_s": round(wall, 3),
+            f"ratio_http_vs_api{suffix}": round(http_wall / wall, 3),
+            f"ratios{suffix}": [
+                round(h / a, 3) for a, h in zip(runs[kind], runs["http"], strict=True)
+            ],
+            f"{kind}_cpu_ms_per_run": round(statistics.median(runs[f"{kind}_cpu"]) / n * 1000, 1),
+        }
     out |= {
-        "api_wall_s": round(api_wall, 3),
-        "api_uvloop_wall_s": round(uv_wall, 3),
-        "http_wall_s": round(http_wall, 3),
-        "ratio_http_vs_api": round(http_wall / api_wall, 3),
-        "ratios": [round(h / a, 3) for a, h in zip(runs["api"], runs["http"], strict=True)],
-        "ratio_http_vs_api_uvloop": round(http_wall / uv_wall, 3),
-        "ratios_uvloop": [
-            round(h / a, 3) for a, h in zip(runs["api_uvloop"], runs["http"], strict=True)
-        ],
-        "api_cpu_ms_per_run": round(statistics.median(runs["api_cpu"]) / n * 1000, 1),
-        "api_uvloop_cpu_ms_per_run": round(statistics.median(runs["api_uvloop_cpu"]) / n * 1000, 1),
         "server_cpu_ms_per_run": round(statistics.median(runs["http_cpu"]) / n * 1000, 1),
         "event_latency_p50_ms": round(statistics.median(latencies) * 1000, 2),
         "event_latency_p99_ms": round(_percentile(latencies, 0.99) * 1000, 2),
