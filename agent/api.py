@@ -221,11 +221,13 @@ class Agent:
             ended = False
             try:
                 yield start
-                async for event in self._drive(
-                    plan.payload, plan.config, ctx, approve, rec, plan.snapshot
-                ):
-                    ended = isinstance(event, Final)
-                    yield event
+                # aclosing: a consumer that leaves early stops the graph's tasks now (a
+                # model request in flight, say), not whenever the generators are collected.
+                drive = self._drive(plan.payload, plan.config, ctx, approve, rec, plan.snapshot)
+                async with contextlib.aclosing(drive) as events:
+                    async for event in events:
+                        ended = isinstance(event, Final)
+                        yield event
             finally:
                 if not ended:
                     rec.interrupted()
@@ -263,15 +265,13 @@ class Agent:
                     payload, pending = Command(resume=decision), []
                 # Only our own events stream; whether the graph paused for approval is read
                 # once from its state afterwards, rather than from an update per superstep.
-                async for event in self._graph.astream(
-                    payload,
-                    config,
-                    context=ctx,
-                    stream_mode="custom",
-                    durability=self.durability,
-                ):
-                    rec.event(event)
-                    yield event
+                segment = self._graph.astream(
+                    payload, config, context=ctx, stream_mode="custom", durability=self.durability
+                )
+                async with contextlib.aclosing(segment) as events:
+                    async for event in events:
+                        rec.event(event)
+                        yield event
                 ctx.writer = None  # until the next segment: events of calls are held
                 snapshot = await self._graph.aget_state(config)
                 pending = list(snapshot.interrupts)

@@ -180,3 +180,36 @@ async def test_an_early_call_finishing_as_a_run_pauses_reports_its_result(
     assert events[-1].result.status == "awaiting_approval"
     results = [e.result.call_id for e in events if isinstance(e, ToolResultEvent)]
     assert results == ["c1"], [e.kind for e in events]
+
+
+async def test_a_consumer_that_leaves_early_stops_the_model_request_at_once(
+    tmp_path: Path,
+) -> None:
+    """``break`` then ``aclose()`` (the UI's Stop, a caller that has seen enough): the
+    generation in flight stops before ``aclose()`` returns — it held a model request
+    open until the generators were garbage-collected."""
+    stopped: list[bool] = []
+
+    class Tracked(ScriptedBackend):
+        async def stream(self, request: Any) -> Any:
+            try:
+                async for item in super().stream(request):
+                    yield item
+            finally:
+                stopped.append(True)
+
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    agent = Agent(
+        Tracked([["Hel", 30.0, "lo"]]),
+        tools=(add,),
+        store=tmp_path / ".agent",
+        policies=ToolPolicies(workspace=workspace),
+    )
+    async with agent:
+        stream = agent.stream("Hi")
+        async for event in stream:
+            if isinstance(event, TextDelta):
+                break
+        await stream.aclose()
+        assert stopped == [True]
