@@ -1,6 +1,5 @@
-"""Threads for database and trace writes (lanes), so they never run on the event loop and
-never contend with each other: one for the runs' own rows (:func:`io`), one for
-``agent serve``'s (:data:`SERVICE`), which live in a file of their own for SQLite.
+"""One thread for database and trace writes, so they never run on the event loop and
+never contend with each other.
 
 SQLite allows one writer at a time and makes the others wait by sleeping (1, 2, 5, 10…
 ms, up to its busy timeout): on the event loop, that wait would stall every run of the
@@ -26,39 +25,24 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["SERVICE", "Lane", "io", "io_soon"]
+__all__ = ["io", "io_soon"]
 
 T = TypeVar("T")
+_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-io")
 _log = logging.getLogger(__name__)
 
 
-class Lane:
-    """One thread that runs the calls given to it back to back, in submission order."""
-
-    def __init__(self, name: str) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``fn(*args, **kwargs)`` on this lane's thread, after everything queued before."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
-
-    def soon(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
-        """Queue ``fn(*args, **kwargs)``; a failure is logged, not lost."""
-        future = self._executor.submit(fn, *args, **kwargs)
-        future.add_done_callback(_log_failure)
-        return future
+async def io(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` on the I/O thread, after everything queued before it."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_EXECUTOR, functools.partial(fn, *args, **kwargs))
 
 
-_RUNS = Lane("agent-io")
-io = _RUNS.run
-"""Run rows, traces, checkpoints, saved tool results: see the module docstring."""
-io_soon = _RUNS.soon
-
-SERVICE = Lane("agent-serve-io")
-"""``agent serve``'s own rows (events and jobs; ``serve.db`` beside a folder store): on a
-lane of their own, so that accepting a run or publishing its events does not wait behind
-every run's checkpoint writes (with hundreds of runs, up to a second)."""
+def io_soon(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+    """Queue ``fn(*args, **kwargs)`` on the I/O thread; a failure is logged, not lost."""
+    future = _EXECUTOR.submit(fn, *args, **kwargs)
+    future.add_done_callback(_log_failure)
+    return future
 
 
 def _log_failure(future: Future[Any]) -> None:

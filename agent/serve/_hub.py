@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from agent._io import SERVICE
+from agent._io import io
 from agent.runs import RunStore, StoredEvent
 
 __all__ = ["EventHub", "is_last"]
@@ -87,7 +87,7 @@ class EventHub:
         if not batch:
             return
         try:
-            await SERVICE.run(self.events.append_events, batch)
+            await io(self.events.append_events, batch)
         except Exception:  # keep the events: the next flush tries again
             _log.exception("storing %d events failed", len(batch))
             self._queued[:0] = batch
@@ -118,7 +118,7 @@ class EventHub:
                 if recent is not None and recent.covers(last):
                     stored = [e for e in recent.events if e.seq > last]
                 else:
-                    stored = await SERVICE.run(self.events.events, run_id, last)
+                    stored = await io(self.events.events, run_id, last)
                 if stored:
                     events = _until_last(stored)
                     yield events

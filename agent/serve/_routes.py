@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from agent._io import SERVICE, io
+from agent._io import io
 from agent.serve._errors import HTTPError, scrub
 from agent.serve._models import (
     ApprovalBody,
@@ -160,9 +160,9 @@ async def cancel_run(request: Request) -> Response:
 
 async def run_view(svc: Any, run_id: str) -> RunView:
     """What ``GET /v1/runs/{id}`` shows: the run row, its last final event, its job."""
-    job = await SERVICE.run(svc.jobs.get, run_id)
+    job = await io(svc.jobs.get, run_id)
     record = await io(svc.runs.get, run_id)
-    finals = await SERVICE.run(svc.events.events, run_id, -1, 1, "final")
+    finals = await io(svc.events.events, run_id, -1, 1, "final")
     result = json.loads(finals[0].data)["result"] if finals else {}
     status = record.status if record is not None else ("pending" if job else "unknown")
     if job is not None and job.state == "cancelled":
@@ -177,7 +177,7 @@ async def run_view(svc: Any, run_id: str) -> RunView:
         task=job.task if job else (record.task if record else ""),
         thread_id=(record.thread_id if record else None) or (job.thread_id if job else None),
         created_at=job.created_at if job else (record.started_at if record else 0.0),
-        last_event_id=await SERVICE.run(svc.events.last_seq, run_id),
+        last_event_id=await io(svc.events.last_seq, run_id),
     )
     if record is not None:
         view.started_at, view.finished_at = record.started_at, record.finished_at
@@ -188,7 +188,7 @@ async def run_view(svc: Any, run_id: str) -> RunView:
     for key in ("answer", "limit", "error_kind"):
         setattr(view, key, result.get(key))
     if status == "awaiting_approval":
-        asks = await SERVICE.run(svc.events.events, run_id, -1, 1, "approval")
+        asks = await io(svc.events.events, run_id, -1, 1, "approval")
         view.pending_approval = json.loads(asks[0].data)["calls"] if asks else []
     if record is None and job is not None and job.error:
         view.error = scrub(job.error)
@@ -203,7 +203,7 @@ async def create_thread(request: Request) -> Response:
     svc = _svc(request)
     svc.catalog.get(body.task)
     thread_id = "thread_" + secrets.token_hex(8)
-    created = await SERVICE.run(
+    created = await io(
         svc.jobs.create_thread, thread_id, _identity(request), body.task, body.metadata
     )
     view = ThreadView(
@@ -214,7 +214,7 @@ async def create_thread(request: Request) -> Response:
 
 async def get_thread(request: Request) -> Response:
     svc, thread_id = _svc(request), _path_id(request, "thread_id")
-    row = await SERVICE.run(svc.jobs.thread, thread_id)
+    row = await io(svc.jobs.thread, thread_id)
     if row is None or row["identity"] != _identity(request):
         raise HTTPError(404, "thread_not_found", f"no thread {thread_id!r}")
     agent = await svc.catalog.agent(row["task"])
@@ -253,7 +253,7 @@ async def readyz(request: Request) -> Response:
     if svc.manager.draining:
         return JSONResponse({"status": "draining"}, status_code=503)
     try:
-        await asyncio.wait_for(SERVICE.run(svc.events.last_seq, "-"), 5)
+        await asyncio.wait_for(io(svc.events.last_seq, "-"), 5)
     except Exception:
         return JSONResponse({"status": "store unreachable"}, status_code=503)
     return JSONResponse({"status": "ready"})

@@ -27,7 +27,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from agent._io import SERVICE, io
+from agent._io import io
 from agent.errors import AgentError, ConfigError, error_kind
 from agent.events import Final, RunError, TextDelta, to_dict
 from agent.serve._catalog import TaskCatalog, narrow
@@ -85,7 +85,7 @@ class RunManager:
         except ConfigError as exc:
             raise HTTPError(422, "invalid_request", str(exc)) from None
         idem = idempotency_hash(identity, key) if key else None
-        if idem and (earlier := await SERVICE.run(self.jobs.by_idempotency, idem)):
+        if idem and (earlier := await io(self.jobs.by_idempotency, idem)):
             return earlier.run_id, False
         await self._check_thread(body.thread_id, identity, name)
         if self._active.get(identity, 0) >= self.max_active:
@@ -103,7 +103,7 @@ class RunManager:
             thread_id=body.thread_id,
             idem_key=idem,
         )
-        run_id = await SERVICE.run(self.jobs.insert, job)
+        run_id = await io(self.jobs.insert, job)
         if run_id != job.run_id:
             return run_id, False
         self._launch(job, agent, text, body.options.approve, fresh=True)
@@ -112,7 +112,7 @@ class RunManager:
     async def _check_thread(self, thread_id: str | None, identity: str, task: str) -> None:
         if thread_id is None:
             return
-        thread = await SERVICE.run(self.jobs.thread, thread_id)
+        thread = await io(self.jobs.thread, thread_id)
         if thread is None or thread["identity"] != identity:
             raise HTTPError(404, "thread_not_found", f"no thread {thread_id!r}")
         if thread["task"] != task:
@@ -153,7 +153,7 @@ class RunManager:
         self, job: Job, agent: Any, text: str | None, approve: Any, fresh: bool
     ) -> None:
         run_id, final = job.run_id, None
-        seq = 0 if fresh else await SERVICE.run(self.events.last_seq, run_id)
+        seq = 0 if fresh else await io(self.events.last_seq, run_id)
         self.hub.open_run(run_id, seq + 1)
         started = time.monotonic()
         try:
@@ -193,11 +193,11 @@ class RunManager:
         if final is not None:
             state = "paused" if final.status == "awaiting_approval" else "ended"
             self.metrics.run_seconds.observe(seconds)
-            await SERVICE.run(self.jobs.set_state, job.run_id, state, final.error)
+            await io(self.jobs.set_state, job.run_id, state, final.error)
         elif reason == "cancel":
             await self._mark_cancelled(job.run_id, seq)
         else:  # draining or shutting down: resumable at once, here after a restart or elsewhere
-            await SERVICE.run(self.jobs.release, job.run_id)
+            await io(self.jobs.release, job.run_id)
 
     async def _mark_cancelled(self, run_id: str, seq: int) -> None:
         record = await io(self.records.get, run_id)
@@ -213,13 +213,13 @@ class RunManager:
         )
         self.hub.emit(run_id, seq + 1, public(Final(result)))
         self.metrics.observe(Final(result))
-        await SERVICE.run(self.jobs.set_state, run_id, "cancelled")
+        await io(self.jobs.set_state, run_id, "cancelled")
 
     # ---- control ---------------------------------------------------------------------
 
     async def job(self, run_id: str, identity: str) -> Job:
         """The stored job of ``identity``'s run ``run_id``; 404 for anyone else's."""
-        job = await SERVICE.run(self.jobs.get, run_id)
+        job = await io(self.jobs.get, run_id)
         if job is None or job.identity != identity:
             raise HTTPError(404, "run_not_found", f"no run {run_id!r}")
         return job
@@ -236,7 +236,7 @@ class RunManager:
     async def approve(self, run_id: str, identity: str, decision: Any) -> None:
         """Continue a paused run with ``decision`` (a bool, or ``{call_id: bool}``)."""
         job = await self.job(run_id, identity)
-        if job.state != "paused" or not await SERVICE.run(self.jobs.claim, job, "paused"):
+        if job.state != "paused" or not await io(self.jobs.claim, job, "paused"):
             raise HTTPError(409, "not_awaiting_approval", f"run {run_id!r} is not waiting")
         agent = await self._agent_for(job)
         self._launch(job, agent, None, lambda request: _decide(decision, request))
@@ -253,10 +253,10 @@ class RunManager:
             return "cancelled"
         orphaned = job.state == "active" and (job.lease_until < time.time() or job.owner_dead())
         states = ("paused", "active") if orphaned else ("paused",)
-        if await SERVICE.run(self.jobs.cancel_if, run_id, states):
-            await self._mark_cancelled(run_id, await SERVICE.run(self.events.last_seq, run_id))
+        if await io(self.jobs.cancel_if, run_id, states):
+            await self._mark_cancelled(run_id, await io(self.events.last_seq, run_id))
             return "cancelled"
-        await SERVICE.run(self.jobs.request_cancel, run_id)
+        await io(self.jobs.request_cancel, run_id)
         return "cancelling"
 
     def _stop(self, run_id: str, reason: str) -> None:
@@ -275,8 +275,8 @@ class RunManager:
             try:
                 if time.monotonic() - beat > self.jobs.lease_s / 3:
                     beat = time.monotonic()
-                    await SERVICE.run(self.jobs.heartbeat)
-                for run_id in await SERVICE.run(self.jobs.cancel_requests):
+                    await io(self.jobs.heartbeat)
+                for run_id in await io(self.jobs.cancel_requests):
                     self._stop(run_id, "cancel")
                 if not self.draining:
                     await self.adopt_orphans()
@@ -285,13 +285,13 @@ class RunManager:
 
     async def adopt_orphans(self) -> None:
         """Resume runs that no live replica runs (a crash, an expired lease, a drain)."""
-        for job in await SERVICE.run(self.jobs.orphans):
-            if await SERVICE.run(self.jobs.claim, job, "active"):
+        for job in await io(self.jobs.orphans):
+            if await io(self.jobs.claim, job, "active"):
                 _log.info("resuming run %s", job.run_id)
                 try:
                     agent = await self._agent_for(job)
                 except HTTPError as exc:  # its task is no longer served here
-                    await SERVICE.run(self.jobs.set_state, job.run_id, "ended", exc.message)
+                    await io(self.jobs.set_state, job.run_id, "ended", exc.message)
                     continue
                 body = job.spec["body"]
                 self._launch(job, agent, job.spec["input"], body["options"]["approve"])
