@@ -103,6 +103,8 @@ class _Worker:
         self.runs: set[str] = set()
         self.pid = 0
         self.inner_pid = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        """Held so that `subprocess` never reaps it (it reaps dropped children's exits)."""
         self.template: _Template | None = None
         """Set before `start`: fork from this template instead of starting a process."""
         self.cpu_s = 0.0
@@ -136,6 +138,23 @@ class _Worker:
             raise
         _LIVE.add(self)
         self._watch_exit()
+        try:
+            ready, reader = await self._handshake(stdin, stdout, stderr)
+        except BaseException as exc:
+            # Its caller gets no worker (cancelled too: its run gave up), so none may stay
+            # running unseen: it goes now, and its exit watcher reaps it.
+            if isinstance(exc, asyncio.CancelledError):
+                self.stopping = True  # given up by the pool, not crashed
+            self.kill_now()
+            raise
+        self._tasks.append(asyncio.create_task(self._read(reader)))
+        return ready
+
+    async def _handshake(
+        self, stdin: Any, stdout: Any, stderr: Any
+    ) -> tuple[dict[str, Any], asyncio.StreamReader]:
+        """Connect its pipes, send ``init``; its ``ready`` and its frames' reader."""
+        loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=2**20)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdout)
         errors = asyncio.StreamReader(limit=2**16)
@@ -156,8 +175,7 @@ class _Worker:
             raise ToolExecutionError(
                 "the sandbox worker failed to start" + (f": {tail[-1]}" if tail else "")
             ) from None
-        self._tasks.append(asyncio.create_task(self._read(reader)))
-        return ready
+        return ready, reader
 
     async def _spawn(self) -> tuple[Any, Any, Any]:
         """Start the process; set ``pid`` and ``pidfd``; its stdin, stdout and stderr."""
@@ -188,7 +206,7 @@ class _Worker:
             start_new_session=True,  # one group to kill
             pass_fds=pass_fds,
         )
-        self.pid, self.pidfd = proc.pid, os.pidfd_open(proc.pid)
+        self._proc, self.pid, self.pidfd = proc, proc.pid, os.pidfd_open(proc.pid)
         return proc.stdin, proc.stdout, proc.stderr
 
     def _watch_exit(self) -> None:
@@ -218,10 +236,16 @@ class _Worker:
             os.close(pidfd)
             self.pidfd = -1
             if self.template is None:
+                # Exited, not yet reaped: its pid still names its group alone (what it
+                # started there dies with it); after `waitpid` it may name anyone's.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.pid, signal.SIGKILL)
                 code = -1
                 with contextlib.suppress(ChildProcessError):
                     _, status = os.waitpid(self.pid, os.WNOHANG)
                     code = os.waitstatus_to_exitcode(status)
+                if self._proc is not None:
+                    self._proc.returncode = code  # reaped: nothing left for `subprocess`
                 exited(code)
             else:
                 status = self.template.exit_status(self.inner_pid)
@@ -331,11 +355,16 @@ class _Worker:
     def kill_now(self) -> None:
         """Send SIGKILL to the process (through its pidfd, even before it has made its
         group) and to its group; nothing if it never started (``killpg(0)`` would be this
-        process's own group)."""
-        if self.pidfd >= 0:
-            with contextlib.suppress(ProcessLookupError, OSError):
-                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-        if self.pid > 0:
+        process's own group) or once reaped (its pid may then be another group's).
+
+        The group only of a child of ours not yet reaped (its pidfd is closed when it is,
+        and nothing else reaps it): a forked worker is reaped by its template at any time,
+        so its template kills its group just before (`tools._worker._report_exits`)."""
+        if self.pidfd < 0:
+            return
+        with contextlib.suppress(ProcessLookupError, OSError):
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        if self.pid > 0 and self.template is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGKILL)
 
@@ -671,10 +700,10 @@ def _reap_orphans() -> None:
     its own loop; a loop's pidfd watchers die with it), so none is left as a zombie."""
     for worker in [w for w in _LIVE if w.loop.is_closed()]:
         _LIVE.discard(worker)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(worker.pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(worker.pid, 0)
+        _kill_unreaped(worker)
+        if worker.template is None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(worker.pid, 0)
         if worker.pidfd >= 0:
             with contextlib.suppress(OSError):
                 os.close(worker.pidfd)
@@ -687,10 +716,21 @@ def _kill_all() -> None:
     """At exit, no worker outlives its parent (bubblewrap's --die-with-parent does the
     same for sandboxed ones; a plain worker would otherwise wait for its pipe to close)."""
     for worker in list(_LIVE):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(worker.pid, signal.SIGKILL)
+        _kill_unreaped(worker)
         if worker.command.home:
             shutil.rmtree(worker.command.home, ignore_errors=True)
+
+
+def _kill_unreaped(worker: _Worker) -> None:
+    """SIGKILL to a worker of `_LIVE`, whose loop no longer watches it: its group if it is
+    a child of ours (in `_LIVE`, so not reaped), else through its pidfd (its template,
+    killed too, takes its group)."""
+    if worker.template is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(worker.pid, signal.SIGKILL)
+    elif worker.pidfd >= 0:
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(worker.pidfd, signal.SIGKILL)
 
 
 async def read_frame(stream: asyncio.StreamReader) -> dict[str, Any]:

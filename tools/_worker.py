@@ -331,7 +331,8 @@ def _template(
       stderr): answered ``{"op": "forked", "pid"}`` with a pidfd of the worker attached,
       so the parent can watch and signal it in any PID namespace (bubblewrap's);
     - each worker that exits is reaped here and reported ``{"op": "exited", "pid",
-      "status"}`` (the parent is not its parent, so it cannot learn the status itself).
+      "status"}`` (the parent is not its parent, so it cannot learn the status itself);
+      its process group is killed just before it is reaped (`_report_exits`).
 
     It stays single-threaded (fork copies only the calling thread) and exits when the
     control socket closes; its workers get SIGKILL when it dies (``PR_SET_PDEATHSIG``).
@@ -396,13 +397,19 @@ def _preload(refs: Iterable[str]) -> None:
 
 
 def _report_exits(control: socket.socket) -> None:
+    """Reap the workers that exited and report them; each one's process group is killed
+    first (what a tool started there), while its pid, unreaped, still names only its group
+    (the parent, which does not reap it, cannot know when that stops being so)."""
     while True:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            exited = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:
             return
-        if pid == 0:
+        if exited is None:
             return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(exited.si_pid, signal.SIGKILL)  # ESRCH if it died before setsid
+        pid, status = os.waitpid(exited.si_pid, 0)
         code = os.waitstatus_to_exitcode(status)
         control.send(json.dumps({"op": "exited", "pid": pid, "status": code}).encode())
 
