@@ -55,6 +55,7 @@ class EventHub:
         self._wake = asyncio.Event()
         self._listeners: dict[str, set[asyncio.Queue[StoredEvent]]] = {}
         self._recent: dict[str, _Recent] = {}  # runs running here
+        self._unstored: dict[str, int] = {}  # run -> its last event number not yet stored
         self._flushed = asyncio.Event()
         self.closing = False
         self.on_publish: Callable[[StoredEvent], None] | None = None
@@ -71,7 +72,14 @@ class EventHub:
         """Queue event number ``seq`` of ``run_id`` (its JSON form) for storing."""
         text = json.dumps(data, ensure_ascii=False, default=str)
         self._queued.append(StoredEvent(run_id, seq, data["kind"], text, time.time()))
+        self._unstored[run_id] = seq
         self._wake.set()
+
+    async def last_seq(self, run_id: str) -> int:
+        """The number of ``run_id``'s last event: stored, or given to :meth:`emit` and not
+        stored yet (a run continued right after it paused here must not reuse it)."""
+        stored = await io(self.events.last_seq, run_id)
+        return max(stored, self._unstored.get(run_id, 0))
 
     async def run(self) -> None:
         """Write and publish queued events until cancelled."""
@@ -97,6 +105,8 @@ class EventHub:
         by_run: dict[str, list[StoredEvent]] = {}
         for event in batch:
             by_run.setdefault(event.run_id, []).append(event)
+            if self._unstored.get(event.run_id) == event.seq:
+                del self._unstored[event.run_id]
         for run_id, events in by_run.items():
             if (recent := self._recent.get(run_id)) is not None:
                 recent.events.extend(events)

@@ -153,7 +153,7 @@ class RunManager:
         self, job: Job, agent: Any, text: str | None, approve: Any, fresh: bool
     ) -> None:
         run_id, final = job.run_id, None
-        seq = 0 if fresh else await io(self.events.last_seq, run_id)
+        seq = 0 if fresh else await self.hub.last_seq(run_id)
         self.hub.open_run(run_id, seq + 1)
         started = time.monotonic()
         try:
@@ -254,7 +254,7 @@ class RunManager:
         orphaned = job.state == "active" and (job.lease_until < time.time() or job.owner_dead())
         states = ("paused", "active") if orphaned else ("paused",)
         if await io(self.jobs.cancel_if, run_id, states):
-            await self._mark_cancelled(run_id, await io(self.events.last_seq, run_id))
+            await self._mark_cancelled(run_id, await self.hub.last_seq(run_id))
             return "cancelled"
         await io(self.jobs.request_cancel, run_id)
         return "cancelling"

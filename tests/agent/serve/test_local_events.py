@@ -110,3 +110,22 @@ def test_a_run_in_progress_is_private_to_its_token(sim, tmp_path: Path, local_ap
         assert b.post(f"/v1/runs/{run_id}/approval", json={"approve": True}).status_code == 404
         local_api.release("/hold/p")
         assert sse(a, run_id)[-1][2]["result"]["status"] == "done"
+
+
+async def test_an_event_number_given_out_is_never_given_again(tmp_path: Path) -> None:
+    """A run continued right after it paused here (an approval arriving within the few ms
+    before its pause's ``final`` is stored) numbers its next event after that one, not
+    after what the store has."""
+    from agent._db import SqliteDatabase
+    from agent.runs import RunStore
+    from agent.serve._hub import EventHub
+
+    hub = EventHub(RunStore(SqliteDatabase(tmp_path / "serve.db")))
+    for seq in (1, 2, 3):
+        hub.emit("run-a", seq, {"kind": "text", "text": "x"})
+    assert await hub.last_seq("run-a") == 3  # none stored yet
+    assert await hub.last_seq("run-b") == 0
+    await hub.flush()
+    assert await hub.last_seq("run-a") == 3  # stored now
+    hub.emit("run-a", 4, {"kind": "final", "result": {"status": "awaiting_approval"}})
+    assert await hub.last_seq("run-a") == 4
