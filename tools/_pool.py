@@ -581,11 +581,14 @@ class _Group:
         self.template: _Template | None = None
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Future[Any]] = set()
+        self.closed = False
 
     async def assign(self, run_id: str) -> _Worker:
         """A live worker for ``run_id``: a new one while the group has room and every
         worker is busy, else the least loaded."""
         async with self._lock:
+            if self.closed:
+                raise ToolExecutionError("the sandbox pool was closed")
             self.workers = [w for w in self.workers if w.alive]
             usable = [w for w in self.workers if not w.retiring]
             if len(usable) < self.size and all(w.runs for w in usable):
@@ -640,10 +643,12 @@ class _Group:
             await template.kill("")
 
     async def aclose(self) -> None:
-        workers = [*self.workers, *([self.template] if self.template else [])]
-        for worker in workers:
-            worker.stopping = True
-        await asyncio.gather(*(w.kill("the sandbox pool was closed") for w in workers))
+        async with self._lock:  # a worker being started joins the group first
+            self.closed = True
+            workers = [*self.workers, *([self.template] if self.template else [])]
+            for worker in workers:
+                worker.stopping = True
+            await asyncio.gather(*(w.kill("the sandbox pool was closed") for w in workers))
 
 
 class WorkerPool:

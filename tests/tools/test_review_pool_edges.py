@@ -209,3 +209,33 @@ async def test_a_run_cancelled_after_its_worker_started_keeps_the_worker_in_the_
     assert worker in sb._group.workers
     await close_pool()
     assert await _until(lambda: not _running(worker.pid), 5)
+
+
+@KINDS
+async def test_a_pool_closed_while_its_first_worker_starts_leaks_no_worker(
+    tmp_path: Path, shared: bool
+) -> None:
+    """The pool closes (a service shutting down) while a group's first worker is starting:
+    the group waits for that start and stops the worker with the rest, instead of the
+    worker joining a group the pool no longer holds. A call after the close is refused."""
+    before = set(_pool._LIVE)
+    sb = _sandbox(tmp_path / "ws", "run-a", shared=shared)
+    task = asyncio.create_task(sb.call("remember", {"value": "x"}))
+
+    def starting() -> list[Any]:
+        return [w for w in _pool._LIVE - before if not isinstance(w, _pool._Template)]
+
+    deadline = time.monotonic() + 30
+    while not task.done() and time.monotonic() < deadline:
+        if [w for w in starting() if w._writer is not None]:
+            break  # its pipes are connected: it waits for ``ready``
+        await asyncio.sleep(0)
+    [worker] = starting()
+    assert not task.done() and len(worker._tasks) < 2, "started before the pool closed"
+    group = sb._group
+    await close_pool()
+    with contextlib.suppress(ToolExecutionError):
+        await task
+    assert await _until(lambda: not _running(worker.pid), 5), "the worker outlived the pool"
+    with pytest.raises(ToolExecutionError, match="closed"):
+        await group.assign("run-b")
