@@ -705,7 +705,7 @@ def _reap_orphans() -> None:
     its own loop; a loop's pidfd watchers die with it), so none is left as a zombie."""
     for worker in [w for w in _LIVE if w.loop.is_closed()]:
         _LIVE.discard(worker)
-        _kill_unreaped(worker)
+        worker.kill_now()  # a child's group while it is unreaped; a forked one by pidfd
         if worker.template is None:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(worker.pid, 0)
@@ -721,21 +721,9 @@ def _kill_all() -> None:
     """At exit, no worker outlives its parent (bubblewrap's --die-with-parent does the
     same for sandboxed ones; a plain worker would otherwise wait for its pipe to close)."""
     for worker in list(_LIVE):
-        _kill_unreaped(worker)
+        worker.kill_now()
         if worker.command.home:
             shutil.rmtree(worker.command.home, ignore_errors=True)
-
-
-def _kill_unreaped(worker: _Worker) -> None:
-    """SIGKILL to a worker of `_LIVE`, whose loop no longer watches it: its group if it is
-    a child of ours (in `_LIVE`, so not reaped), else through its pidfd (its template,
-    killed too, takes its group)."""
-    if worker.template is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(worker.pid, signal.SIGKILL)
-    elif worker.pidfd >= 0:
-        with contextlib.suppress(OSError):
-            signal.pidfd_send_signal(worker.pidfd, signal.SIGKILL)
 
 
 async def read_frame(stream: asyncio.StreamReader) -> dict[str, Any]:

@@ -219,19 +219,12 @@ class RunManager:
 
     async def job(self, run_id: str, identity: str) -> Job:
         """The stored job of ``identity``'s run ``run_id``; 404 for anyone else's."""
-        job = await io(self.jobs.get, run_id)
-        if job is None or job.identity != identity:
-            raise HTTPError(404, "run_not_found", f"no run {run_id!r}")
-        return job
+        return _owned(await io(self.jobs.get, run_id), run_id, identity)
 
     async def check_access(self, run_id: str, identity: str) -> None:
         """404 unless ``run_id`` is a run of ``identity``: as :meth:`job`, without a read
         of the store for a run running here (a job's identity never changes)."""
-        job = self._jobs.get(run_id)
-        if job is None:
-            await self.job(run_id, identity)
-        elif job.identity != identity:
-            raise HTTPError(404, "run_not_found", f"no run {run_id!r}")
+        _owned(self._jobs.get(run_id) or await io(self.jobs.get, run_id), run_id, identity)
 
     async def approve(self, run_id: str, identity: str, decision: Any) -> None:
         """Continue a paused run with ``decision`` (a bool, or ``{call_id: bool}``)."""
@@ -353,6 +346,13 @@ def public(event: Any) -> dict[str, Any]:
     if isinstance(generation, dict):
         generation.pop("prompt", None)  # the whole prompt each step: in the trace, not here
     return data
+
+
+def _owned(job: Job | None, run_id: str, identity: str) -> Job:
+    """``job`` if it is ``identity``'s; else the 404 that does not tell it exists."""
+    if job is None or job.identity != identity:
+        raise HTTPError(404, "run_not_found", f"no run {run_id!r}")
+    return job
 
 
 def _approver(mode: Any) -> Any:
