@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from agent.errors import ToolExecutionError
+from tests.tools._procs import running
 from tests.tools.test_pool import die, recall, remember
 from tools import _pool
 from tools.base import tool
@@ -56,7 +57,7 @@ def killpg_log(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     def killpg(pgid: int, sig: int) -> None:
         log.append(pgid)
-        if pgid > 0 and _running(pgid):
+        if pgid > 0 and running(pgid):
             real(pgid, sig)
 
     monkeypatch.setattr(os, "killpg", killpg)
@@ -67,15 +68,6 @@ def _sandbox(ws: Path, run: str, *, shared: bool) -> RunSandbox:
     ws.mkdir(exist_ok=True)
     sandbox = {"use_bwrap": False, "pool_size": 2, "shared": shared}
     return RunSandbox(TOOLS, ToolPolicies(workspace=ws, sandbox=sandbox), run_id=run)
-
-
-def _running(pid: int) -> bool:
-    """The process exists and has not exited (a zombie has)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
 
 
 def _reaped(pid: int) -> bool:
@@ -89,6 +81,26 @@ async def _until(check: Any, seconds: float = 5.0) -> bool:
             return False
         await asyncio.sleep(0.01)
     return True
+
+
+async def _first_call_awaiting_ready(sb: RunSandbox) -> tuple[asyncio.Task[str], Any]:
+    """A call that starts the group's first worker, caught once that worker's pipes are
+    connected (``init`` on its way) and before it has answered ``ready``: the call's task
+    and the worker."""
+    before = set(_pool._LIVE)
+    task = asyncio.create_task(sb.call("remember", {"value": "x"}))
+
+    def starting() -> list[Any]:
+        return [w for w in _pool._LIVE - before if not isinstance(w, _pool._Template)]
+
+    deadline = time.monotonic() + 30
+    while not task.done() and time.monotonic() < deadline:
+        if [w for w in starting() if w._writer is not None]:
+            break
+        await asyncio.sleep(0)
+    [worker] = starting()
+    assert not task.done() and len(worker._tasks) < 2, "it was ready before the test acted"
+    return task, worker
 
 
 # --- 1. no signal to a group whose leader was reaped ---------------------------------------
@@ -153,7 +165,7 @@ async def test_a_worker_s_group_dies_with_it(tmp_path: Path, shared: bool, how: 
         with contextlib.suppress(ToolExecutionError):
             await sb.call("die", {})
         await asyncio.wait_for(asyncio.shield(worker.exited), 5)
-    assert await _until(lambda: not _running(child)), "the group outlived its worker"
+    assert await _until(lambda: not running(child)), "the group outlived its worker"
 
 
 # --- 2. a run cancelled during its group's first worker start --------------------------------
@@ -167,29 +179,17 @@ async def test_a_run_cancelled_while_its_first_worker_starts_leaks_no_worker(
     ``ready``: that worker is then registered in its group or killed, never left running
     outside it (never reused, never stopped when idle, not killed when the pool closes;
     a forked one also keeps its template from stopping)."""
-    before = set(_pool._LIVE)
     sb = _sandbox(tmp_path / "ws", "run-a", shared=shared)
-    task = asyncio.create_task(sb.call("remember", {"value": "x"}))
-
-    def starting() -> list[Any]:
-        return [w for w in _pool._LIVE - before if not isinstance(w, _pool._Template)]
-
-    deadline = time.monotonic() + 30
-    while not task.done() and time.monotonic() < deadline:
-        if [w for w in starting() if w._writer is not None]:
-            break  # its pipes are connected, ``init`` on its way: it waits for ``ready``
-        await asyncio.sleep(0)
-    [worker] = starting()
-    assert not task.done() and len(worker._tasks) < 2, "cancelled before it was ready"
+    task, worker = await _first_call_awaiting_ready(sb)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     group = sb._group
-    assert await _until(lambda: worker in group.workers or not _running(worker.pid), 5), (
+    assert await _until(lambda: worker in group.workers or not running(worker.pid), 5), (
         "the worker runs outside its group"
     )
     await close_pool()
-    assert await _until(lambda: not _running(worker.pid), 5), "the worker outlived the pool"
+    assert await _until(lambda: not running(worker.pid), 5), "the worker outlived the pool"
 
 
 @KINDS
@@ -208,7 +208,7 @@ async def test_a_run_cancelled_after_its_worker_started_keeps_the_worker_in_the_
         await task
     assert worker in sb._group.workers
     await close_pool()
-    assert await _until(lambda: not _running(worker.pid), 5)
+    assert await _until(lambda: not running(worker.pid), 5)
 
 
 @KINDS
@@ -218,24 +218,12 @@ async def test_a_pool_closed_while_its_first_worker_starts_leaks_no_worker(
     """The pool closes (a service shutting down) while a group's first worker is starting:
     the group waits for that start and stops the worker with the rest, instead of the
     worker joining a group the pool no longer holds. A call after the close is refused."""
-    before = set(_pool._LIVE)
     sb = _sandbox(tmp_path / "ws", "run-a", shared=shared)
-    task = asyncio.create_task(sb.call("remember", {"value": "x"}))
-
-    def starting() -> list[Any]:
-        return [w for w in _pool._LIVE - before if not isinstance(w, _pool._Template)]
-
-    deadline = time.monotonic() + 30
-    while not task.done() and time.monotonic() < deadline:
-        if [w for w in starting() if w._writer is not None]:
-            break  # its pipes are connected: it waits for ``ready``
-        await asyncio.sleep(0)
-    [worker] = starting()
-    assert not task.done() and len(worker._tasks) < 2, "started before the pool closed"
+    task, worker = await _first_call_awaiting_ready(sb)
     group = sb._group
     await close_pool()
     with contextlib.suppress(ToolExecutionError):
         await task
-    assert await _until(lambda: not _running(worker.pid), 5), "the worker outlived the pool"
+    assert await _until(lambda: not running(worker.pid), 5), "the worker outlived the pool"
     with pytest.raises(ToolExecutionError, match="closed"):
         await group.assign("run-b")

@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from agent.types import ToolCall
+from tests.tools._procs import running
 from tests.tools.test_pool import die, recall, remember
 from tools import _pool
 from tools.base import tool
@@ -175,14 +176,6 @@ def _kill_template(template: Any) -> None:
     if template is not None and template.pidfd >= 0:
         with contextlib.suppress(OSError):
             signal.pidfd_send_signal(template.pidfd, signal.SIGKILL)
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
 
 
 # --- isolation: what a forked worker shares with its template and siblings ----------------
@@ -337,7 +330,7 @@ async def test_a_template_whose_last_worker_died_stops(
         template = _template(a)
         assert (await _call(a, "die")).error == "execution"
     for _ in range(100):
-        if not template.alive and not _running(template.pid):
+        if not template.alive and not running(template.pid):
             return
         await asyncio.sleep(0.05)
     pytest.fail(f"the template (pid {template.pid}) outlives every worker of its group")

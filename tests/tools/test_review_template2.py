@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from agent.types import ToolCall
+from tests.tools._procs import running
 from tests.tools.test_pool import die, recall, remember
 from tools import _pool
 from tools.dispatch import Dispatcher
@@ -65,12 +66,14 @@ async def _call(d: Dispatcher, name: str, **args: Any) -> Any:
     return await d.call(ToolCall(name, args))
 
 
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
+async def _fail_a_first_call(ws: Path) -> None:
+    """A group's first call made once its workspace is gone: the worker (or its template)
+    cannot start there, so the call fails with an execution error."""
+    ws.mkdir()
+    async with _dispatcher(ws, "run-a") as a:
+        shutil.rmtree(ws)
+        failed = await _call(a, "recall")
+        assert failed.error == "execution", failed.content  # precondition
 
 
 # --- a template that cannot be spawned ---------------------------------------------------
@@ -134,11 +137,7 @@ async def test_a_group_recovers_after_its_template_failed_to_spawn(
     the cause is gone (the workspace is back). A worker started on its own (before
     91d939a, and under bubblewrap) recovers on the next run."""
     ws = tmp_path / "ws"
-    ws.mkdir()
-    async with _dispatcher(ws, "run-a") as a:
-        shutil.rmtree(ws)
-        failed = await _call(a, "recall")
-        assert failed.error == "execution", failed.content  # precondition
+    await _fail_a_first_call(ws)
     ws.mkdir()  # the workspace is back
     await asyncio.sleep(0.2)
     async with _dispatcher(ws, "run-b") as b:
@@ -156,11 +155,7 @@ async def test_a_failed_template_start_leaves_no_home_folder(
     homes.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(homes))  # the parent's mkdtemp
     ws = tmp_path / "ws"
-    ws.mkdir()
-    async with _dispatcher(ws, "run-a") as a:
-        shutil.rmtree(ws)
-        failed = await _call(a, "recall")
-        assert failed.error == "execution", failed.content  # precondition
+    await _fail_a_first_call(ws)
     await close_pool()
     for _ in range(40):
         if not list(homes.glob("agent-worker-home-*")):
@@ -241,7 +236,7 @@ async def test_a_retired_template_stops_even_after_a_failed_fork(
         assert (await _call(a, "die")).error == "execution"  # the template retires
         assert template.retired  # precondition
     for _ in range(60):
-        if not template.alive and not _running(template.pid):
+        if not template.alive and not running(template.pid):
             return
         await asyncio.sleep(0.05)
     pytest.fail(
