@@ -261,7 +261,7 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     svc = _svc(request)
-    text = svc.metrics.render(len(svc.manager._tasks), svc.listeners)
+    text = svc.metrics.render(svc.manager.running, svc.listeners)
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 

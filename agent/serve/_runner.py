@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -63,10 +64,13 @@ class RunManager:
         self.draining = False
         self.text_window_s = 0.02
         """Text deltas of a step arriving within this long of the first are sent as one."""
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._jobs: dict[str, Job] = {}  # of the runs in _tasks
+        self._running: dict[str, _Running] = {}  # run_id -> a run in progress here
         self._active: dict[str, int] = {}  # identity -> runs in progress here
-        self._stop_reason: dict[str, str] = {}
+
+    @property
+    def running(self) -> int:
+        """How many runs are in progress on this replica."""
+        return len(self._running)
 
     # ---- starting --------------------------------------------------------------------
 
@@ -125,16 +129,14 @@ class RunManager:
     ) -> None:
         """Run ``job`` here (``fresh``: a new run, with no events yet)."""
         task = asyncio.create_task(self._execute(job, agent, text, approve, fresh))
-        self._tasks[job.run_id] = task
-        self._jobs[job.run_id] = job
+        self._running[job.run_id] = _Running(job, task)
         self._active[job.identity] = self._active.get(job.identity, 0) + 1
         task.add_done_callback(lambda done: self._done(job, done))
 
     def _done(self, job: Job, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             _log.error("run %s: bookkeeping failed", job.run_id, exc_info=task.exception())
-        self._tasks.pop(job.run_id, None)
-        self._jobs.pop(job.run_id, None)
+        self._running.pop(job.run_id, None)
         self.hub.close_run(job.run_id)
         self._active[job.identity] -= 1
         if not self._active[job.identity]:
@@ -168,7 +170,7 @@ class RunManager:
                     if isinstance(event, Final):
                         final = event.result
                     elif self.draining and event.kind in ("step", "tool_result"):
-                        self._stop_reason[run_id] = "drain"
+                        self._running[run_id].stop_reason = "drain"
                         break
         except asyncio.CancelledError:
             pass
@@ -189,7 +191,7 @@ class RunManager:
 
     async def _settle(self, job: Job, final: RunResult | None, seq: int, seconds: float) -> None:
         """Record how the run left this replica: ended, paused, cancelled or released."""
-        reason = self._stop_reason.pop(job.run_id, None)
+        reason = self._running[job.run_id].stop_reason
         if final is not None:
             state = "paused" if final.status == "awaiting_approval" else "ended"
             self.metrics.run_seconds.observe(seconds)
@@ -224,7 +226,8 @@ class RunManager:
     async def check_access(self, run_id: str, identity: str) -> None:
         """404 unless ``run_id`` is a run of ``identity``: as :meth:`job`, without a read
         of the store for a run running here (a job's identity never changes)."""
-        _owned(self._jobs.get(run_id) or await io(self.jobs.get, run_id), run_id, identity)
+        here = self._running.get(run_id)
+        _owned(here.job if here else await io(self.jobs.get, run_id), run_id, identity)
 
     async def approve(self, run_id: str, identity: str, decision: Any) -> None:
         """Continue a paused run with ``decision`` (a bool, or ``{call_id: bool}``)."""
@@ -239,10 +242,10 @@ class RunManager:
         job = await self.job(run_id, identity)
         if job.state in ("ended", "cancelled"):
             raise HTTPError(409, "run_ended", f"run {run_id!r} has already ended")
-        if run_id in self._tasks:
+        if (here := self._running.get(run_id)) is not None:
             self._stop(run_id, "cancel")
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._tasks[run_id]), 10)
+                await asyncio.wait_for(asyncio.shield(here.task), 10)
             return "cancelled"
         orphaned = job.state == "active" and (job.lease_until < time.time() or job.owner_dead())
         states = ("paused", "active") if orphaned else ("paused",)
@@ -253,10 +256,10 @@ class RunManager:
         return "cancelling"
 
     def _stop(self, run_id: str, reason: str) -> None:
-        task = self._tasks.get(run_id)
-        if task is not None and not task.done():
-            self._stop_reason[run_id] = reason
-            task.cancel()
+        here = self._running.get(run_id)
+        if here is not None and not here.task.done():
+            here.stop_reason = reason
+            here.task.cancel()
 
     # ---- housekeeping ----------------------------------------------------------------
 
@@ -292,13 +295,22 @@ class RunManager:
     async def drain(self) -> None:
         """Stop taking runs; let running ones reach a step boundary, then release them."""
         self.draining = True
-        tasks = list(self._tasks.values())
-        if tasks:
-            await asyncio.wait(tasks, timeout=self.drain_s)
-        for run_id in list(self._tasks):
+        if self._running:
+            await asyncio.wait([r.task for r in self._running.values()], timeout=self.drain_s)
+        for run_id in list(self._running):
             self._stop(run_id, "drain")
-        if self._tasks:
-            await asyncio.wait(list(self._tasks.values()), timeout=5)
+        if self._running:
+            await asyncio.wait([r.task for r in self._running.values()], timeout=5)
+
+
+@dataclasses.dataclass(slots=True)
+class _Running:
+    """A run in progress here: its job, the task driving it, and why it is being stopped
+    (``"cancel"``, ``"drain"``; None while nothing stops it)."""
+
+    job: Job
+    task: asyncio.Task[None]
+    stop_reason: str | None = None
 
 
 async def merge_text(events: Any, window_s: float) -> AsyncIterator[Any]:
