@@ -1,0 +1,138 @@
+"""The I/O thread (agent._io): order, failures, cancelled callers, several loops, exit, fork."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agent._io import io, io_soon
+
+
+def _blocked() -> tuple[threading.Event, threading.Event]:
+    """Occupy the I/O thread until the returned ``release`` is set (``busy`` once it is)."""
+    busy, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        busy.set()
+        release.wait(10)
+
+    io_soon(hold)
+    assert busy.wait(10)
+    return busy, release
+
+
+async def test_calls_run_in_submission_order_and_return_their_results() -> None:
+    seen: list[int] = []
+    _, release = _blocked()  # everything below queues up and runs as one batch
+    for i in range(5):
+        io_soon(seen.append, i)
+    pending = [asyncio.ensure_future(io(lambda i=i: seen.append(10 + i) or i)) for i in range(5)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.gather(*pending) == [0, 1, 2, 3, 4]
+    assert await io(len, seen) == 10
+    assert seen == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]
+
+
+async def test_a_failure_reaches_its_caller_and_the_next_calls_still_run() -> None:
+    def boom() -> None:
+        raise KeyError("gone")
+
+    with pytest.raises(KeyError, match="gone"):
+        await io(boom)
+    assert await io(sum, [1, 2, 3]) == 6
+
+
+async def test_a_failed_background_call_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    def boom() -> None:
+        raise ValueError("disk full")
+
+    with caplog.at_level(logging.ERROR, logger="agent._io"):
+        io_soon(boom)
+        await io(int)  # after it
+    assert "a background write failed" in caplog.text and "disk full" in caplog.text
+
+
+async def test_a_call_whose_caller_was_cancelled_before_it_started_is_skipped() -> None:
+    ran: list[str] = []
+    _, release = _blocked()
+    waiting = asyncio.ensure_future(io(ran.append, "skipped"))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    release.set()
+    await io(ran.append, "ran")
+    assert ran == ["ran"]
+
+
+def test_each_loop_gets_its_own_results() -> None:
+    """Calls from two threads, each with its own loop, queued into one batch."""
+    _, release = _blocked()
+    results: dict[str, list[int]] = {}
+    started = threading.Barrier(3)
+
+    def client(name: str, base: int) -> None:
+        async def main() -> list[int]:
+            pending = [asyncio.ensure_future(io(lambda i=i: base + i)) for i in range(20)]
+            await asyncio.sleep(0)
+            started.wait(10)
+            return await asyncio.gather(*pending)
+
+        results[name] = asyncio.run(main())
+
+    threads = [threading.Thread(target=client, args=(n, b)) for n, b in (("a", 0), ("b", 100))]
+    for thread in threads:
+        thread.start()
+    started.wait(10)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert results == {"a": list(range(20)), "b": list(range(100, 120))}
+
+
+async def test_a_long_batch_hands_back_results_before_it_ends() -> None:
+    """A caller whose call ran early in a long batch is answered before the batch ends."""
+    _, release = _blocked()
+    first = asyncio.ensure_future(io(time.monotonic))
+    slow = [asyncio.ensure_future(io(time.sleep, 0.01)) for _ in range(20)]  # ~0.2 s
+    await asyncio.sleep(0)
+    release.set()
+    await first
+    assert not all(s.done() for s in slow)  # handed back all at the end, they would be
+    await asyncio.gather(*slow)
+
+
+def test_calls_still_queued_at_exit_run_before_the_interpreter_exits(tmp_path: Path) -> None:
+    marker = tmp_path / "written"
+    code = (
+        "import time, pathlib\n"
+        "from agent._io import io_soon\n"
+        "io_soon(time.sleep, 0.3)\n"
+        f"io_soon(pathlib.Path({str(marker)!r}).write_text, 'yes')\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=60)
+    assert marker.read_text() == "yes"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_child_gets_an_io_thread_of_its_own() -> None:
+    asyncio.run(io(int))  # the parent's thread is running
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's thread is not here
+        try:
+            ok = asyncio.run(asyncio.wait_for(io(sum, [20, 22]), 10)) == 42
+        except BaseException:
+            ok = False
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
