@@ -12,8 +12,8 @@ The thread takes whatever is queued, runs it, and hands the results of that batc
 the event loop in one call (every 2 ms in a long batch). Hundreds of concurrent runs make
 ~18 calls each (checkpoints, run rows, trace lines); with a ``concurrent.futures`` future
 and a wake-up of the loop per call, as ``run_in_executor`` does, that plumbing and the
-threads' hand-offs cost a third of the CPU of a run (``bench/serve.py``'s API batches:
-9.7–16.4 ms a run, 7.1–10.7 ms with batches, alternated).
+threads' hand-offs cost about a third of the CPU of a run (500 runs at once through the
+Python API on the ``h200`` simulator, alternated: 9.7–16.4 ms a run, 7.1–10.7 batched).
 
 :func:`io` awaits the call's result; :func:`io_soon` queues it and returns at once (a
 trace line; a row update from a ``finally`` that cannot wait). A call whose caller was
