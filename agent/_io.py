@@ -18,7 +18,8 @@ Python API on the ``h200`` simulator, alternated: 9.7–16.4 ms a run, 7.1–10.
 :func:`io` awaits the call's result; :func:`io_soon` queues it and returns at once (a
 trace line; a row update from a ``finally`` that cannot wait). A call whose caller was
 cancelled before it started is skipped. Calls still queued when the interpreter exits
-are run before it does.
+are run before it does; one queued after that (from a thread still running) raises
+``RuntimeError``, as with ``concurrent.futures``.
 
 >>> import asyncio; asyncio.run(io(sum, [1, 2]))
 3
@@ -57,28 +58,32 @@ class _Lane:
         # (fn, args, kwargs, loop, future): loop and future None for io_soon
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
+        self._stopped = False
+        self._lock = threading.Lock()  # nothing is queued behind _STOP
 
     def put(self, call: tuple[Any, ...]) -> None:
-        if self._thread is None:
-            self._start()
-        self._queue.put(call)
+        with self._lock:
+            if self._stopped:  # as concurrent.futures: an error, not a call that never runs
+                raise RuntimeError("cannot queue an I/O call after interpreter shutdown")
+            if self._thread is None:
+                self._start()
+            self._queue.put(call)
 
     def _start(self) -> None:
-        with self._start_lock:
-            if self._thread is not None:
-                return
-            # As concurrent.futures does: before the interpreter joins its threads, run
-            # what is queued, then stop.
-            threading._register_atexit(self._stop)  # type: ignore[attr-defined]
-            thread = threading.Thread(target=self._work, name=self.name, daemon=True)
-            thread.start()
-            self._thread = thread
+        # As concurrent.futures does: before the interpreter joins its threads, run what is
+        # queued, then stop.
+        threading._register_atexit(self._stop)  # type: ignore[attr-defined]
+        thread = threading.Thread(target=self._work, name=self.name, daemon=True)
+        thread.start()
+        self._thread = thread
 
     def _stop(self) -> None:
-        if self._thread is not None:
+        with self._lock:
+            if self._thread is None or self._stopped:
+                return
+            self._stopped = True
             self._queue.put(_STOP)
-            self._thread.join()
+        self._thread.join()
 
     def _work(self) -> None:
         get, get_nowait = self._queue.get, self._queue.get_nowait
@@ -92,25 +97,16 @@ class _Lane:
             done: dict[asyncio.AbstractEventLoop, list[tuple[Any, ...]]] = {}
             since = time.monotonic()
             for call in batch:
+                if done and time.monotonic() - since > _HAND_BACK_S:  # a long batch: results so far
+                    self._hand_back(done)
+                    done, since = {}, time.monotonic()
                 if call is _STOP:
                     self._hand_back(done)
                     return
-                fn, args, kwargs, loop, future = call
-                if future is not None and future.cancelled():  # its caller has gone
-                    continue
-                try:
-                    outcome = (future, True, fn(*args, **kwargs))
-                except BaseException as exc:
-                    if future is None:
-                        _log.error("a background write failed", exc_info=exc)
-                        continue
-                    outcome = (future, False, exc)
-                if future is not None:
-                    done.setdefault(loop, []).append(outcome)
-                    if time.monotonic() - since > _HAND_BACK_S:  # a long batch: results so far
-                        self._hand_back(done)
-                        done, since = {}, time.monotonic()
+                if (outcome := _outcome(call)) is not None:
+                    done.setdefault(call[3], []).append(outcome)
             self._hand_back(done)
+            del batch, done, call, outcome  # as concurrent.futures: none kept while it waits
 
     @staticmethod
     def _hand_back(done: dict[asyncio.AbstractEventLoop, list[tuple[Any, ...]]]) -> None:
@@ -119,10 +115,33 @@ class _Lane:
                 loop.call_soon_threadsafe(_settle, outcomes)
 
 
+def _outcome(call: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """``(future, ok, result or exception)`` to hand back; None for io_soon and skipped calls."""
+    fn, args, kwargs, _, future = call
+    if future is not None and future.cancelled():  # its caller has gone
+        return None
+    try:
+        value = fn(*args, **kwargs)
+    except BaseException as exc:
+        if future is None:
+            _log.error("a background write failed", exc_info=exc)
+            return None
+        return future, False, exc
+    return None if future is None else (future, True, value)
+
+
 def _settle(outcomes: list[tuple[Any, ...]]) -> None:
     for future, ok, value in outcomes:
-        if not future.done():
-            future.set_result(value) if ok else future.set_exception(value)
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        elif isinstance(value, StopIteration):  # a Future refuses it (a TypeError)
+            error = RuntimeError("an I/O call raised StopIteration")
+            error.__cause__ = value
+            future.set_exception(error)
+        else:
+            future.set_exception(value)
 
 
 _LANE = _Lane("agent-io")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import subprocess
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -111,6 +113,61 @@ async def test_a_long_batch_hands_back_results_before_it_ends() -> None:
     await asyncio.gather(*slow)
 
 
+async def test_a_call_raising_stop_iteration_fails_alone() -> None:
+    """A Future refuses StopIteration: the caller gets a RuntimeError, and the other results
+    handed back with it still arrive."""
+    _, release = _blocked()
+    bad = asyncio.ensure_future(io(next, iter([])))
+    good = asyncio.ensure_future(io(sum, [1, 2]))
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.wait_for(good, 5) == 3
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(bad, 5)
+
+
+async def test_background_calls_in_a_long_batch_do_not_hold_back_results() -> None:
+    """The 2 ms hand-back counts every call, not only the awaited ones."""
+    ran: list[int] = []
+    _, release = _blocked()
+    first = asyncio.ensure_future(io(int))
+    await asyncio.sleep(0)  # queued before the background calls
+    for i in range(20):  # ~0.2 s
+        io_soon(lambda i=i: time.sleep(0.01) or ran.append(i))
+    release.set()
+    await first
+    assert len(ran) < 20
+    await io(int)
+
+
+async def test_nothing_of_a_finished_batch_is_kept_while_the_thread_waits() -> None:
+    """Nor by the exception of a call of the same batch that its caller keeps."""
+
+    class Payload:
+        pass
+
+    def boom() -> None:
+        raise ValueError("kept")
+
+    payload = Payload()
+    ref = weakref.ref(payload)
+    _, release = _blocked()
+    failed = asyncio.ensure_future(io(boom))
+    passed = asyncio.ensure_future(io(id, payload))
+    await asyncio.sleep(0)
+    release.set()
+    await passed
+    kept = await asyncio.gather(failed, return_exceptions=True)
+    del payload, passed
+    for _ in range(100):  # the thread may still be handing the batch back
+        gc.collect()
+        if ref() is None:
+            break
+        await asyncio.sleep(0.01)
+    assert ref() is None
+    assert isinstance(kept[0], ValueError)
+
+
 def test_calls_still_queued_at_exit_run_before_the_interpreter_exits(tmp_path: Path) -> None:
     marker = tmp_path / "written"
     code = (
@@ -122,6 +179,28 @@ def test_calls_still_queued_at_exit_run_before_the_interpreter_exits(tmp_path: P
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=60)
     assert marker.read_text() == "yes"
+
+
+def test_a_call_after_the_thread_stopped_at_exit_fails_instead_of_hanging() -> None:
+    """A non-daemon thread still running once the main thread has ended: as with
+    ``concurrent.futures``, its call raises instead of waiting for a thread that is gone."""
+    code = (
+        "import asyncio, threading\n"
+        "from agent._io import io\n"
+        "asyncio.run(io(int))\n"
+        "def late():\n"
+        "    threading.main_thread().join()  # exiting: the I/O thread has stopped\n"
+        "    try:\n"
+        "        print(asyncio.run(asyncio.wait_for(io(sum, [1, 2]), 5)))\n"
+        "    except Exception as exc:\n"
+        "        print(type(exc).__name__)\n"
+        "threading.Thread(target=late).start()\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.strip() == "RuntimeError", out.stderr
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
