@@ -8,7 +8,8 @@ checkpoints, the events. So any replica can read, stream, approve or cancel any 
 - approve: a paused run has no owner; the replica that gets the approval claims it (one
   conditional update) and continues it with the decisions;
 - cancel: the owner stops it at once; another replica sets the job's ``cancel_requested``
-  bit, which the owner reads within ``tick_s``;
+  bit, which the owner reads within ``tick_s`` (or, if the run has no live owner, the
+  replica that would take it over);
 - takeover: each replica renews the leases of the runs it owns; a run whose lease ran
   out, or whose owner died on this host (``kill -9``), is claimed by a live replica and
   resumed from its checkpoint, without repeating completed tool calls (their results
@@ -77,8 +78,7 @@ class RunManager:
     async def submit(self, body: RunBody, identity: str, key: str | None) -> tuple[str, bool]:
         """Start a run (or find the one an earlier request with ``key`` started):
         ``(run_id, created)``."""
-        if self.draining:
-            raise HTTPError(503, "draining", "server is shutting down", {"Retry-After": "5"})
+        self._refuse_if_draining()
         inline = body.task if isinstance(body.task, InlineTask) else None
         name = inline.extends if inline else str(body.task)
         task = self.catalog.get(name)
@@ -112,6 +112,11 @@ class RunManager:
             return run_id, False
         self._launch(job, agent, text, body.options.approve, fresh=True)
         return run_id, True
+
+    def _refuse_if_draining(self) -> None:
+        """503 for what would start a run here while this replica shuts down."""
+        if self.draining:
+            raise HTTPError(503, "draining", "server is shutting down", {"Retry-After": "5"})
 
     async def _check_thread(self, thread_id: str | None, identity: str, task: str) -> None:
         if thread_id is None:
@@ -154,30 +159,33 @@ class RunManager:
     async def _execute(
         self, job: Job, agent: Any, text: str | None, approve: Any, fresh: bool
     ) -> None:
-        run_id, final = job.run_id, None
+        run_id, final, here = job.run_id, None, self._running[job.run_id]
         seq = 0 if fresh else await self.hub.last_seq(run_id)
         self.hub.open_run(run_id, seq + 1)
         started = time.monotonic()
         try:
-            stream = agent.stream(
-                text, thread_id=job.thread_id, run_id=run_id, approve=_approver(approve)
-            )
-            async with contextlib.aclosing(merge_text(stream, self.text_window_s)) as events:
-                async for event in events:
-                    seq += 1
-                    self.hub.emit(run_id, seq, public(event))
-                    self.metrics.observe(event)
-                    if isinstance(event, Final):
-                        final = event.result
-                    elif self.draining and event.kind in ("step", "tool_result"):
-                        self._running[run_id].stop_reason = "drain"
-                        break
+            if here.stop_reason is None:  # else stopped before it started: settled as such
+                here.phase = "running"
+                stream = agent.stream(
+                    text, thread_id=job.thread_id, run_id=run_id, approve=_approver(approve)
+                )
+                async with contextlib.aclosing(merge_text(stream, self.text_window_s)) as events:
+                    async for event in events:
+                        seq += 1
+                        self.hub.emit(run_id, seq, public(event))
+                        self.metrics.observe(event)
+                        if isinstance(event, Final):
+                            final = event.result
+                        elif self.draining and event.kind in ("step", "tool_result"):
+                            here.stop_reason = "drain"
+                            break
         except asyncio.CancelledError:
             pass
         except Exception as exc:  # refused before it started (a thread's unfinished run…)
             if not isinstance(exc, AgentError):
                 _log.exception("run %s failed to start", run_id)
             final = self._failed(run_id, seq, exc)
+        here.phase = "settling"
         await self._settle(job, final, seq, time.monotonic() - started)
 
     def _failed(self, run_id: str, seq: int, exc: Exception) -> RunResult:
@@ -231,6 +239,7 @@ class RunManager:
 
     async def approve(self, run_id: str, identity: str, decision: Any) -> None:
         """Continue a paused run with ``decision`` (a bool, or ``{call_id: bool}``)."""
+        self._refuse_if_draining()
         job = await self.job(run_id, identity)
         if job.state != "paused" or not await io(self.jobs.claim, job, "paused"):
             raise HTTPError(409, "not_awaiting_approval", f"run {run_id!r} is not waiting")
@@ -240,13 +249,16 @@ class RunManager:
     async def cancel(self, run_id: str, identity: str) -> str:
         """Stop a run wherever it runs; ``cancelled`` or ``cancelling`` (another replica)."""
         job = await self.job(run_id, identity)
-        if job.state in ("ended", "cancelled"):
-            raise HTTPError(409, "run_ended", f"run {run_id!r} has already ended")
         if (here := self._running.get(run_id)) is not None:
             self._stop(run_id, "cancel")
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(here.task), 10)
-            return "cancelled"
+            # As it left: cancelled; or it ended, paused or was released before the stop.
+            job = await self.job(run_id, identity)
+            if job.state == "cancelled":
+                return "cancelled"
+        if job.state in ("ended", "cancelled"):
+            raise HTTPError(409, "run_ended", f"run {run_id!r} has already ended")
         orphaned = job.state == "active" and (job.lease_until < time.time() or job.owner_dead())
         states = ("paused", "active") if orphaned else ("paused",)
         if await io(self.jobs.cancel_if, run_id, states):
@@ -256,9 +268,14 @@ class RunManager:
         return "cancelling"
 
     def _stop(self, run_id: str, reason: str) -> None:
+        """Stop a run running here: cancel its agent, or keep it from starting. Nothing
+        once it records how it ended (cancelling that would lose it), nor once something
+        else stops it (a drain after a cancel must not release the cancelled run)."""
         here = self._running.get(run_id)
-        if here is not None and not here.task.done():
-            here.stop_reason = reason
+        if here is None or here.stop_reason is not None or here.phase == "settling":
+            return
+        here.stop_reason = reason
+        if here.phase == "running":
             here.task.cancel()
 
     # ---- housekeeping ----------------------------------------------------------------
@@ -280,9 +297,13 @@ class RunManager:
                 _log.exception("housekeeping failed; trying again")
 
     async def adopt_orphans(self) -> None:
-        """Resume runs that no live replica runs (a crash, an expired lease, a drain)."""
+        """Resume runs that no live replica runs (a crash, an expired lease, a drain), or
+        cancel them if a client asked to while nobody ran them."""
         for job in await io(self.jobs.orphans):
-            if await io(self.jobs.claim, job, "active"):
+            if job.cancel_requested:  # asked while no replica ran it (released, owner died)
+                if await io(self.jobs.cancel_if, job.run_id, ("active",)):
+                    await self._mark_cancelled(job.run_id, await self.hub.last_seq(job.run_id))
+            elif await io(self.jobs.claim, job, "active"):
                 _log.info("resuming run %s", job.run_id)
                 try:
                     agent = await self._agent_for(job)
@@ -305,12 +326,15 @@ class RunManager:
 
 @dataclasses.dataclass(slots=True)
 class _Running:
-    """A run in progress here: its job, the task driving it, and why it is being stopped
-    (``"cancel"``, ``"drain"``; None while nothing stops it)."""
+    """A run in progress here: its job, the task driving it, why it is being stopped
+    (``"cancel"``, ``"drain"``; None while nothing stops it), and how far it is:
+    ``"starting"`` (a stop keeps its agent from starting), ``"running"`` (a stop cancels
+    it), ``"settling"`` (its outcome is being recorded: a stop changes nothing)."""
 
     job: Job
     task: asyncio.Task[None]
     stop_reason: str | None = None
+    phase: str = "starting"
 
 
 async def merge_text(events: Any, window_s: float) -> AsyncIterator[Any]:
