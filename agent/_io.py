@@ -9,10 +9,12 @@ trace lines, then its row's last update. For Postgres the same thread keeps call
 order; each is a short round trip on loopback or a LAN.
 
 The thread takes whatever is queued, runs it, and hands the results of that batch back to
-the event loop in one call (every 2 ms in a long batch). Hundreds of concurrent runs make
-~18 calls each (checkpoints, run rows, trace lines); with a ``concurrent.futures`` future
-and a wake-up of the loop per call, as ``run_in_executor`` does, that plumbing and the
-threads' hand-offs cost about a third of the CPU of a run (500 runs at once through the
+the event loop in one call; in a long batch, every 2 ms, before its next call starts (so
+a long call, such as a wait for SQLite's write lock, also delays the results of the quick
+calls just before it in its batch). Hundreds of concurrent runs make ~18 calls each
+(checkpoints, run rows, trace lines); with a ``concurrent.futures`` future and a wake-up
+of the loop per call, as ``run_in_executor`` does, that plumbing and the threads'
+hand-offs cost about a third of the CPU of a run (500 runs at once through the
 Python API on the ``h200`` simulator, alternated: 9.7–16.4 ms a run, 7.1–10.7 batched).
 
 :func:`io` awaits the call's result; :func:`io_soon` queues it and returns at once (a
