@@ -27,7 +27,7 @@ __all__ = ["serve_cmd"]
     "--tasks",
     "tasks_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Serve every task file in this folder (*.yaml, */task.yaml).",
+    help="Serve every task file in this folder (*.yaml, *.yml, */task.yaml).",
 )
 @click.option(
     "--host",

@@ -43,7 +43,9 @@ RECENT = 256
 
 def is_last(event: StoredEvent) -> bool:
     """The run's stream ends here: a ``final`` event that is not a pause for approval."""
-    return event.kind == "final" and '"status": "awaiting_approval"' not in event.data
+    return (
+        event.kind == "final" and json.loads(event.data)["result"]["status"] != "awaiting_approval"
+    )
 
 
 class EventHub:

@@ -35,7 +35,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from agent.serve._errors import HTTPError, scrub
 from agent.serve._models import InlineTask, RunBody, RunOptions, SamplingOptions
 from agent.serve._openapi import Route
-from agent.serve._routes import parse
+from agent.serve._routes import final_result, parse
 
 __all__ = ["OPENAI_ROUTES", "ChatBody"]
 
@@ -78,7 +78,7 @@ class ChatBody(_Body):
     max_completion_tokens: int | None = Field(None, gt=0, le=1_000_000)
     n: Literal[1] | None = None
     tools: list[dict[str, Any]] | None = Field(None, description="Refused unless empty.")
-    tool_choice: Literal["none", "auto"] | dict[str, Any] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     user: str | None = Field(None, max_length=256)
     metadata: dict[str, str] | None = None
@@ -108,8 +108,12 @@ def run_body(chat: ChatBody) -> RunBody:
             "this endpoint runs the task's own tools on the server; client-side tools are "
             "not accepted (omit tools, or call the tools yourself with another model)",
         )  # fmt: skip
-    if isinstance(chat.tool_choice, dict):
-        raise HTTPError(400, "tools_not_supported", "tool_choice naming a tool is not accepted")
+    if isinstance(chat.tool_choice, dict) or chat.tool_choice == "required":
+        raise HTTPError(
+            400, "tools_not_supported",
+            "tool_choice that requires a client-side tool is not accepted (omit it, or use "
+            '"auto" or "none")',
+        )  # fmt: skip
     texts = [(m.role, _text(m)) for m in chat.messages]
     if texts[-1][0] != "user":
         raise HTTPError(422, "invalid_request", "messages: the last message must be the user's")
@@ -145,13 +149,12 @@ async def chat_completions(request: Request) -> Response:
     body = run_body(chat)
     identity = request.scope["state"]["identity"]
     run_id, _ = await svc.manager.submit(body, identity, request.headers.get("idempotency-key"))
-    events = svc.hub.follow(run_id, 0)
     headers = {"X-Run-Id": run_id}
     if chat.stream:
         include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
-        stream = _stream(events, run_id, chat.model, include_usage)
+        stream = _stream(svc.hub.follow(run_id, 0), run_id, chat.model, include_usage)
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
-    result = await _final(events)
+    result = await final_result(svc.hub, run_id)
     if result.get("status") == "error":
         raise HTTPError(502, "run_error", result.get("error") or "the run failed")
     completion = ChatCompletion(
@@ -164,15 +167,6 @@ async def chat_completions(request: Request) -> Response:
         run_id=run_id,
     )  # fmt: skip
     return JSONResponse(completion.model_dump(mode="json"), headers=headers)
-
-
-async def _final(batches: AsyncIterator[Any]) -> dict[str, Any]:
-    async for events in batches:
-        if events and events[-1].kind == "final":
-            return json.loads(events[-1].data)["result"]
-    raise HTTPError(
-        503, "draining", "the server stopped before the run ended", {"Retry-After": "5"}
-    )
 
 
 async def _stream(

@@ -34,7 +34,7 @@ from agent.serve._models import (
 from agent.serve._openapi import Route
 from agent.serve._security import read_body
 
-__all__ = ["ROUTES", "parse", "run_view"]
+__all__ = ["ROUTES", "final_result", "parse", "run_view"]
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
@@ -75,10 +75,8 @@ def _path_id(request: Request, name: str) -> str:
 
 async def create_run(request: Request) -> Response:
     body = await parse(request, RunBody)
-    key = request.headers.get("idempotency-key")
-    if key is not None and not 0 < len(key) <= 255:
-        raise HTTPError(400, "invalid_request", "Idempotency-Key: 1 to 255 characters")
     svc = _svc(request)
+    key = request.headers.get("idempotency-key")
     run_id, created = await svc.manager.submit(body, _identity(request), key)
     if created:  # nothing to read back yet
         view = RunView(run_id=run_id, status="pending", task=_task_name(body),
@@ -103,10 +101,20 @@ async def wait_run(request: Request) -> Response:
     run_id, _ = await svc.manager.submit(
         body, _identity(request), request.headers.get("idempotency-key")
     )
-    async for events in svc.hub.follow(run_id, 0):
-        if events and events[-1].kind == "final":
-            break
+    await final_result(svc.hub, run_id)
     return JSONResponse((await run_view(svc, run_id)).model_dump(mode="json"))
+
+
+async def final_result(hub: Any, run_id: str) -> dict[str, Any]:
+    """The result of the run's first ``final`` event (it ended or paused); 503 when this
+    server stops before it (the run goes on: its id in ``X-Run-Id``)."""
+    async for events in hub.follow(run_id, 0):
+        if events and events[-1].kind == "final":
+            return json.loads(events[-1].data)["result"]
+    raise HTTPError(
+        503, "draining", "the server stopped before the run ended",
+        {"Retry-After": "5", "X-Run-Id": run_id},
+    )  # fmt: skip
 
 
 async def get_run(request: Request) -> Response:

@@ -79,6 +79,8 @@ class RunManager:
         """Start a run (or find the one an earlier request with ``key`` started):
         ``(run_id, created)``."""
         self._refuse_if_draining()
+        if key is not None and not 0 < len(key) <= 255:
+            raise HTTPError(400, "invalid_request", "Idempotency-Key: 1 to 255 characters")
         inline = body.task if isinstance(body.task, InlineTask) else None
         name = inline.extends if inline else str(body.task)
         task = self.catalog.get(name)

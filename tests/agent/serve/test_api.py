@@ -62,6 +62,13 @@ def test_wait_idempotency_and_unknown_runs(sim, tmp_path: Path) -> None:
         assert first.status_code == 202 and again.status_code == 200
         assert again.json()["run_id"] == first.json()["run_id"]
         assert other.json()["run_id"] != first.json()["run_id"]  # keys are per token
+        long_key = {"Idempotency-Key": "k" * 256}
+        chat = {"model": "greet", "messages": [{"role": "user", "content": "hi"}]}
+        for route, body in (("/v1/runs", {"task": "greet"}), ("/v1/runs/wait", {"task": "greet"}),
+                            ("/v1/chat/completions", chat)):  # fmt: skip
+            refused = a.post(route, json=body, headers=long_key)
+            assert refused.status_code == 400, (route, refused.text)
+            assert "Idempotency-Key" in refused.json()["error"]["message"]
         # Runs are per token too: b cannot see a's run.
         assert b.get(f"/v1/runs/{first.json()['run_id']}").status_code == 404
         missing = a.get("/v1/runs/run_nope")

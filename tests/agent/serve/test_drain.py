@@ -12,6 +12,7 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -52,6 +53,31 @@ def test_draining_turns_readyz_503_and_refuses_new_runs(sim, tmp_path: Path, loc
     record = RunStore(tmp_path / "store" / "runs.db").get(run_id)
     assert record is not None and record.status == "interrupted"  # released, resumable
     assert len(RunStore(tmp_path / "store" / "runs.db").list()) == 1  # nothing else started
+
+
+def test_a_wait_cut_short_by_a_drain_answers_503_with_the_run_id(
+    sim, tmp_path: Path, local_api
+) -> None:
+    """Not a 200 showing a run still running, as if it had ended."""
+    sim.policy = ScriptPolicy([call("http_request", url=f"{local_api.url}/hold/w"), "Done."])
+    task = http_task(tmp_path, "slow", local_api)
+    with served(config(tmp_path, sim.url, task, drain_s=0.2)) as s, s.client() as c:
+
+        def wait() -> httpx.Response:
+            with s.client() as own:
+                return own.post("/v1/runs/wait", json={"task": "slow"})
+
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(wait)
+            local_api.wait_arrived("/hold/w")
+            s.service.begin_shutdown()
+            answer = waiting.result(timeout=60)
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"]["type"] == "draining"
+        assert answer.headers["retry-after"] == "5"
+        view = c.get(f"/v1/runs/{answer.headers['x-run-id']}")
+        assert view.json()["status"] == "running"  # it goes on (here after a restart)
+        local_api.release("/hold/w")
 
 
 @pytest.mark.slow

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import httpx
 
+from agent.runs import StoredEvent
 from agent.serve import SecurityConfig
+from agent.serve._hub import is_last
 from agent.sim import ScriptPolicy
 from tests.agent.serve.conftest import call, config, http_task, served, sse
 
@@ -129,3 +131,11 @@ async def test_an_event_number_given_out_is_never_given_again(tmp_path: Path) ->
     assert await hub.last_seq("run-a") == 3  # stored now
     hub.emit("run-a", 4, {"kind": "final", "result": {"status": "awaiting_approval"}})
     assert await hub.last_seq("run-a") == 4
+
+
+def test_a_pause_does_not_end_a_stream_however_its_json_is_spaced() -> None:
+    pause = {"kind": "final", "result": {"status": "awaiting_approval"}}
+    for data in (json.dumps(pause), json.dumps(pause, separators=(",", ":"))):
+        assert not is_last(StoredEvent("r", 1, "final", data, 0.0))
+    done = json.dumps({"kind": "final", "result": {"status": "done"}}, separators=(",", ":"))
+    assert is_last(StoredEvent("r", 2, "final", done, 0.0))

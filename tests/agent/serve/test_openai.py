@@ -66,6 +66,11 @@ def test_client_tools_are_refused_and_models_must_exist(sim, tmp_path: Path, loc
             client.chat.completions.create(
                 model="weather", messages=[{"role": "user", "content": "x"}], tools=[tool]
             )
+        with pytest.raises(openai.BadRequestError, match="tool_choice"):  # not a 422
+            client.chat.completions.create(
+                model="weather", messages=[{"role": "user", "content": "x"}],
+                tool_choice="required",
+            )  # fmt: skip
         with pytest.raises(openai.NotFoundError):
             client.chat.completions.create(
                 model="nope", messages=[{"role": "user", "content": "x"}]
