@@ -27,7 +27,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 from agent._io import io
 from agent.errors import AgentError, ConfigError, error_kind
@@ -263,11 +263,17 @@ class RunManager:
             raise HTTPError(409, "run_ended", f"run {run_id!r} has already ended")
         orphaned = job.state == "active" and (job.lease_until < time.time() or job.owner_dead())
         states = ("paused", "active") if orphaned else ("paused",)
-        if await io(self.jobs.cancel_if, run_id, states):
-            await self._mark_cancelled(run_id, await self.hub.last_seq(run_id))
+        if await self._cancel_unowned(run_id, states):
             return "cancelled"
         await io(self.jobs.request_cancel, run_id)
         return "cancelling"
+
+    async def _cancel_unowned(self, run_id: str, states: tuple[str, ...]) -> bool:
+        """Cancel a run that no replica runs, if its job is in one of ``states``."""
+        if not await io(self.jobs.cancel_if, run_id, states):
+            return False
+        await self._mark_cancelled(run_id, await self.hub.last_seq(run_id))
+        return True
 
     def _stop(self, run_id: str, reason: str) -> None:
         """Stop a run running here: cancel its agent, or keep it from starting. Nothing
@@ -303,8 +309,7 @@ class RunManager:
         cancel them if a client asked to while nobody ran them."""
         for job in await io(self.jobs.orphans):
             if job.cancel_requested:  # asked while no replica ran it (released, owner died)
-                if await io(self.jobs.cancel_if, job.run_id, ("active",)):
-                    await self._mark_cancelled(job.run_id, await self.hub.last_seq(job.run_id))
+                await self._cancel_unowned(job.run_id, ("active",))
             elif await io(self.jobs.claim, job, "active"):
                 _log.info("resuming run %s", job.run_id)
                 try:
@@ -336,7 +341,7 @@ class _Running:
     job: Job
     task: asyncio.Task[None]
     stop_reason: str | None = None
-    phase: str = "starting"
+    phase: Literal["starting", "running", "settling"] = "starting"
 
 
 async def merge_text(events: Any, window_s: float) -> AsyncIterator[Any]:

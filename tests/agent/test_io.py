@@ -16,24 +16,12 @@ from pathlib import Path
 import pytest
 
 from agent._io import io, io_soon
-
-
-def _blocked() -> tuple[threading.Event, threading.Event]:
-    """Occupy the I/O thread until the returned ``release`` is set (``busy`` once it is)."""
-    busy, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        busy.set()
-        release.wait(10)
-
-    io_soon(hold)
-    assert busy.wait(10)
-    return busy, release
+from tests.agent._io_thread import hold_io_thread
 
 
 async def test_calls_run_in_submission_order_and_return_their_results() -> None:
     seen: list[int] = []
-    _, release = _blocked()  # everything below queues up and runs as one batch
+    release = hold_io_thread()  # everything below queues up and runs as one batch
     for i in range(5):
         io_soon(seen.append, i)
     pending = [asyncio.ensure_future(io(lambda i=i: seen.append(10 + i) or i)) for i in range(5)]
@@ -65,7 +53,7 @@ async def test_a_failed_background_call_is_logged(caplog: pytest.LogCaptureFixtu
 
 async def test_a_call_whose_caller_was_cancelled_before_it_started_is_skipped() -> None:
     ran: list[str] = []
-    _, release = _blocked()
+    release = hold_io_thread()
     waiting = asyncio.ensure_future(io(ran.append, "skipped"))
     await asyncio.sleep(0)
     waiting.cancel()
@@ -78,7 +66,7 @@ async def test_a_call_whose_caller_was_cancelled_before_it_started_is_skipped() 
 
 def test_each_loop_gets_its_own_results() -> None:
     """Calls from two threads, each with its own loop, queued into one batch."""
-    _, release = _blocked()
+    release = hold_io_thread()
     results: dict[str, list[int]] = {}
     started = threading.Barrier(3)
 
@@ -103,7 +91,7 @@ def test_each_loop_gets_its_own_results() -> None:
 
 async def test_a_long_batch_hands_back_results_before_it_ends() -> None:
     """A caller whose call ran early in a long batch is answered before the batch ends."""
-    _, release = _blocked()
+    release = hold_io_thread()
     first = asyncio.ensure_future(io(time.monotonic))
     slow = [asyncio.ensure_future(io(time.sleep, 0.01)) for _ in range(20)]  # ~0.2 s
     await asyncio.sleep(0)
@@ -116,7 +104,7 @@ async def test_a_long_batch_hands_back_results_before_it_ends() -> None:
 async def test_a_call_raising_stop_iteration_fails_alone() -> None:
     """A Future refuses StopIteration: the caller gets a RuntimeError, and the other results
     handed back with it still arrive."""
-    _, release = _blocked()
+    release = hold_io_thread()
     bad = asyncio.ensure_future(io(next, iter([])))
     good = asyncio.ensure_future(io(sum, [1, 2]))
     await asyncio.sleep(0)
@@ -129,7 +117,7 @@ async def test_a_call_raising_stop_iteration_fails_alone() -> None:
 async def test_background_calls_in_a_long_batch_do_not_hold_back_results() -> None:
     """The 2 ms hand-back counts every call, not only the awaited ones."""
     ran: list[int] = []
-    _, release = _blocked()
+    release = hold_io_thread()
     first = asyncio.ensure_future(io(int))
     await asyncio.sleep(0)  # queued before the background calls
     for i in range(20):  # ~0.2 s
@@ -151,7 +139,7 @@ async def test_nothing_of_a_finished_batch_is_kept_while_the_thread_waits() -> N
 
     payload = Payload()
     ref = weakref.ref(payload)
-    _, release = _blocked()
+    release = hold_io_thread()
     failed = asyncio.ensure_future(io(boom))
     passed = asyncio.ensure_future(io(id, payload))
     await asyncio.sleep(0)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 
 from agent._db import SqliteDatabase
-from agent._io import io, io_soon
+from agent._io import io
 from agent.events import Final
 from agent.runs import RunStore
 from agent.serve._errors import HTTPError
@@ -27,6 +26,7 @@ from agent.serve._jobs import Job, JobStore
 from agent.serve._metrics import Metrics
 from agent.serve._runner import RunManager
 from agent.types import RunResult
+from tests.agent._io_thread import hold_io_thread
 
 ME = "tok"
 
@@ -46,14 +46,7 @@ class _Agent:
 @contextmanager
 def _held() -> Iterator[None]:
     """Calls queued inside this wait until it ends (the I/O thread is busy)."""
-    busy, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        busy.set()
-        release.wait(10)
-
-    io_soon(hold)
-    assert busy.wait(10)
+    release = hold_io_thread()
     try:
         yield
     finally:
