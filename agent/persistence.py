@@ -14,8 +14,9 @@ checkpoints too. Three shapes:
 The checkpointer keeps each step's state; the store keeps completed tool results under
 their idempotency keys, so a resumed run does not repeat them. With SQLite they are two
 files, ``checkpoints.db`` and ``store.db``; with Postgres, the ``checkpoint*`` and
-``store`` tables, created on first use (under an advisory lock, so many processes can
-start at once against a fresh database).
+``store`` tables. Both are created on first use under a lock (a file lock on
+``.setup.lock`` in the folder; an advisory lock in Postgres), so many processes can start
+at once on a fresh store: LangGraph's migrations are not safe to run side by side.
 
 Checkpoints are read with a strict msgpack allowlist: a checkpoint database that an
 attacker can write must not be able to run code when it is loaded. A Postgres password
@@ -30,8 +31,11 @@ StoreLocation(folder=PosixPath('.agent'), postgres_url='postgresql://me:***@db:5
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import os
 import re
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,11 +165,35 @@ async def _sqlite(folder: Path, stack: AsyncExitStack) -> tuple[Any, Any]:
     # connections on one file in WAL mode can deadlock on a read-to-write upgrade
     # (SQLITE_BUSY_SNAPSHOT, which busy_timeout does not wait out), and one shared
     # connection would interleave the two components' transactions.
-    saver = await io(_threaded_saver, folder / "checkpoints.db")
-    stack.push_async_callback(io, saver.conn.close)
-    kv = AsyncSqliteStore(await _connect(folder / "store.db", stack, isolation_level=None))
-    await kv.setup()
+    async with _setup_lock(folder / ".setup.lock"):
+        saver = await io(_threaded_saver, folder / "checkpoints.db")
+        stack.push_async_callback(io, saver.conn.close)
+        kv = AsyncSqliteStore(await _connect(folder / "store.db", stack, isolation_level=None))
+        await kv.setup()
     return saver, kv
+
+
+@contextlib.asynccontextmanager
+async def _setup_lock(path: Path) -> AsyncIterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing), waiting without blocking
+    the loop; released on exit, or by the OS if the process dies. (No ``fcntl``, as on
+    Windows: no lock.)"""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux or macOS
+        yield
+        return
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _threaded_saver(path: Path) -> Any:

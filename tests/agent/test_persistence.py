@@ -231,6 +231,34 @@ async def test_postgres_tool_results_survive_reopening(pg_url: str) -> None:
     assert item is not None and item.value == {"content": "42"}
 
 
+def _open_after(folder: str, barrier: Any) -> None:
+    """In a worker process: open a SQLite store in ``folder`` as the others do."""
+
+    async def go() -> None:
+        async with AsyncExitStack() as stack:
+            await open_persistence(store_location(folder), stack)
+
+    barrier.wait()
+    asyncio.run(go())
+
+
+def test_sqlite_setup_by_processes_starting_together(tmp_path: Path) -> None:
+    """Workers of `agent serve --workers` open a fresh store at once: LangGraph's store
+    migrations run side by side failed one of them ("duplicate column name")."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    for attempt in range(3):
+        folder = str(tmp_path / f"fresh{attempt}")
+        barrier = context.Barrier(4)
+        procs = [context.Process(target=_open_after, args=(folder, barrier)) for _ in range(4)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(60)
+        assert [proc.exitcode for proc in procs] == [0] * 4
+
+
 @pytest.mark.postgres
 async def test_postgres_concurrent_setup(pg_url: str) -> None:
     async def open_one() -> str:
