@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -92,16 +93,16 @@ def _tasks(folder: Path) -> list[Path]:
 
 
 class ServeChild:
-    """``agent serve`` in a child process."""
+    """``agent serve`` (``--workers``) in a child process."""
 
-    def __init__(self, tasks: list[Path], model_url: str, store: Path) -> None:
+    def __init__(self, tasks: list[Path], model_url: str, store: Path, workers: int) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         args = [sys.executable, "-m", "agent.cli", "serve", *map(str, tasks)]
         args += ["--model-url", model_url, "--store", str(store), "--port", str(self.port)]
         args += ["--max-runs", "100000", "--rate", "1000000", "--burst", "1000000"]
-        args += ["--log-level", "warning"]
+        args += ["--log-level", "warning", "--workers", str(workers)]
         self.proc = subprocess.Popen(args, cwd=store.parent)
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 60
@@ -114,15 +115,43 @@ class ServeChild:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("agent serve did not start")
             time.sleep(0.1)
+        if workers > 1:  # /readyz answered from one worker: wait for the others too
+            while len(self._pids()) <= workers:
+                time.sleep(0.1)
+            time.sleep(2.0)
+
+    def _pids(self) -> list[int]:
+        """The server's process and its descendants (the workers)."""
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(stat.parent.name))
+        pids, i = [self.proc.pid], 0
+        while i < len(pids):
+            pids += children.get(pids[i], [])
+            i += 1
+        return pids
 
     def cpu_s(self) -> float:
-        """User + system CPU seconds of the server process so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU seconds of the server's processes so far."""
+        total = 0
+        for pid in self._pids():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def rss_kib(self) -> int:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+)", status)[1])
+        """Resident memory of the server's processes."""
+        total = 0
+        for pid in self._pids():
+            with contextlib.suppress(OSError, TypeError):
+                status = Path(f"/proc/{pid}/status").read_text()
+                total += int(re.search(r"VmRSS:\s+(\d+)", status)[1])
+        return total
 
     def close(self) -> None:
         self.proc.terminate()
@@ -230,26 +259,32 @@ async def _api_batch(
 
 BASELINES = ("api", "api_uvloop", "api_paced")
 """The Python API on asyncio's own loop and on uvloop, all runs at once; and on uvloop
-with each run started when the server had accepted it in the HTTP batch before."""
+with each run started when the one-worker server had accepted it in the batch before."""
 
 
-def _throughput(task: Path, sim_url: str, server: ServeChild, n: int, reps: int) -> dict:
-    """``reps`` rounds of ``n`` runs over HTTP, then through each baseline; each batch on
-    a loop of its own. Walls and CPU of each."""
-    kinds = ("http", *BASELINES)
+def _throughput(
+    task: Path, sim_url: str, servers: dict[str, ServeChild], n: int, reps: int
+) -> dict:
+    """``reps`` rounds of ``n`` runs over HTTP to each server, then through each baseline;
+    each batch on a loop of its own. Walls and CPU of each."""
+    kinds = (*servers, *BASELINES)
     out: dict[str, list] = {key: [] for kind in kinds for key in (kind, f"{kind}_cpu")}
     out["status"] = []
-    _run(_over_http(server.url, 5))  # warm the server as the agents are warmed
+    for server in servers.values():
+        _run(_over_http(server.url, 20))  # warm the server as the agents are warmed
     for _ in range(reps):
-        before = server.cpu_s()
-        wall, _, status, accepted = _run(_over_http(server.url, n))
-        out["http"].append(wall)
-        out["http_cpu"].append(server.cpu_s() - before)
-        out["status"] += status
+        for kind, server in servers.items():
+            before = server.cpu_s()
+            wall, _, status, accepted = _run(_over_http(server.url, n))
+            out[kind].append(wall)
+            out[f"{kind}_cpu"].append(server.cpu_s() - before)
+            out["status"] += status
+            if kind == "http_1":
+                arrivals = sorted(accepted)
         for key, run, starts in (
             ("api", asyncio.run, None),
             ("api_uvloop", uvloop.run, None),
-            ("api_paced", uvloop.run, sorted(accepted)),
+            ("api_paced", uvloop.run, arrivals),
         ):
             wall, cpu, status = run(_api_batch(task, sim_url, n, starts))
             out[key].append(wall)
@@ -282,73 +317,88 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _print(out: dict[str, Any]) -> None:
-    print(f"{'runs (h200 profile)':<40}{out['runs']}")
-    rows = (
-        ("", "Python API, asyncio, all at once", "ratio HTTP / API (goal <= 1.10)"),
-        ("_uvloop", "Python API, uvloop, all at once", "ratio HTTP / API on uvloop"),
-        ("_paced", "Python API, uvloop, as accepted", "ratio HTTP / API, same arrivals"),
-    )
-    print(f"{'HTTP + SSE listener per run (median)':<40}{out['http_wall_s']:.2f} s, "
+    w = out["workers"]
+    print(f"{'runs (h200 profile)':<44}{out['runs']}")
+    print(f"{f'HTTP + SSE listener, {w} workers (median)':<44}{out['http_wall_s']:.2f} s, "
           f"server CPU {out['server_cpu_ms_per_run']} ms a run")  # fmt: skip
-    for suffix, name, _ in rows:
-        print(f"{name:<40}{out[f'api{suffix}_wall_s']:.2f} s, "
+    print(f"{'HTTP + SSE listener, 1 worker':<44}{out['http_1_wall_s']:.2f} s, "
+          f"server CPU {out['server_1_cpu_ms_per_run']} ms a run")  # fmt: skip
+    for suffix, name in (
+        ("", "Python API, asyncio, all at once"),
+        ("_uvloop", "Python API, uvloop, all at once"),
+        ("_paced", "Python API, uvloop, as 1 worker accepted"),
+    ):
+        print(f"{name:<44}{out[f'api{suffix}_wall_s']:.2f} s, "
               f"CPU {out[f'api{suffix}_cpu_ms_per_run']} ms a run")  # fmt: skip
-    for suffix, _, ratio in rows:
-        print(f"{ratio:<40}{out[f'ratio_http_vs_api{suffix}']:.3f}"
-              f"  (each batch: {', '.join(map(str, out[f'ratios{suffix}']))})")  # fmt: skip
-    print(f"{'event latency p50 (instant)':<40}{out['event_latency_p50_ms']} ms")
-    print(f"{'event latency p99 (goal <= 50 ms)':<40}{out['event_latency_p99_ms']} ms")
-    print(f"{'  (all N runs at once: p50, p99)':<40}{out['burst_latency_p50_ms']} ms, "
+    for key, name in (
+        ("", f"ratio {w} workers / API (goal <= 1.10)"),
+        ("_uvloop", f"ratio {w} workers / API on uvloop"),
+        ("_1", "ratio 1 worker / API"),
+        ("_1_paced", "ratio 1 worker / API, same arrivals"),
+    ):
+        print(f"{name:<44}{out[f'ratio{key}']:.3f}"
+              f"  (each batch: {', '.join(map(str, out[f'ratios{key}']))})")  # fmt: skip
+    print(f"{'event latency p50 (instant)':<44}{out['event_latency_p50_ms']} ms")
+    print(f"{'event latency p99 (goal <= 50 ms)':<44}{out['event_latency_p99_ms']} ms")
+    print(f"{'  (all N runs at once: p50, p99)':<44}{out['burst_latency_p50_ms']} ms, "
           f"{out['burst_latency_p99_ms']} ms")  # fmt: skip
-    print(f"{'memory per idle SSE connection':<40}{out['idle_sse_kib_per_connection']} KiB")
+    print(f"{'memory per idle SSE connection':<44}{out['idle_sse_kib_per_connection']} KiB")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs (under a minute)")
     parser.add_argument("--json", action="store_true", help="one JSON object on the last line")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="agent serve --workers"
+    )
     args = parser.parse_args()
     tune_gc()  # as `agent serve` does for the server
     n, k = (100, 200) if args.quick else (500, 1000)
-    out: dict[str, Any] = {"runs": n, "reps": REPS, "idle_connections": k}
+    out: dict[str, Any] = {"runs": n, "reps": REPS, "idle_connections": k, "workers": args.workers}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         tasks = _tasks(tmp_path)
-        with SimChild("bench.serve:policy", profile="h200") as sim:
-            server = ServeChild(tasks, sim.url, tmp_path / "serve")
-            try:
-                runs = _throughput(tasks[0], sim.url, server, n, REPS)
-            finally:
-                server.close()
+        with contextlib.ExitStack() as stack:
+            sim = stack.enter_context(SimChild("bench.serve:policy", profile="h200"))
+            servers = {
+                kind: ServeChild(tasks, sim.url, tmp_path / f"serve-{kind}", workers)
+                for kind, workers in (("http", args.workers), ("http_1", 1))
+            }
+            for server in servers.values():
+                stack.callback(server.close)
+            runs = _throughput(tasks[0], sim.url, servers, n, REPS)
         with SimChild("bench.serve:policy", profile="instant") as sim:
-            server = ServeChild(tasks, sim.url, tmp_path / "serve-instant")
+            server = ServeChild(tasks, sim.url, tmp_path / "serve-instant", args.workers)
             try:
                 _run(_over_http(server.url, 10))  # warm up: imports, first connections
                 latencies = [t for _ in range(REPS) for t in _run(_paced(server.url, n))]
                 _, burst, _, _ = _run(_over_http(server.url, n))
             finally:
                 server.close()
-            server = ServeChild(tasks, sim.url, tmp_path / "serve-idle")  # a fresh heap
+            # a fresh heap
+            server = ServeChild(tasks, sim.url, tmp_path / "serve-idle", args.workers)
             try:
                 per_conn = _run(_idle_memory(server, k))
             finally:
                 server.close()
     assert set(runs["status"]) == {"done"}, runs["status"]
-    http_wall = statistics.median(runs["http"])
-    out["http_wall_s"] = round(http_wall, 3)
-    for kind in BASELINES:
-        suffix = kind.removeprefix("api")
-        wall = statistics.median(runs[kind])
-        out |= {
-            f"{kind}_wall_s": round(wall, 3),
-            f"ratio_http_vs_api{suffix}": round(http_wall / wall, 3),
-            f"ratios{suffix}": [
-                round(h / a, 3) for a, h in zip(runs[kind], runs["http"], strict=True)
-            ],
-            f"{kind}_cpu_ms_per_run": round(statistics.median(runs[f"{kind}_cpu"]) / n * 1000, 1),
-        }
+
+    for kind in ("http", "http_1", *BASELINES):
+        out[f"{kind}_wall_s"] = round(statistics.median(runs[kind]), 3)
+        cpu = round(statistics.median(runs[f"{kind}_cpu"]) / n * 1000, 1)
+        out[f"server{kind.removeprefix('http')}_cpu_ms_per_run" if kind.startswith("http")
+            else f"{kind}_cpu_ms_per_run"] = cpu  # fmt: skip
+    for key, http, api in (
+        ("", "http", "api"),
+        ("_uvloop", "http", "api_uvloop"),
+        ("_1", "http_1", "api"),
+        ("_1_paced", "http_1", "api_paced"),
+    ):
+        ratio = statistics.median(runs[http]) / statistics.median(runs[api])
+        out[f"ratio{key}"] = round(ratio, 3)
+        out[f"ratios{key}"] = [round(h / a, 3) for h, a in zip(runs[http], runs[api], strict=True)]
     out |= {
-        "server_cpu_ms_per_run": round(statistics.median(runs["http_cpu"]) / n * 1000, 1),
         "event_latency_p50_ms": round(statistics.median(latencies) * 1000, 2),
         "event_latency_p99_ms": round(_percentile(latencies, 0.99) * 1000, 2),
         "burst_latency_p50_ms": round(statistics.median(burst) * 1000, 2),

@@ -9,6 +9,12 @@ Exit codes: 0 after a clean shutdown, 2 for bad options or task files.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -85,6 +91,15 @@ __all__ = ["serve_cmd"]
     type=click.FloatRange(min=0),
     help="On SIGTERM, how long runs may take to reach a step boundary.",
 )
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    envvar="AGENT_SERVE_WORKERS",
+    show_envvar=True,
+    help="Processes serving the port (up to one per core); replicas on the same --store.",
+)
 @click.option("--otel", is_flag=True, help="OpenTelemetry GenAI spans of runs (otel extra).")
 @click.option(
     "--log-level",
@@ -109,7 +124,6 @@ def serve_cmd(task_files: tuple[Path, ...], tasks_dir: Path | None, **o: Any) ->
 
 def _serve(files: list[Path], tasks_dir: Path | None, o: dict[str, Any]) -> None:
     from agent.errors import ConfigError
-    from agent.serve import SecurityConfig, ServeConfig, create_app
     from agent.serve._security import is_loopback
 
     if not files and tasks_dir is None:
@@ -124,38 +138,87 @@ def _serve(files: list[Path], tasks_dir: Path | None, o: dict[str, Any]) -> None
         model_url = o["model_url"]
         if o["sim_script"] is not None:
             model_url = _start_sim(o["sim_script"], o["sim_profile"], stack)
-        tracer = None
+        plan = _Plan(files, tasks_dir, {**o, "tokens": tokens}, model_url)
+        if o["workers"] == 1:
+            plan.serve()
+            return
+        from agent.serve import create_app
+        from agent.serve._workers import supervise
+
+        create_app(plan.config())  # a bad task or store fails once, here, not in each worker
+        plan.peers = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agent-serve-")))
+        uvicorn_config = plan.uvicorn_config(None)
+        sock = uvicorn_config.bind_socket()
+        sock.listen(uvicorn_config.backlog)  # connections wait for a worker, not refused
+        code = supervise(o["workers"], _worker, (plan, sock), grace_s=o["drain_s"] + 15)
+        if code:
+            raise SystemExit(code)
+
+
+@dataclasses.dataclass
+class _Plan:
+    """What each server process builds (picklable: a worker gets it from the parent)."""
+
+    files: list[Path]
+    tasks_dir: Path | None
+    o: dict[str, Any]
+    model_url: str | None
+    peers: Path | None = None
+
+    def config(self) -> Any:
+        from agent.serve import SecurityConfig, ServeConfig
+
+        o, tracer = self.o, None
         if o["otel"]:
             from agent.tracing import cli_tracer
 
             tracer = cli_tracer()
-        config = ServeConfig(
-            tasks=files,
-            tasks_dir=tasks_dir,
+        return ServeConfig(
+            tasks=self.files,
+            tasks_dir=self.tasks_dir,
             store=o["store"],
-            model_url=model_url,
-            security=SecurityConfig(tokens, o["rate"], o["burst"], o["max_body_bytes"]),
+            model_url=self.model_url,
+            security=SecurityConfig(o["tokens"], o["rate"], o["burst"], o["max_body_bytes"]),
             max_active_per_token=o["max_runs"],
             cors_origins=list(o["cors"]),
             drain_s=o["drain_s"],
             tracer=tracer,
+            peers=self.peers,
         )
-        app = create_app(config)
-        server = _Server(
-            uvicorn.Config(
-                app,
-                host=o["host"],
-                port=o["port"],
-                log_level=o["log_level"],
-                timeout_graceful_shutdown=int(o["drain_s"]) + 5,
-                lifespan="on",
-            )
-        )
-        server.service = app.state.service
-        from agent._gc import tune_gc
 
+    def uvicorn_config(self, app: Any) -> uvicorn.Config:
+        o = self.o
+        return uvicorn.Config(
+            app,
+            host=o["host"],
+            port=o["port"],
+            log_level=o["log_level"],
+            timeout_graceful_shutdown=int(o["drain_s"]) + 5,
+            lifespan="on",
+        )
+
+    def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        from agent._gc import tune_gc
+        from agent.serve import create_app
+
+        app = create_app(self.config())
+        server = _Server(self.uvicorn_config(app))
+        server.service = app.state.service
+        server.worker = sockets is not None
         tune_gc()  # many runs at once: fewer, cheaper collections
-        server.run()
+        server.run(sockets)
+
+
+def _worker(plan: _Plan, sock: socket.socket) -> None:
+    """One worker of ``--workers N`` (in a process of its own)."""
+    from agent.serve._workers import STARTUP_FAILURE
+
+    plan.uvicorn_config(None).configure_logging()
+    try:
+        plan.serve([sock])
+    except Exception:
+        logging.getLogger("agent.serve").exception("worker %d could not start", os.getpid())
+        raise SystemExit(STARTUP_FAILURE) from None
 
 
 class _Server(uvicorn.Server):
@@ -163,11 +226,14 @@ class _Server(uvicorn.Server):
     at a step boundary while uvicorn waits for connections to close."""
 
     service: Any = None
+    worker = False
+    """A worker of ``--workers``: Ctrl-C reaches it and its parent's SIGTERM after it, which
+    must not count as a second Ctrl-C (force exit); the parent forces if asked twice."""
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         if self.service is not None:
             self.service.begin_shutdown()
-        super().handle_exit(sig, frame)
+        super().handle_exit(signal.SIGTERM if self.worker else sig, frame)
 
 
 def _start_sim(script: Path, profile: str, stack: ExitStack) -> str:

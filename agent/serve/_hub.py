@@ -11,7 +11,8 @@ stored after its position, then takes live events (a batch per write, so a burst
 deltas is one socket write), dropping numbers it has seen; a gap
 (events written by another replica) sends it back to the store. Runs that no task of this
 process is running are polled in the store (``poll_s``), so a listener follows a run
-wherever it runs.
+wherever it runs; workers of one host (:class:`~agent.serve._peers.PeerBus`) also tell each
+other which runs they wrote events of, and those listeners read the store at once.
 
 A run running here (between :meth:`EventHub.open_run` and :meth:`EventHub.close_run`)
 keeps its latest published events in memory too (at most ``RECENT``): a listener whose
@@ -32,6 +33,7 @@ from typing import Any
 
 from agent._io import io
 from agent.runs import RunStore, StoredEvent
+from agent.serve._peers import PeerBus
 
 __all__ = ["EventHub", "is_last"]
 
@@ -39,6 +41,8 @@ _log = logging.getLogger(__name__)
 _KEEPALIVE_S = 15.0
 RECENT = 256
 """Published events kept in memory per run running here (older ones: from the store)."""
+_READ_STORE: list[StoredEvent] = []
+"""Put in a listener's queue: new events are in the store (:meth:`EventHub.stored_elsewhere`)."""
 
 
 def is_last(event: StoredEvent) -> bool:
@@ -51,8 +55,15 @@ def is_last(event: StoredEvent) -> bool:
 class EventHub:
     """Stores and fans out events of every run of this process."""
 
-    def __init__(self, events: RunStore, *, poll_s: float = 0.3, batch_s: float = 0.002) -> None:
-        self.events, self.poll_s, self.batch_s = events, poll_s, batch_s
+    def __init__(
+        self,
+        events: RunStore,
+        *,
+        poll_s: float = 0.3,
+        batch_s: float = 0.002,
+        peers: PeerBus | None = None,
+    ) -> None:
+        self.events, self.poll_s, self.batch_s, self.peers = events, poll_s, batch_s, peers
         self._queued: list[StoredEvent] = []
         self._wake = asyncio.Event()
         self._listeners: dict[str, set[asyncio.Queue[StoredEvent]]] = {}
@@ -117,6 +128,16 @@ class EventHub:
         if self.on_publish is not None:
             for event in batch:
                 self.on_publish(event)
+        if self.peers is not None:
+            self.peers.send(by_run)
+
+    def stored_elsewhere(self, run_ids: list[str]) -> None:
+        """Another worker stored events of ``run_ids``: their listeners here read the store
+        now instead of at their next poll."""
+        for run_id in run_ids:
+            if run_id not in self._recent:
+                for queue in self._listeners.get(run_id, ()):
+                    queue.put_nowait(_READ_STORE)
 
     async def follow(self, run_id: str, after: int) -> AsyncIterator[list[StoredEvent]]:
         """Events of ``run_id`` numbered above ``after``, in batches, until its last one;
@@ -166,6 +187,8 @@ class EventHub:
                 async with asyncio.timeout(timeout):  # no task per wait, unlike wait_for
                     events = await queue.get()
             except TimeoutError:
+                return
+            if events is _READ_STORE:
                 return
             events = [e for e in events if e.seq > last]
             if not events:

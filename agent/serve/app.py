@@ -64,6 +64,11 @@ class ServeConfig:
     """How often cancel requests and orphaned runs are looked for."""
     poll_s: float = 0.3
     """How often a listener polls the store for a run this replica does not run."""
+    peers: Path | None = None
+    """A folder shared by the workers of one host on one store (``agent serve --workers``
+    makes one): each worker tells the others there which runs it stored events of, so a
+    stream served by another worker than the run's gets them at once, not at its next
+    poll (:mod:`agent.serve._peers`)."""
     tracer: Any = None
     """An OpenTelemetry tracer for the runs' spans (``agent.tracing.tracer()``)."""
 
@@ -103,6 +108,9 @@ class Service:
     async def start(self) -> None:
         for name in self.catalog.tasks:  # open each task's databases before taking requests
             await self.catalog.agent(name)
+        if self.config.peers is not None:
+            self.hub.peers = _peer_bus(self.config.peers)
+            self.hub.peers.attach(self.hub.stored_elsewhere)
         self._background = [
             asyncio.create_task(self.hub.run()),
             asyncio.create_task(self.manager.maintain()),
@@ -123,6 +131,8 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.hub.aclose()
+        if self.hub.peers is not None:
+            self.hub.peers.close()
         await self.catalog.aclose()
 
 
@@ -178,6 +188,16 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
     logging.getLogger(__name__).error("internal error", exc_info=exc)
     return error_response(500, "internal_error", "internal error (see the server's log)")
+
+
+def _peer_bus(folder: Path) -> Any:
+    from agent.errors import ConfigError
+    from agent.serve._peers import PeerBus
+
+    try:
+        return PeerBus(folder)
+    except OSError as exc:
+        raise ConfigError(f"peers folder {folder}: {exc.strerror or exc}") from None
 
 
 def _event_store(runs: Any) -> Any:

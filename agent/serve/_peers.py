@@ -1,0 +1,143 @@
+"""Workers of one host tell each other which runs have new events stored.
+
+``agent serve --workers N`` runs N processes on one listening socket; the kernel hands each
+connection to one of them, so a run's event stream is often served by a worker that does
+not run it. Such a listener would learn of new events by polling the store (``poll_s``).
+Instead, each worker binds a UNIX datagram socket in a shared folder (``<pid>-<random>.sock``) and,
+after each write of events, sends the ids of the runs written to every other socket there;
+a worker that receives one wakes its listeners of those runs, which read the store at once.
+
+Datagrams are a hint, never the data: the events are in the store before the hint leaves,
+and a hint that is lost (a peer restarting) costs only latency, since listeners still
+poll. A peer's socket holds few datagrams (Linux: ``net.unix.max_dgram_qlen``, 10 by
+default), so a busy peer soon refuses more: the ids meant for it wait, merged, and go
+in one datagram when it has read its queue (tried again every ``RETRY_S``). Replicas on
+other hosts are not reached (they poll).
+
+>>> import tempfile; folder = tempfile.mkdtemp()
+>>> a, b = PeerBus(folder), PeerBus(folder)
+>>> a.send(["run-1"]); b.receive()
+['run-1']
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+__all__ = ["PeerBus"]
+
+MAX_DATAGRAM = 8192
+"""Run ids per datagram are cut to this many bytes (well under the sockets' size limit)."""
+RETRY_S = 0.002
+"""How soon ids a peer's full queue refused are sent again."""
+_MAX_PENDING = 100_000
+"""Ids waiting for a peer that reads none: past this many they are dropped (it polls)."""
+_PEERS_TTL_S = 1.0
+"""How long the list of peers' sockets is reused before the folder is read again."""
+
+
+class PeerBus:
+    """This process's socket in ``folder``: :meth:`send` to every other one there,
+    :meth:`receive` what they sent (or :meth:`attach` to a loop to be called back)."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.sock"
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.setblocking(False)
+        self._sock.bind(str(self.path))
+        self._peers: list[str] = []
+        self._peers_at = -_PEERS_TTL_S
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: dict[str, dict[str, None]] = {}  # peer -> run ids not sent yet
+        self._retry: asyncio.TimerHandle | None = None
+
+    def send(self, run_ids: Iterable[str]) -> None:
+        """Tell every peer that events of ``run_ids`` are stored (best effort)."""
+        for peer in self._peer_paths():
+            self._pending.setdefault(peer, {}).update(dict.fromkeys(run_ids))
+        self._send_pending()
+
+    def _send_pending(self) -> None:
+        self._retry = None
+        for peer, run_ids in list(self._pending.items()):
+            while run_ids:
+                payload, count = _datagram(run_ids)
+                try:
+                    self._sock.sendto(payload, peer)
+                except BlockingIOError:  # its queue is full: later, with what comes next
+                    break
+                except (ConnectionRefusedError, FileNotFoundError):  # a dead worker's
+                    with contextlib.suppress(OSError):
+                        os.unlink(peer)
+                    self._peers_at = -_PEERS_TTL_S
+                    run_ids.clear()
+                    break
+                except OSError:  # it will poll
+                    run_ids.clear()
+                    break
+                for run_id in list(itertools.islice(run_ids, count)):
+                    del run_ids[run_id]
+            if not run_ids or len(run_ids) > _MAX_PENDING:
+                del self._pending[peer]
+        if self._pending and self._loop is not None:
+            self._retry = self._loop.call_later(RETRY_S, self._send_pending)
+
+    def receive(self) -> list[str]:
+        """The run ids peers sent since the last call (without waiting)."""
+        run_ids: list[str] = []
+        while True:
+            try:
+                payload = self._sock.recv(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return run_ids
+            if payload:
+                run_ids += payload.decode().split("\n")
+            else:  # a peer that just started: read the folder at the next send
+                self._peers_at = -_PEERS_TTL_S
+
+    def attach(self, on_runs: Callable[[list[str]], None]) -> None:
+        """Call ``on_runs(run_ids)`` on this loop whenever peers send some; and say hello
+        (an empty datagram), so that peers started earlier send to this one at once."""
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._sock.fileno(), lambda: on_runs(self.receive()))
+        for peer in self._peer_paths():
+            with contextlib.suppress(OSError):
+                self._sock.sendto(b"", peer)
+
+    def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+    def _peer_paths(self) -> list[str]:
+        if time.monotonic() - self._peers_at > _PEERS_TTL_S:
+            self._peers_at = time.monotonic()
+            self._peers = [str(p) for p in self.folder.glob("*.sock") if p != self.path]
+        return self._peers
+
+
+def _datagram(run_ids: dict[str, None]) -> tuple[bytes, int]:
+    """The first of ``run_ids`` joined by newlines, at most ``MAX_DATAGRAM`` bytes (one at
+    least), and how many."""
+    chunk: list[bytes] = []
+    size = 0
+    for run_id in run_ids:
+        encoded = run_id.encode()
+        if chunk and size + len(encoded) + 1 > MAX_DATAGRAM:
+            break
+        chunk.append(encoded)
+        size += len(encoded) + 1
+    return b"\n".join(chunk), len(chunk)

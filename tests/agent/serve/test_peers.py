@@ -1,0 +1,131 @@
+"""Workers of one host wake each other's listeners (``agent.serve._peers``).
+
+The bus is a hint that events are stored: every id sent reaches every peer (merged and
+sent again when a peer's queue was full), a worker that starts late is sent to at once,
+a dead worker's socket is cleared away; and a listener on one hub of a run another hub
+writes gets its events from the store as soon as they are written, not at its next poll
+(these tests poll once a minute).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from agent._db import SqliteDatabase
+from agent.runs import RunStore
+from agent.serve._hub import EventHub
+from agent.serve._peers import MAX_DATAGRAM, RETRY_S, PeerBus
+
+
+def test_ids_reach_every_other_peer_and_not_the_sender(tmp_path: Path) -> None:
+    a, b, c = PeerBus(tmp_path), PeerBus(tmp_path), PeerBus(tmp_path)
+    a.send(["run-1", "run-2", "run-1"])
+    assert b.receive() == ["run-1", "run-2"]
+    assert c.receive() == ["run-1", "run-2"]
+    assert a.receive() == []
+
+
+def test_ids_longer_than_a_datagram_all_arrive(tmp_path: Path) -> None:
+    a, b = PeerBus(tmp_path), PeerBus(tmp_path)
+    ids = [f"run_{i:05d}_" + "x" * 40 for i in range(600)]  # ~30 KB
+    assert len("\n".join(ids)) > 3 * MAX_DATAGRAM
+    a.send(ids)
+    assert b.receive() == ids
+
+
+async def test_a_peer_whose_queue_is_full_gets_every_id_once_it_reads(tmp_path: Path) -> None:
+    """A busy peer's queue holds few datagrams (10 by default on Linux): what it refused is
+    kept, merged, and sent once it has read its queue — not dropped."""
+    a, b = PeerBus(tmp_path), PeerBus(tmp_path)
+    a.attach(lambda ids: None)  # a's loop: the retries
+    sent = [f"run-{i}" for i in range(200)]
+    for run_id in sent:  # one datagram each, while b reads none
+        a.send([run_id])
+    got = b.receive()
+    assert len(got) < len(sent)  # the queue was full: some are still waiting at a
+    for _ in range(100):
+        await asyncio.sleep(RETRY_S * 2)
+        got += b.receive()
+        if len(got) >= len(sent):
+            break
+    assert sorted(got) == sorted(sent)
+    a.close()
+
+
+async def test_a_peer_that_starts_later_is_sent_to_at_once(tmp_path: Path) -> None:
+    """A peer keeps its list of peers for a second; one that starts meanwhile says hello,
+    so the first events after it started reach it."""
+    a = PeerBus(tmp_path)
+    woken: list[list[str]] = []
+    a.attach(woken.append)
+    a.send(["before"])  # a reads the folder now: nobody else yet
+    b = PeerBus(tmp_path)
+    b.attach(lambda ids: None)  # hello to a
+    for _ in range(100):
+        await asyncio.sleep(0.005)
+        if woken:
+            break
+    a.send(["after"])
+    assert b.receive() == ["after"]
+    a.close()
+    b.close()
+
+
+def test_the_socket_of_a_dead_worker_is_removed(tmp_path: Path) -> None:
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dead.bind(str(tmp_path / "999999-deadbeef.sock"))
+    dead.close()  # the file stays, nobody reads it: as after kill -9
+    a, b = PeerBus(tmp_path), PeerBus(tmp_path)
+    a.send(["run-1"])
+    assert b.receive() == ["run-1"]
+    assert sorted(p.name for p in tmp_path.glob("*.sock")) == sorted([a.path.name, b.path.name])
+
+
+def test_a_folder_whose_path_is_too_long_for_a_socket_is_a_config_error(tmp_path: Path) -> None:
+    from agent.errors import ConfigError
+    from agent.serve.app import _peer_bus
+
+    deep = tmp_path / ("d" * 120)
+    deep.mkdir()
+    with pytest.raises(ConfigError, match="peers folder"):
+        _peer_bus(deep)
+
+
+async def test_a_listener_on_another_hub_gets_events_when_they_are_stored(tmp_path: Path) -> None:
+    """Two hubs on one store, as two workers: a listener on ``b`` of a run ``a`` writes is
+    woken by ``a``'s hint and reads the store at once (it polls once a minute)."""
+    folder = tmp_path / "peers"
+    folder.mkdir()
+    hubs = []
+    for _ in range(2):
+        hub = EventHub(RunStore(SqliteDatabase(tmp_path / "serve.db")), poll_s=60)
+        hub.peers = PeerBus(folder)
+        hub.peers.attach(hub.stored_elsewhere)
+        hubs.append(hub)
+    a, b = hubs
+    a.open_run("r1", 1)
+    got: list[int] = []
+
+    async def listen() -> None:
+        async for events in b.follow("r1", 0):
+            got.extend(e.seq for e in events)
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0.05)  # b has read the store (empty) and waits
+    for seq, kind in ((1, "run_started"), (2, "step")):
+        a.emit("r1", seq, {"kind": kind})
+        await a.flush()
+        async with asyncio.timeout(10):  # a poll would take 60 s
+            while got[-1:] != [seq]:
+                await asyncio.sleep(0.005)
+    a.emit("r1", 3, {"kind": "final", "result": {"status": "done"}})
+    await a.flush()
+    async with asyncio.timeout(10):
+        await listener  # the stream ends at the final event
+    assert got == [1, 2, 3]
+    for hub in hubs:
+        hub.peers.close()

@@ -1,0 +1,119 @@
+"""``agent serve --workers N``: N processes on one port, replicas of one store.
+
+A stream served by a worker that does not run the run gets all its events; ``kill -9`` of
+the worker running a run: a sibling takes it over and finishes it without repeating a
+completed tool call, and the parent starts a new worker; SIGTERM stops them all. The
+supervisor replaces workers that exit and stops when one cannot start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agent.serve._workers import STARTUP_FAILURE, supervise
+from tests.agent.serve._procs import ServeProc
+from tests.agent.serve.conftest import call, http_task, sse
+
+pytestmark = pytest.mark.slow
+
+
+def _connection_to(url: str, active: int) -> httpx.Client:
+    """A keep-alive client whose connection reached a worker with ``active`` runs."""
+    for _ in range(100):
+        client = httpx.Client(base_url=url, timeout=30)
+        metrics = client.get("/metrics").text
+        if re.search(rf"^agent_runs_active {active}$", metrics, re.M):
+            return client
+        client.close()
+    raise AssertionError(f"no connection reached a worker with {active} runs active")
+
+
+def _owner_pid(store: Path, run_id: str) -> int:
+    with sqlite3.connect(store / "serve.db") as db:
+        (pid,) = db.execute(
+            "SELECT owner_pid FROM serve_jobs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+    return pid
+
+
+def test_two_workers_stream_take_over_a_killed_one_and_stop_on_sigterm(
+    tmp_path: Path, local_api
+) -> None:
+    task = http_task(tmp_path, "two", local_api)
+    script = tmp_path / "script.json"
+    script.write_text(
+        json.dumps(
+            [
+                call("http_request", url=f"{local_api.url}/once"),
+                call("http_request", url=f"{local_api.url}/hold/h"),
+                "Both fetched.",
+            ]
+        )
+    )
+    store = tmp_path / "store"
+    args = [str(task), "--sim", str(script), "--store", str(store), "--workers", "2"]
+    serve = ServeProc(args, tmp_path)
+    try:
+        serve.wait_ready(timeout=90)
+        with httpx.Client(base_url=serve.url, timeout=30) as c:
+            run_id = c.post("/v1/runs", json={"task": "two"}).json()["run_id"]
+        local_api.wait_arrived("/hold/h")
+        owner = _owner_pid(store, run_id)
+        with contextlib.closing(_connection_to(serve.url, active=0)) as other:  # not running it
+            events: list = []
+            reader = threading.Thread(target=lambda: events.extend(sse(other, run_id)))
+            reader.start()
+            os.kill(owner, signal.SIGKILL)
+            local_api.release("/hold/h")
+            reader.join(60)
+        assert not reader.is_alive()
+        assert [i for i, _, _ in events] == list(range(1, len(events) + 1))
+        final = events[-1][2]["result"]
+        assert (final["status"], final["answer"]) == ("done", "Both fetched.")
+        assert sum(1 for _, k, d in events if k == "run_started" and d["resumed"]) == 1
+        assert local_api.hits["/once"] == 1  # completed before the kill: not run again
+        assert _owner_pid(store, run_id) != owner
+        deadline = time.monotonic() + 30
+        while "starting another" not in serve.text():
+            assert time.monotonic() < deadline, serve.text()
+            time.sleep(0.1)
+        serve.terminate()
+        assert serve.proc.wait(60) == 0
+        started = [int(p) for p in re.findall(r"worker (\d+) started", serve.text())]
+        assert len(started) == 3
+        assert not [pid for pid in started if Path(f"/proc/{pid}").exists()]
+    finally:
+        serve.close()
+
+
+def _exit_with(code: int, folder: str) -> None:
+    """A worker that records its start, then exits with ``code``."""
+    Path(folder, f"{os.getpid()}.started").touch()
+    raise SystemExit(code)
+
+
+def test_a_worker_that_cannot_start_stops_them_all(tmp_path: Path) -> None:
+    assert supervise(2, _exit_with, (STARTUP_FAILURE, str(tmp_path)), grace_s=10) == 1
+    assert 1 <= len(list(tmp_path.glob("*.started"))) <= 2
+
+
+def test_a_worker_that_exits_is_replaced_until_a_signal(tmp_path: Path) -> None:
+    def signal_after_four_starts() -> None:
+        while len(list(tmp_path.glob("*.started"))) < 4:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=signal_after_four_starts, daemon=True).start()
+    assert supervise(1, _exit_with, (0, str(tmp_path)), grace_s=10) == 0
+    assert len(list(tmp_path.glob("*.started"))) >= 4
