@@ -5,6 +5,11 @@ Metrics are per replica (Prometheus sums them): runs ended by status, model step
 calls by tool and status, and latency histograms of runs, model calls, time to first
 token and tool calls; plus the runs in progress here and SSE listeners connected.
 
+Workers of one ``agent serve --workers N`` answer for all of them: each writes its
+:meth:`Metrics.snapshot` to the peers' folder every tick, and ``/metrics`` adds up its own
+and the others' (:meth:`Metrics.render_all`; counters of a worker that died stay, so they
+never go down; its gauges go).
+
 >>> m = Metrics(); m.runs.inc(("done",)); "agent_runs_total" in m.render(0, 0)
 True
 """
@@ -27,6 +32,13 @@ class Counter:
     def inc(self, labels: tuple[str, ...] = (), by: float = 1.0) -> None:
         self.values[labels] = self.values.get(labels, 0.0) + by
 
+    def state(self) -> Any:
+        return [[list(labels), value] for labels, value in self.values.items()]
+
+    def add(self, state: Any) -> None:
+        for labels, value in state:
+            self.inc(tuple(labels), value)
+
     def render(self) -> list[str]:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
         for labels, value in sorted(self.values.items()):
@@ -46,6 +58,14 @@ class Histogram:
         self.counts[bisect.bisect_left(self.buckets, seconds)] += 1
         self.sum += seconds
         self.count += 1
+
+    def state(self) -> Any:
+        return {"counts": self.counts, "sum": self.sum, "count": self.count}
+
+    def add(self, state: Any) -> None:
+        self.counts = [a + b for a, b in zip(self.counts, state["counts"], strict=True)]
+        self.sum += state["sum"]
+        self.count += state["count"]
 
     def render(self) -> list[str]:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
@@ -89,6 +109,29 @@ class Metrics:
             self.tool_seconds.observe(r.duration_s)
         elif kind == "final":
             self.runs.inc((event.result.status,))
+
+    def _parts(self) -> dict[str, Counter | Histogram]:
+        return {m.name: m for m in vars(self).values() if isinstance(m, Counter | Histogram)}
+
+    def snapshot(self, active_runs: int, listeners: int) -> dict[str, Any]:
+        """Everything :meth:`render` shows, as JSON (for the other workers)."""
+        parts = {name: part.state() for name, part in self._parts().items()}
+        return {"active_runs": active_runs, "listeners": listeners, "parts": parts}
+
+    def render_all(self, active_runs: int, listeners: int, peers: list[dict[str, Any]]) -> str:
+        """:meth:`render` of this process plus ``peers``' snapshots (one whose ``"live"``
+        is false adds its counters, not its gauges)."""
+        total = Metrics()
+        parts = total._parts()
+        for snap in [self.snapshot(active_runs, listeners), *peers]:
+            for name, state in snap["parts"].items():
+                if name in parts:
+                    parts[name].add(state)
+        live = [snap for snap in peers if snap.get("live", True)]
+        return total.render(
+            active_runs + sum(snap["active_runs"] for snap in live),
+            listeners + sum(snap["listeners"] for snap in live),
+        )
 
     def render(self, active_runs: int, listeners: int) -> str:
         lines = [

@@ -7,6 +7,10 @@ Instead, each worker binds a UNIX datagram socket in a shared folder (``<pid>-<r
 after each write of events, sends the ids of the runs written to every other socket there;
 a worker that receives one wakes its listeners of those runs, which read the store at once.
 
+Each worker also keeps a snapshot of its metrics there (``<name>.metrics.json``), so that
+``/metrics`` answers for all of them (:meth:`PeerBus.write_metrics`,
+:meth:`PeerBus.peer_metrics`).
+
 Datagrams are a hint, never the data: the events are in the store before the hint leaves,
 and a hint that is lost (a peer restarting) costs only latency, since listeners still
 poll. A peer's socket holds few datagrams (Linux: ``net.unix.max_dgram_qlen``, 10 by
@@ -25,12 +29,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 __all__ = ["PeerBus"]
 
@@ -122,11 +128,43 @@ class PeerBus:
         with contextlib.suppress(OSError):
             self.path.unlink()
 
+    def write_metrics(self, snapshot: dict[str, Any]) -> None:
+        """Replace this process's metrics snapshot in the folder (blocking file I/O)."""
+        path = self.path.with_suffix(".metrics.json")
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(snapshot))
+        os.replace(tmp, path)
+
+    def peer_metrics(self) -> list[dict[str, Any]]:
+        """The other processes' latest snapshots, each with ``"live"``: whether its
+        process still runs (blocking file I/O)."""
+        snapshots = []
+        for path in self.folder.glob("*.metrics.json"):
+            if path.name.startswith(self.path.stem + "."):
+                continue
+            try:
+                snapshot = json.loads(path.read_text())
+            except (OSError, ValueError):  # gone, or being replaced
+                continue
+            snapshot["live"] = _alive(int(path.name.split("-", 1)[0]))
+            snapshots.append(snapshot)
+        return snapshots
+
     def _peer_paths(self) -> list[str]:
         if time.monotonic() - self._peers_at > _PEERS_TTL_S:
             self._peers_at = time.monotonic()
             self._peers = [str(p) for p in self.folder.glob("*.sock") if p != self.path]
         return self._peers
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def _datagram(run_ids: dict[str, None]) -> tuple[bytes, int]:

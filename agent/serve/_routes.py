@@ -268,8 +268,7 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    svc = _svc(request)
-    text = svc.metrics.render(svc.manager.running, svc.listeners)
+    text = await _svc(request).metrics_text()
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 
@@ -390,7 +389,7 @@ ROUTES = [
         "GET",
         "/metrics",
         metrics,
-        "Prometheus metrics of this replica.",
+        "Prometheus metrics of this replica (with --workers: of all its workers).",
         None,
         {200: "text/plain"},
         [],

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
 
+from agent._io import io
 from agent.serve._catalog import TaskCatalog
 from agent.serve._errors import HTTPError, error_response
 from agent.serve._hub import EventHub
@@ -37,6 +39,8 @@ from agent.serve._runner import RunManager
 from agent.serve._security import Guard, SecurityConfig
 
 __all__ = ["ServeConfig", "Service", "create_app"]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -108,14 +112,32 @@ class Service:
     async def start(self) -> None:
         for name in self.catalog.tasks:  # open each task's databases before taking requests
             await self.catalog.agent(name)
-        if self.config.peers is not None:
-            self.hub.peers = _peer_bus(self.config.peers)
-            self.hub.peers.attach(self.hub.stored_elsewhere)
         self._background = [
             asyncio.create_task(self.hub.run()),
             asyncio.create_task(self.manager.maintain()),
         ]
+        if self.config.peers is not None:
+            self.hub.peers = _peer_bus(self.config.peers)
+            self.hub.peers.attach(self.hub.stored_elsewhere)
+            self._background.append(asyncio.create_task(self._share_metrics()))
         await self.manager.adopt_orphans()
+
+    async def metrics_text(self) -> str:
+        """``/metrics``: this process's, or with peers every worker's."""
+        if self.hub.peers is None:
+            return self.metrics.render(self.manager.running, self.listeners)
+        peers = await io(self.hub.peers.peer_metrics)
+        return self.metrics.render_all(self.manager.running, self.listeners, peers)
+
+    async def _share_metrics(self) -> None:
+        assert self.hub.peers is not None
+        while True:
+            snapshot = self.metrics.snapshot(self.manager.running, self.listeners)
+            try:
+                await io(self.hub.peers.write_metrics, snapshot)
+            except OSError:
+                _log.exception("sharing metrics with the other workers failed")
+            await asyncio.sleep(self.config.tick_s)
 
     def begin_shutdown(self) -> None:
         """Stop taking runs and end event streams now (a SIGTERM arrived)."""
@@ -184,9 +206,7 @@ def create_app(config: ServeConfig | None = None) -> Starlette:
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
-    import logging
-
-    logging.getLogger(__name__).error("internal error", exc_info=exc)
+    _log.error("internal error", exc_info=exc)
     return error_response(500, "internal_error", "internal error (see the server's log)")
 
 

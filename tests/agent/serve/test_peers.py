@@ -10,7 +10,9 @@ writes gets its events from the store as soon as they are written, not at its ne
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -129,3 +131,32 @@ async def test_a_listener_on_another_hub_gets_events_when_they_are_stored(tmp_pa
     assert got == [1, 2, 3]
     for hub in hubs:
         hub.peers.close()
+
+
+def test_metrics_add_up_every_worker_and_a_dead_one_keeps_only_its_counters(
+    tmp_path: Path,
+) -> None:
+    from agent.serve._metrics import Metrics
+
+    a, b = PeerBus(tmp_path), PeerBus(tmp_path)
+    ma, mb = Metrics(), Metrics()
+    ma.runs.inc(("done",))
+    ma.run_seconds.observe(0.2)
+    mb.runs.inc(("done",), 2)
+    mb.runs.inc(("failed",))
+    mb.run_seconds.observe(3.0)
+    b.write_metrics(mb.snapshot(active_runs=4, listeners=5))
+    dead = Metrics()
+    dead.runs.inc(("done",), 10)
+    exited = subprocess.Popen(["true"])
+    exited.wait()  # its pid is gone
+    (tmp_path / f"{exited.pid}-deadbeef.metrics.json").write_text(
+        json.dumps(dead.snapshot(active_runs=7, listeners=7))
+    )
+    text = ma.render_all(1, 2, a.peer_metrics())
+    assert 'agent_runs_total{status="done"} 13' in text.splitlines()
+    assert 'agent_runs_total{status="failed"} 1' in text.splitlines()
+    assert "agent_runs_active 5" in text.splitlines()  # 1 + 4, not the dead worker's 7
+    assert "agent_sse_listeners 7" in text.splitlines()
+    assert "agent_run_seconds_count 2" in text.splitlines()
+    assert 'agent_run_seconds_bucket{le="0.25"} 1' in text.splitlines()

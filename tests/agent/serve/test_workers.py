@@ -28,15 +28,28 @@ from tests.agent.serve.conftest import call, http_task, sse
 pytestmark = pytest.mark.slow
 
 
-def _connection_to(url: str, active: int) -> httpx.Client:
-    """A keep-alive client whose connection reached a worker with ``active`` runs."""
+def _connection_to(url: str, pid: int) -> httpx.Client:
+    """A keep-alive client whose connection the worker ``pid`` accepted."""
     for _ in range(100):
         client = httpx.Client(base_url=url, timeout=30)
-        metrics = client.get("/metrics").text
-        if re.search(rf"^agent_runs_active {active}$", metrics, re.M):
+        response = client.get("/healthz")
+        client_port = response.extensions["network_stream"].get_extra_info("client_addr")[1]
+        if _accepted_by(pid, client_port):
             return client
         client.close()
-    raise AssertionError(f"no connection reached a worker with {active} runs active")
+    raise AssertionError(f"no connection reached worker {pid}")
+
+
+def _accepted_by(pid: int, client_port: int) -> bool:
+    """Whether process ``pid`` holds the server side of the loopback connection from
+    ``client_port`` (its socket's inode, from /proc/net/tcp, among its fds)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[2].split(":")[1], 16) == client_port:  # remote end: the client
+            inodes.add(f"socket:[{fields[9]}]")
+    fds = Path(f"/proc/{pid}/fd")
+    return any(os.readlink(fd) in inodes for fd in fds.iterdir() if fd.is_symlink())
 
 
 def _owner_pid(store: Path, run_id: str) -> int:
@@ -45,6 +58,22 @@ def _owner_pid(store: Path, run_id: str) -> int:
             "SELECT owner_pid FROM serve_jobs WHERE run_id = ?", (run_id,)
         ).fetchone()
     return pid
+
+
+def _metrics_count_every_worker(url: str) -> None:
+    """Whichever worker answers, /metrics counts the run done (by the worker that took it
+    over) once, and no run active (the killed worker's gauges are gone)."""
+    deadline = time.monotonic() + 30
+    answers: list[tuple[str | None, str | None]] = []
+    while len(answers) < 10:
+        text = httpx.get(f"{url}/metrics", timeout=30).text  # a new connection each
+        done = re.search(r'^agent_runs_total\{status="done"\} (\S+)$', text, re.M)
+        active = re.search(r"^agent_runs_active (\S+)$", text, re.M)
+        answers.append((done and done[1], active and active[1]))
+        if answers[-1] != ("1", "0"):
+            answers.clear()  # a snapshot not shared yet: try again
+            assert time.monotonic() < deadline, text
+            time.sleep(0.1)
 
 
 def test_two_workers_stream_take_over_a_killed_one_and_stop_on_sigterm(
@@ -70,7 +99,8 @@ def test_two_workers_stream_take_over_a_killed_one_and_stop_on_sigterm(
             run_id = c.post("/v1/runs", json={"task": "two"}).json()["run_id"]
         local_api.wait_arrived("/hold/h")
         owner = _owner_pid(store, run_id)
-        with contextlib.closing(_connection_to(serve.url, active=0)) as other:  # not running it
+        (other_pid,) = {int(p) for p in re.findall(r"worker (\d+) started", serve.text())} - {owner}
+        with contextlib.closing(_connection_to(serve.url, other_pid)) as other:
             events: list = []
             reader = threading.Thread(target=lambda: events.extend(sse(other, run_id)))
             reader.start()
@@ -84,6 +114,7 @@ def test_two_workers_stream_take_over_a_killed_one_and_stop_on_sigterm(
         assert sum(1 for _, k, d in events if k == "run_started" and d["resumed"]) == 1
         assert local_api.hits["/once"] == 1  # completed before the kill: not run again
         assert _owner_pid(store, run_id) != owner
+        _metrics_count_every_worker(serve.url)
         deadline = time.monotonic() + 30
         while "starting another" not in serve.text():
             assert time.monotonic() < deadline, serve.text()
