@@ -4,7 +4,9 @@ Parses options, builds :func:`agent.serve.create_app`, and runs it. SIGTERM or C
 drains: ``/readyz`` turns 503, new runs are refused, event streams end (clients
 reconnect with ``Last-Event-ID``), running runs stop at their next step boundary and are
 released, so a restart — or another replica on the same ``--store`` — resumes them.
-Exit codes: 0 after a clean shutdown, 2 for bad options or task files.
+Exit codes: 0 after a clean shutdown (one process: by the signal, as uvicorn does), 2 for
+bad options or task files; with ``--workers``, 1 when a worker could not start or had to
+be killed (a second signal, or ``--drain-s`` long past).
 """
 
 from __future__ import annotations
@@ -145,12 +147,17 @@ def _serve(files: list[Path], tasks_dir: Path | None, o: dict[str, Any]) -> None
         from agent.serve import create_app
         from agent.serve._workers import supervise
 
-        create_app(plan.config())  # a bad task or store fails once, here, not in each worker
+        # a bad task or store fails once, here, not in each worker
+        checked = create_app(plan.config()).state.service
+        for store in {checked.runs, checked.events}:  # one for Postgres
+            store.db.close()
         plan.peers = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agent-serve-")))
         uvicorn_config = plan.uvicorn_config(None)
         sock = uvicorn_config.bind_socket()
         sock.listen(uvicorn_config.backlog)  # connections wait for a worker, not refused
-        code = supervise(o["workers"], _worker, (plan, sock), grace_s=o["drain_s"] + 15)
+        # a worker may wait its graceful shutdown out, then drain: time for both, and more
+        grace_s = (int(o["drain_s"]) + 5) + o["drain_s"] + 10
+        code = supervise(o["workers"], _worker, (plan, sock), grace_s)
         if code:
             raise SystemExit(code)
 
@@ -164,6 +171,8 @@ class _Plan:
     o: dict[str, Any]
     model_url: str | None
     peers: Path | None = None
+    server: Any = None
+    """The server :meth:`serve` runs (a worker asks whether it ever started)."""
 
     def config(self) -> Any:
         from agent.serve import SecurityConfig, ServeConfig
@@ -205,20 +214,24 @@ class _Plan:
         server = _Server(self.uvicorn_config(app))
         server.service = app.state.service
         server.worker = sockets is not None
+        self.server = server
         tune_gc()  # many runs at once: fewer, cheaper collections
         server.run(sockets)
 
 
-def _worker(plan: _Plan, sock: socket.socket) -> None:
+def _worker(plan: _Plan, sock: socket.socket, parent: int) -> None:
     """One worker of ``--workers N`` (in a process of its own)."""
-    from agent.serve._workers import STARTUP_FAILURE
+    from agent.serve._workers import STARTUP_FAILURE, die_with_parent
 
+    die_with_parent(parent)
     plan.uvicorn_config(None).configure_logging()
     try:
         plan.serve([sock])
     except Exception:
-        logging.getLogger("agent.serve").exception("worker %d could not start", os.getpid())
-        raise SystemExit(STARTUP_FAILURE) from None
+        logging.getLogger("uvicorn.error").exception("worker %d failed", os.getpid())
+    # uvicorn before 0.53 returns (not exits 3) when its lifespan fails to start
+    if plan.server is None or not plan.server.started:
+        raise SystemExit(STARTUP_FAILURE)
 
 
 class _Server(uvicorn.Server):

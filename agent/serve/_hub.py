@@ -69,6 +69,7 @@ class EventHub:
         self._listeners: dict[str, set[asyncio.Queue[StoredEvent]]] = {}
         self._recent: dict[str, _Recent] = {}  # runs running here
         self._unstored: dict[str, int] = {}  # run -> its last event number not yet stored
+        self._told: set[asyncio.Queue[list[StoredEvent]]] = set()  # holding a _READ_STORE
         self._flushed = asyncio.Event()
         self.closing = False
         self.on_publish: Callable[[StoredEvent], None] | None = None
@@ -137,7 +138,9 @@ class EventHub:
         for run_id in run_ids:
             if run_id not in self._recent:
                 for queue in self._listeners.get(run_id, ()):
-                    queue.put_nowait(_READ_STORE)
+                    if queue not in self._told:  # one is enough until it is taken
+                        self._told.add(queue)
+                        queue.put_nowait(_READ_STORE)
 
     async def follow(self, run_id: str, after: int) -> AsyncIterator[list[StoredEvent]]:
         """Events of ``run_id`` numbered above ``after``, in batches, until its last one;
@@ -169,6 +172,7 @@ class EventHub:
                     quiet_since = time.monotonic()
                     yield []
         finally:
+            self._told.discard(queue)
             listeners = self._listeners.get(run_id)
             if listeners is not None:
                 listeners.discard(queue)
@@ -189,6 +193,7 @@ class EventHub:
             except TimeoutError:
                 return
             if events is _READ_STORE:
+                self._told.discard(queue)
                 return
             events = [e for e in events if e.seq > last]
             if not events:

@@ -6,9 +6,10 @@ calls by tool and status, and latency histograms of runs, model calls, time to f
 token and tool calls; plus the runs in progress here and SSE listeners connected.
 
 Workers of one ``agent serve --workers N`` answer for all of them: each writes its
-:meth:`Metrics.snapshot` to the peers' folder every tick, and ``/metrics`` adds up its own
-and the others' (:meth:`Metrics.render_all`; counters of a worker that died stay, so they
-never go down; its gauges go).
+:meth:`Metrics.snapshot` to the peers' folder every tick, and on each scrape the worker
+that answers writes its own, then adds up every one (:meth:`Metrics.render_all`). Each
+file only grows, and a worker that died leaves its file, so counters never go down; its
+gauges no longer count.
 
 >>> m = Metrics(); m.runs.inc(("done",)); "agent_runs_total" in m.render(0, 0)
 True
@@ -118,20 +119,26 @@ class Metrics:
         parts = {name: part.state() for name, part in self._parts().items()}
         return {"active_runs": active_runs, "listeners": listeners, "parts": parts}
 
-    def render_all(self, active_runs: int, listeners: int, peers: list[dict[str, Any]]) -> str:
-        """:meth:`render` of this process plus ``peers``' snapshots (one whose ``"live"``
-        is false adds its counters, not its gauges)."""
+    @staticmethod
+    def render_all(snapshots: list[dict[str, Any]]) -> str:
+        """:meth:`render` of several processes' snapshots added up (one whose ``"live"`` is
+        false adds its counters, not its gauges). A snapshot that does not fit is skipped."""
         total = Metrics()
         parts = total._parts()
-        for snap in [self.snapshot(active_runs, listeners), *peers]:
-            for name, state in snap["parts"].items():
-                if name in parts:
-                    parts[name].add(state)
-        live = [snap for snap in peers if snap.get("live", True)]
-        return total.render(
-            active_runs + sum(snap["active_runs"] for snap in live),
-            listeners + sum(snap["listeners"] for snap in live),
-        )
+        active_runs = listeners = 0
+        for snap in snapshots:
+            try:
+                adding = Metrics()
+                for name, state in snap["parts"].items():
+                    adding._parts()[name].add(state)
+                gauges = (int(snap["active_runs"]), int(snap["listeners"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+            for name, part in adding._parts().items():
+                parts[name].add(part.state())
+            if snap.get("live", True):
+                active_runs, listeners = active_runs + gauges[0], listeners + gauges[1]
+        return total.render(active_runs, listeners)
 
     def render(self, active_runs: int, listeners: int) -> str:
         lines = [

@@ -9,13 +9,14 @@ a worker that receives one wakes its listeners of those runs, which read the sto
 
 Each worker also keeps a snapshot of its metrics there (``<name>.metrics.json``), so that
 ``/metrics`` answers for all of them (:meth:`PeerBus.write_metrics`,
-:meth:`PeerBus.peer_metrics`).
+:meth:`PeerBus.all_metrics`). The folder must be this user's and writable by no one else.
 
 Datagrams are a hint, never the data: the events are in the store before the hint leaves,
 and a hint that is lost (a peer restarting) costs only latency, since listeners still
 poll. A peer's socket holds few datagrams (Linux: ``net.unix.max_dgram_qlen``, 10 by
 default), so a busy peer soon refuses more: the ids meant for it wait, merged, and go
-in one datagram when it has read its queue (tried again every ``RETRY_S``). Replicas on
+in one datagram when it has read its queue (tried again after ``RETRY_S``, then less and
+less often while it stays full). Replicas on
 other hosts are not reached (they poll).
 
 >>> import tempfile; folder = tempfile.mkdtemp()
@@ -28,10 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import json
 import os
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -40,10 +43,13 @@ from typing import Any
 
 __all__ = ["PeerBus"]
 
-MAX_DATAGRAM = 8192
-"""Run ids per datagram are cut to this many bytes (well under the sockets' size limit)."""
+MAX_DATAGRAM = 2048 if sys.platform == "darwin" else 8192
+"""Run ids per datagram are cut to this many bytes (under the sockets' size limit:
+``net.local.dgram.maxdgram`` is 2048 on macOS)."""
 RETRY_S = 0.002
-"""How soon ids a peer's full queue refused are sent again."""
+"""How soon ids a peer's full queue refused are sent again (doubling, while it stays
+full, up to ``_MAX_RETRY_S``)."""
+_MAX_RETRY_S = 0.25
 _MAX_PENDING = 100_000
 """Ids waiting for a peer that reads none: past this many they are dropped (it polls)."""
 _PEERS_TTL_S = 1.0
@@ -56,6 +62,12 @@ class PeerBus:
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
+        info = self.folder.stat()
+        if info.st_uid != os.getuid() or info.st_mode & 0o022:
+            raise PermissionError(
+                f"{self.folder} must belong to this user and not be writable by others "
+                "(anyone who can write there can read run ids and forge metrics)"
+            )
         self.path = self.folder / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.sock"
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.setblocking(False)
@@ -65,37 +77,44 @@ class PeerBus:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: dict[str, dict[str, None]] = {}  # peer -> run ids not sent yet
         self._retry: asyncio.TimerHandle | None = None
+        self._retry_s = RETRY_S
 
     def send(self, run_ids: Iterable[str]) -> None:
         """Tell every peer that events of ``run_ids`` are stored (best effort)."""
         for peer in self._peer_paths():
             self._pending.setdefault(peer, {}).update(dict.fromkeys(run_ids))
-        self._send_pending()
+        if self._retry is None:  # else they go with the retry already scheduled
+            self._send_pending()
 
     def _send_pending(self) -> None:
         self._retry = None
+        refused = False
         for peer, run_ids in list(self._pending.items()):
             while run_ids:
                 payload, count = _datagram(run_ids)
                 try:
                     self._sock.sendto(payload, peer)
-                except BlockingIOError:  # its queue is full: later, with what comes next
-                    break
-                except (ConnectionRefusedError, FileNotFoundError):  # a dead worker's
-                    with contextlib.suppress(OSError):
-                        os.unlink(peer)
-                    self._peers_at = -_PEERS_TTL_S
-                    run_ids.clear()
-                    break
-                except OSError:  # it will poll
-                    run_ids.clear()
+                except OSError as exc:
+                    if exc.errno in (errno.EAGAIN, errno.ENOBUFS):  # its queue is full
+                        refused = True
+                    else:  # a dead worker's socket (refused, gone), or broken: it polls
+                        self._forget(peer, exc)
+                        run_ids.clear()
                     break
                 for run_id in list(itertools.islice(run_ids, count)):
                     del run_ids[run_id]
             if not run_ids or len(run_ids) > _MAX_PENDING:
                 del self._pending[peer]
-        if self._pending and self._loop is not None:
-            self._retry = self._loop.call_later(RETRY_S, self._send_pending)
+        # a peer that stays full (stopped, in a long pause) is tried less and less often
+        self._retry_s = min(self._retry_s * 2, _MAX_RETRY_S) if refused else RETRY_S
+        if self._pending and self._loop is not None and not self._loop.is_closed():
+            self._retry = self._loop.call_later(self._retry_s, self._send_pending)
+
+    def _forget(self, peer: str, exc: OSError) -> None:
+        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):  # nobody reads it any more
+            with contextlib.suppress(OSError):
+                os.unlink(peer)
+        self._peers_at = -_PEERS_TTL_S
 
     def receive(self) -> list[str]:
         """The run ids peers sent since the last call (without waiting)."""
@@ -106,7 +125,7 @@ class PeerBus:
             except (BlockingIOError, InterruptedError):
                 return run_ids
             if payload:
-                run_ids += payload.decode().split("\n")
+                run_ids += payload.decode(errors="replace").split("\n")
             else:  # a peer that just started: read the folder at the next send
                 self._peers_at = -_PEERS_TTL_S
 
@@ -122,6 +141,7 @@ class PeerBus:
     def close(self) -> None:
         if self._retry is not None:
             self._retry.cancel()
+            self._retry = None
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(self._sock.fileno())
         self._sock.close()
@@ -135,19 +155,20 @@ class PeerBus:
         tmp.write_text(json.dumps(snapshot))
         os.replace(tmp, path)
 
-    def peer_metrics(self) -> list[dict[str, Any]]:
-        """The other processes' latest snapshots, each with ``"live"``: whether its
-        process still runs (blocking file I/O)."""
+    def all_metrics(self) -> list[dict[str, Any]]:
+        """Every process's latest snapshot, this one's included, each with ``"live"``:
+        whether its process still reads its socket (blocking file I/O). A file that is
+        not a snapshot is skipped."""
         snapshots = []
         for path in self.folder.glob("*.metrics.json"):
-            if path.name.startswith(self.path.stem + "."):
-                continue
             try:
                 snapshot = json.loads(path.read_text())
             except (OSError, ValueError):  # gone, or being replaced
                 continue
-            snapshot["live"] = _alive(int(path.name.split("-", 1)[0]))
-            snapshots.append(snapshot)
+            if isinstance(snapshot, dict):
+                sock = path.with_name(path.name.removesuffix(".metrics.json") + ".sock")
+                snapshot["live"] = sock == self.path or _reads(sock)
+                snapshots.append(snapshot)
         return snapshots
 
     def _peer_paths(self) -> list[str]:
@@ -157,13 +178,13 @@ class PeerBus:
         return self._peers
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's
-        return True
+def _reads(sock: Path) -> bool:
+    """Whether a process has ``sock`` bound (else connecting is refused)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(str(sock))
+        except OSError:
+            return False
     return True
 
 

@@ -110,33 +110,40 @@ class Service:
         self._background: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        for name in self.catalog.tasks:  # open each task's databases before taking requests
-            await self.catalog.agent(name)
-        self._background = [
-            asyncio.create_task(self.hub.run()),
-            asyncio.create_task(self.manager.maintain()),
-        ]
-        if self.config.peers is not None:
-            self.hub.peers = _peer_bus(self.config.peers)
-            self.hub.peers.attach(self.hub.stored_elsewhere)
-            self._background.append(asyncio.create_task(self._share_metrics()))
-        await self.manager.adopt_orphans()
+        try:
+            for name in self.catalog.tasks:  # open each task's databases before requests
+                await self.catalog.agent(name)
+            self._background = [
+                asyncio.create_task(self.hub.run()),
+                asyncio.create_task(self.manager.maintain()),
+            ]
+            if self.config.peers is not None:
+                self.hub.peers = _peer_bus(self.config.peers)
+                self.hub.peers.attach(self.hub.stored_elsewhere)
+                self._background.append(asyncio.create_task(self._share_metrics_every_tick()))
+            await self.manager.adopt_orphans()
+        except BaseException:
+            await self.stop()  # a lifespan whose start failed does not stop
+            raise
 
     async def metrics_text(self) -> str:
         """``/metrics``: this process's, or with peers every worker's."""
         if self.hub.peers is None:
             return self.metrics.render(self.manager.running, self.listeners)
-        peers = await io(self.hub.peers.peer_metrics)
-        return self.metrics.render_all(self.manager.running, self.listeners, peers)
+        await self._share_metrics()  # first: the sum then covers all this one counted
+        return Metrics.render_all(await io(self.hub.peers.all_metrics))
 
     async def _share_metrics(self) -> None:
         assert self.hub.peers is not None
+        snapshot = self.metrics.snapshot(self.manager.running, self.listeners)
+        try:
+            await io(self.hub.peers.write_metrics, snapshot)
+        except OSError:
+            _log.exception("sharing metrics with the other workers failed")
+
+    async def _share_metrics_every_tick(self) -> None:
         while True:
-            snapshot = self.metrics.snapshot(self.manager.running, self.listeners)
-            try:
-                await io(self.hub.peers.write_metrics, snapshot)
-            except OSError:
-                _log.exception("sharing metrics with the other workers failed")
+            await self._share_metrics()
             await asyncio.sleep(self.config.tick_s)
 
     def begin_shutdown(self) -> None:
@@ -154,7 +161,9 @@ class Service:
                 await task
         await self.hub.aclose()
         if self.hub.peers is not None:
+            await self._share_metrics()  # what happened while draining counts too
             self.hub.peers.close()
+            self.hub.peers = None
         await self.catalog.aclose()
 
 

@@ -10,9 +10,9 @@ writes gets its events from the store as soon as they are written, not at its ne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -56,6 +56,20 @@ async def test_a_peer_whose_queue_is_full_gets_every_id_once_it_reads(tmp_path: 
             break
     assert sorted(got) == sorted(sent)
     a.close()
+
+
+async def test_a_full_peer_is_retried_by_one_timer_however_often_events_are_sent(
+    tmp_path: Path,
+) -> None:
+    a, b = PeerBus(tmp_path), PeerBus(tmp_path)
+    a.attach(lambda ids: None)
+    for i in range(200):  # b reads none: its queue stays full
+        a.send([f"run-{i}"])
+    scheduled = asyncio.get_running_loop()._scheduled  # type: ignore[attr-defined]
+    retries = [h for h in scheduled if not h.cancelled() and h._callback == a._send_pending]
+    assert len(retries) == 1
+    a.close()
+    b.close()
 
 
 async def test_a_peer_that_starts_later_is_sent_to_at_once(tmp_path: Path) -> None:
@@ -145,18 +159,46 @@ def test_metrics_add_up_every_worker_and_a_dead_one_keeps_only_its_counters(
     mb.runs.inc(("done",), 2)
     mb.runs.inc(("failed",))
     mb.run_seconds.observe(3.0)
+    a.write_metrics(ma.snapshot(active_runs=1, listeners=2))
     b.write_metrics(mb.snapshot(active_runs=4, listeners=5))
     dead = Metrics()
-    dead.runs.inc(("done",), 10)
-    exited = subprocess.Popen(["true"])
-    exited.wait()  # its pid is gone
-    (tmp_path / f"{exited.pid}-deadbeef.metrics.json").write_text(
+    dead.runs.inc(("done",), 10)  # a worker that died: its socket file stays, unread
+    gone = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    gone.bind(str(tmp_path / "999999-deadbeef.sock"))
+    gone.close()
+    (tmp_path / "999999-deadbeef.metrics.json").write_text(
         json.dumps(dead.snapshot(active_runs=7, listeners=7))
     )
-    text = ma.render_all(1, 2, a.peer_metrics())
-    assert 'agent_runs_total{status="done"} 13' in text.splitlines()
-    assert 'agent_runs_total{status="failed"} 1' in text.splitlines()
-    assert "agent_runs_active 5" in text.splitlines()  # 1 + 4, not the dead worker's 7
-    assert "agent_sse_listeners 7" in text.splitlines()
-    assert "agent_run_seconds_count 2" in text.splitlines()
-    assert 'agent_run_seconds_bucket{le="0.25"} 1' in text.splitlines()
+    (tmp_path / "junk.metrics.json").write_text('{"parts": {"agent_runs_total": 5}}')
+    lines = Metrics.render_all(a.all_metrics()).splitlines()
+    assert 'agent_runs_total{status="done"} 13' in lines
+    assert 'agent_runs_total{status="failed"} 1' in lines
+    assert "agent_runs_active 5" in lines  # 1 + 4, not the dead worker's 7
+    assert "agent_sse_listeners 7" in lines
+    assert "agent_run_seconds_count 2" in lines
+    assert 'agent_run_seconds_bucket{le="0.25"} 1' in lines
+    assert Metrics.render_all(b.all_metrics()) == "\n".join(lines) + "\n"  # any worker
+
+
+def test_a_folder_others_can_write_is_refused(tmp_path: Path) -> None:
+    from agent.errors import ConfigError
+    from agent.serve.app import _peer_bus
+
+    tmp_path.chmod(0o777)
+    with pytest.raises(ConfigError, match="not be writable by others"):
+        _peer_bus(tmp_path)
+
+
+async def test_hints_for_a_listener_are_one_until_it_reads_the_store(tmp_path: Path) -> None:
+    hub = EventHub(RunStore(SqliteDatabase(tmp_path / "serve.db")), poll_s=60)
+    stream = hub.follow("r1", 0)
+    waiting = asyncio.ensure_future(stream.__anext__())
+    await asyncio.sleep(0.05)  # it reads the store (empty), then waits for live events
+    (queue,) = hub._listeners["r1"]
+    for _ in range(50):
+        hub.stored_elsewhere(["r1"])
+    assert queue.qsize() == 1
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    assert "r1" not in hub._listeners  # the listener is gone

@@ -128,10 +128,22 @@ def test_two_workers_stream_take_over_a_killed_one_and_stop_on_sigterm(
         serve.close()
 
 
-def _exit_with(code: int, folder: str) -> None:
-    """A worker that records its start, then exits with ``code``."""
+def _exit_with(code: int, folder: str, parent: int) -> None:
+    """A worker that records its start, then exits with ``code`` (the first one of the
+    folder with ``code``, later ones with 3 if ``code`` is negative)."""
+    starts = len(list(Path(folder).glob("*.started")))
     Path(folder, f"{os.getpid()}.started").touch()
-    raise SystemExit(code)
+    assert parent == os.getppid()
+    raise SystemExit(abs(code) if code >= 0 or starts == 0 else STARTUP_FAILURE)
+
+
+def _signal_after(folder: Path, starts: int) -> None:
+    def watch() -> None:
+        while len(list(folder.glob("*.started"))) < starts:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def test_a_worker_that_cannot_start_stops_them_all(tmp_path: Path) -> None:
@@ -140,11 +152,37 @@ def test_a_worker_that_cannot_start_stops_them_all(tmp_path: Path) -> None:
 
 
 def test_a_worker_that_exits_is_replaced_until_a_signal(tmp_path: Path) -> None:
-    def signal_after_four_starts() -> None:
-        while len(list(tmp_path.glob("*.started"))) < 4:
-            time.sleep(0.05)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=signal_after_four_starts, daemon=True).start()
+    _signal_after(tmp_path, 3)
     assert supervise(1, _exit_with, (0, str(tmp_path)), grace_s=10) == 0
-    assert len(list(tmp_path.glob("*.started"))) >= 4
+    assert len(list(tmp_path.glob("*.started"))) >= 3
+
+
+def test_a_replacement_that_cannot_start_is_retried_not_fatal(tmp_path: Path) -> None:
+    """Once the service has started, one replacement failing to start (a database that
+    is briefly away) must not stop the workers that serve: it is tried again."""
+    _signal_after(tmp_path, 3)
+    assert supervise(1, _exit_with, (-1, str(tmp_path)), grace_s=10) == 0
+    assert len(list(tmp_path.glob("*.started"))) >= 3
+
+
+def test_workers_stop_when_their_parent_is_killed(tmp_path: Path, local_api) -> None:
+    """``kill -9`` of the parent must not leave workers serving the port with nobody to
+    stop them (the next start would find it taken)."""
+    task = http_task(tmp_path, "one", local_api)
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps(["Done."]))
+    args = [str(task), "--sim", str(script), "--store", str(tmp_path / "store")]
+    serve = ServeProc([*args, "--workers", "2"], tmp_path)
+    try:
+        serve.wait_ready(timeout=90)
+        deadline = time.monotonic() + 30
+        while len(started := re.findall(r"worker (\d+) started", serve.text())) < 2:
+            assert time.monotonic() < deadline, serve.text()
+            time.sleep(0.1)
+        serve.proc.kill()
+        serve.proc.wait(30)
+        while alive := [p for p in started if Path(f"/proc/{p}").exists()]:
+            assert time.monotonic() < deadline + 30, f"workers {alive} outlived their parent"
+            time.sleep(0.1)
+    finally:
+        serve.close()
