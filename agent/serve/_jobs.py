@@ -8,6 +8,8 @@ has run out, or whose owner process is gone (same host: :class:`agent._owner.Own
 taken over by a live replica. ``state``: ``active`` (a replica runs it, or will),
 ``paused`` (waiting for an approval: no owner), ``ended``, ``cancelled``.
 ``cancel_requested`` is the control bit a replica sets for a run another one owns.
+``takeovers``: how often the run was taken from an owner that died (or went silent); a
+run that keeps killing its process is not resumed for ever (``MAX_TAKEOVERS``).
 
 ``serve_threads``: conversations created with ``POST /v1/threads``, each bound to a task.
 
@@ -57,6 +59,8 @@ _MIGRATIONS = [
         metadata TEXT NOT NULL,
         created_at REAL NOT NULL
     )""",
+    # takeovers of a run whose owner died (a release by a drain is not one)
+    "ALTER TABLE serve_jobs ADD COLUMN takeovers INTEGER NOT NULL DEFAULT 0",
 ]
 
 
@@ -82,6 +86,7 @@ class Job:
     lease_until: float = 0.0
     cancel_requested: int = 0
     error: str | None = None
+    takeovers: int = 0
 
     @classmethod
     def _from_row(cls, row: dict[str, Any]) -> Job:
@@ -153,11 +158,14 @@ class JobStore:
             )
 
     def claim(self, job: Job, from_state: str) -> bool:
-        """Take ``job`` over if it is still as read (state, owner, lease): one winner."""
+        """Take ``job`` over if it is still as read (state, owner, lease): one winner.
+        Taking it from an owner (that died, or whose lease ran out) counts in ``takeovers``."""
         with self.db.tx() as tx:
             tx.execute(
                 "UPDATE serve_jobs SET state = 'active', owner = ?, owner_host = ?, "
-                "owner_pid = ?, owner_start = ?, lease_until = ? WHERE run_id = ? AND state = ?"
+                "owner_pid = ?, owner_start = ?, lease_until = ?, "
+                "takeovers = takeovers + CASE WHEN owner IS NULL THEN 0 ELSE 1 END "
+                "WHERE run_id = ? AND state = ?"
                 " AND COALESCE(owner, '') = ? AND lease_until = ? AND cancel_requested = 0",
                 (
                     *self._owner_values(),
@@ -197,6 +205,17 @@ class JobStore:
         now = time.time()
         jobs = [Job._from_row(r) for r in rows]
         return [j for j in jobs if j.lease_until < now or j.owner_dead()]
+
+    def fail_if(self, job: Job, error: str) -> bool:
+        """End an orphaned ``job`` with ``error`` if it is still as read: one winner."""
+        with self.db.tx() as tx:
+            tx.execute(
+                "UPDATE serve_jobs SET state = 'ended', error = ?, owner = NULL, "
+                "owner_pid = NULL, lease_until = 0 WHERE run_id = ? AND state = 'active' "
+                "AND COALESCE(owner, '') = ? AND lease_until = ?",
+                (error, job.run_id, job.owner or "", job.lease_until),
+            )
+            return tx.rowcount == 1
 
     def request_cancel(self, run_id: str) -> None:
         with self.db.tx() as tx:

@@ -37,11 +37,15 @@ from agent.serve._errors import HTTPError, scrub
 from agent.serve._hub import EventHub
 from agent.serve._jobs import Job, JobStore, idempotency_hash
 from agent.serve._models import InlineTask, RunBody, RunOptions
-from agent.types import RunResult, Usage
+from agent.types import RunResult, RunStatus, Usage
 
-__all__ = ["RunManager", "merge_text", "public"]
+__all__ = ["MAX_TAKEOVERS", "RunManager", "merge_text", "public"]
 
 _log = logging.getLogger(__name__)
+MAX_TAKEOVERS = 3
+"""A run whose process died is resumed at most this many times; the next death ends it
+(status ``error``), so a run that kills its process cannot take every replica down in
+turn."""
 
 
 class RunManager:
@@ -212,20 +216,30 @@ class RunManager:
             await io(self.jobs.release, job.run_id)
 
     async def _mark_cancelled(self, run_id: str, seq: int) -> None:
+        await self._mark_stopped(run_id, seq, "cancelled")
+        await io(self.jobs.set_state, run_id, "cancelled")
+
+    async def _mark_stopped(
+        self, run_id: str, seq: int, status: RunStatus, error: str | None = None
+    ) -> None:
+        """End a run no agent runs: its record, and a ``final`` event after number ``seq``."""
         record = await io(self.records.get, run_id)
         if record is not None:
-            await io(self.records.update, run_id, status="cancelled", finished_at=time.time())
+            await io(
+                self.records.update, run_id, status=status, finished_at=time.time(), error=error
+            )
         result = RunResult(
             run_id,
-            "cancelled",
+            status,
             thread_id=record.thread_id if record else None,
             steps=record.steps if record else 0,
             tool_calls=record.tool_calls if record else 0,
             usage=record.usage if record else Usage(),
+            error=error,
+            error_kind="internal" if error else None,
         )
         self.hub.emit(run_id, seq + 1, public(Final(result)))
         self.metrics.observe(Final(result))
-        await io(self.jobs.set_state, run_id, "cancelled")
 
     # ---- control ---------------------------------------------------------------------
 
@@ -310,6 +324,16 @@ class RunManager:
         for job in await io(self.jobs.orphans):
             if job.cancel_requested:  # asked while no replica ran it (released, owner died)
                 await self._cancel_unowned(job.run_id, ("active",))
+            elif job.owner is not None and job.takeovers >= MAX_TAKEOVERS:
+                error = (
+                    f"the process running this run died {job.takeovers + 1} times (it was "
+                    f"resumed {job.takeovers}); it is not resumed again"
+                )
+                if await io(self.jobs.fail_if, job, error):
+                    _log.error("run %s: %s", job.run_id, error)
+                    await self._mark_stopped(
+                        job.run_id, await self.hub.last_seq(job.run_id), "error", error
+                    )
             elif await io(self.jobs.claim, job, "active"):
                 _log.info("resuming run %s", job.run_id)
                 try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from agent.serve._errors import HTTPError
 from agent.serve._hub import EventHub
 from agent.serve._jobs import Job, JobStore
 from agent.serve._metrics import Metrics
-from agent.serve._runner import RunManager
+from agent.serve._runner import MAX_TAKEOVERS, RunManager
 from agent.types import RunResult
 from tests.agent._io_thread import hold_io_thread
 
@@ -72,7 +73,7 @@ async def _job(manager: RunManager) -> Job:
         run_id=f"run_{time.time_ns()}",
         identity=ME,
         task="t",
-        spec={"input": "hi", "body": {}},
+        spec={"input": "hi", "body": {"options": {"approve": None}}},
         state="active",
         created_at=time.time(),
     )
@@ -200,3 +201,53 @@ async def test_an_approval_is_refused_while_draining(manager: RunManager) -> Non
         await manager.approve(job.run_id, ME, True)
     assert refused.value.status == 503 and refused.value.headers["Retry-After"]
     assert (await io(manager.jobs.get, job.run_id)).state == "paused"  # for another replica
+
+
+def _orphan(manager: RunManager, job: Job, takeovers: int) -> None:
+    """Make ``job`` a run whose owner died after ``takeovers`` earlier takeovers."""
+    exited = subprocess.Popen(["true"])
+    exited.wait()  # a pid that is gone
+    with manager.jobs.db.tx() as tx:
+        tx.execute(
+            "UPDATE serve_jobs SET owner = 'replica-x', owner_pid = ?, takeovers = ? "
+            "WHERE run_id = ?",
+            (exited.pid, takeovers, job.run_id),
+        )
+
+
+async def test_a_run_whose_process_keeps_dying_is_ended_not_resumed_again(
+    manager: RunManager, monkeypatch: Any
+) -> None:
+    """Resumed after each death up to MAX_TAKEOVERS times; the next death ends it with an
+    error, so a run that kills its process cannot take every replica down in turn."""
+    agent = _Agent()
+    monkeypatch.setattr(manager, "_agent_for", lambda job: asyncio.sleep(0, agent))
+    job = await _job(manager)
+    _orphan(manager, job, MAX_TAKEOVERS - 1)
+    await manager.adopt_orphans()
+    assert manager.running == 1  # resumed: its last chance
+    taken = await io(manager.jobs.get, job.run_id)
+    assert (taken.owner, taken.takeovers) == ("replica-a", MAX_TAKEOVERS)
+    manager._running[job.run_id].task.cancel()  # this replica dies too
+    await asyncio.sleep(0.05)
+    manager._running.clear()
+    _orphan(manager, job, MAX_TAKEOVERS)
+    await manager.adopt_orphans()
+    assert manager.running == 0
+    ended = await io(manager.jobs.get, job.run_id)
+    assert ended.state == "ended" and "died 4 times" in ended.error
+    (final,) = [json.loads(f)["result"] for f in await _finals(manager, job.run_id)]
+    assert (final["status"], final["error_kind"]) == ("error", "internal")
+
+
+async def test_a_run_released_by_a_drain_is_not_counted_as_taken_over(
+    manager: RunManager, monkeypatch: Any
+) -> None:
+    agent = _Agent()
+    monkeypatch.setattr(manager, "_agent_for", lambda job: asyncio.sleep(0, agent))
+    job = await _job(manager)
+    await io(manager.jobs.release, job.run_id)
+    await manager.adopt_orphans()
+    assert manager.running == 1
+    assert (await io(manager.jobs.get, job.run_id)).takeovers == 0
+    agent.go.set()
