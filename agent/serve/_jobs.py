@@ -195,16 +195,35 @@ class JobStore:
             )
 
     def orphans(self) -> list[Job]:
-        """Active jobs no live replica runs: lease over, or owner dead on this host."""
+        """Active jobs no live replica runs: released, lease over, or owner dead on this
+        host. Each owner on this host is checked once (a worker may own hundreds of runs;
+        checking each, every tick, cost a millisecond of CPU per run)."""
+        me, now = self._me, time.time()
+        with self.db.tx(write=False) as tx:
+            owners = tx.execute(
+                "SELECT DISTINCT owner_pid, owner_start FROM serve_jobs WHERE state = 'active'"
+                " AND owner_host = ? AND owner <> ? AND lease_until >= ?",
+                (me.host, self.replica, now),
+            )
+        dead = [
+            o for o in owners
+            if Owner(me.host, o["owner_pid"], o["owner_start"]).alive() is False
+        ]  # fmt: skip
+        where, params = "lease_until < ?", [now]
+        for o in dead:
+            if o["owner_start"] is None:  # not Linux
+                where += " OR (owner_host = ? AND owner_pid = ? AND owner_start IS NULL)"
+                params += [me.host, o["owner_pid"]]
+            else:
+                where += " OR (owner_host = ? AND owner_pid = ? AND owner_start = ?)"
+                params += [me.host, o["owner_pid"], o["owner_start"]]
         with self.db.tx(write=False) as tx:
             rows = tx.execute(
                 "SELECT * FROM serve_jobs WHERE state = 'active' AND COALESCE(owner, '') <> ?"
-                " ORDER BY created_at LIMIT 200",
-                (self.replica,),
+                f" AND ({where}) ORDER BY created_at LIMIT 200",
+                (self.replica, *params),
             )
-        now = time.time()
-        jobs = [Job._from_row(r) for r in rows]
-        return [j for j in jobs if j.lease_until < now or j.owner_dead()]
+        return [Job._from_row(r) for r in rows]
 
     def fail_if(self, job: Job, error: str) -> bool:
         """End an orphaned ``job`` with ``error`` if it is still as read: one winner."""

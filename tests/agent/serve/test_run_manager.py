@@ -251,3 +251,23 @@ async def test_a_run_released_by_a_drain_is_not_counted_as_taken_over(
     assert manager.running == 1
     assert (await io(manager.jobs.get, job.run_id)).takeovers == 0
     agent.go.set()
+
+
+async def test_orphans_checks_each_owner_once_however_many_runs_it_has(
+    manager: RunManager, monkeypatch: Any
+) -> None:
+    """Another worker of this host runs 50 runs: one liveness check a tick, not 50."""
+    from agent._owner import Owner
+
+    jobs = [await _job(manager) for _ in range(50)]
+    with manager.jobs.db.tx() as tx:  # all owned by a live process: a sibling worker
+        tx.execute(
+            "UPDATE serve_jobs SET owner = 'replica-b', lease_until = ?", (time.time() + 60,)
+        )
+    checks: list[Owner] = []
+    real = Owner.alive
+    monkeypatch.setattr(Owner, "alive", lambda self: checks.append(self) or real(self))
+    assert await io(manager.jobs.orphans) == []
+    assert len(checks) == 1
+    _orphan(manager, jobs[7], 0)  # one of them: its owner died (another pid)
+    assert [j.run_id for j in await io(manager.jobs.orphans)] == [jobs[7].run_id]
