@@ -11,8 +11,8 @@ stored after its position, then takes live events (a batch per write, so a burst
 deltas is one socket write), dropping numbers it has seen; a gap
 (events written by another replica) sends it back to the store. Runs that no task of this
 process is running are polled in the store (``poll_s``), so a listener follows a run
-wherever it runs; workers of one host (:class:`~agent.serve._peers.PeerBus`) also tell each
-other which runs they wrote events of, and those listeners read the store at once.
+wherever it runs; workers of one host (:class:`~agent.serve._peers.PeerBus`) also hand
+each other the events they stored, which go to those listeners as live events.
 
 A run running here (between :meth:`EventHub.open_run` and :meth:`EventHub.close_run`)
 keeps its latest published events in memory too (at most ``RECENT``): a listener whose
@@ -132,15 +132,18 @@ class EventHub:
         if self.peers is not None:
             self.peers.send(by_run)
 
-    def stored_elsewhere(self, run_ids: list[str]) -> None:
-        """Another worker stored events of ``run_ids``: their listeners here read the store
-        now instead of at their next poll."""
-        for run_id in run_ids:
-            if run_id not in self._recent:
-                for queue in self._listeners.get(run_id, ()):
-                    if queue not in self._told:  # one is enough until it is taken
-                        self._told.add(queue)
-                        queue.put_nowait(_READ_STORE)
+    def stored_elsewhere(self, received: list[tuple[str, list[StoredEvent] | None]]) -> None:
+        """Another worker stored these events (by run; None: some, read the store): they
+        go to this process's listeners of those runs as live events."""
+        for run_id, events in received:
+            if run_id in self._recent:  # running here now: its events come from here
+                continue
+            for queue in self._listeners.get(run_id, ()):
+                if events is not None:
+                    queue.put_nowait(events)
+                elif queue not in self._told:  # one is enough until it is taken
+                    self._told.add(queue)
+                    queue.put_nowait(_READ_STORE)
 
     async def follow(self, run_id: str, after: int) -> AsyncIterator[list[StoredEvent]]:
         """Events of ``run_id`` numbered above ``after``, in batches, until its last one;

@@ -1,28 +1,30 @@
-"""Workers of one host tell each other which runs have new events stored.
+"""Workers of one host hand each other the events they store.
 
 ``agent serve --workers N`` runs N processes on one listening socket; the kernel hands each
 connection to one of them, so a run's event stream is often served by a worker that does
 not run it. Such a listener would learn of new events by polling the store (``poll_s``).
-Instead, each worker binds a UNIX datagram socket in a shared folder (``<pid>-<random>.sock``) and,
-after each write of events, sends the ids of the runs written to every other socket there;
-a worker that receives one wakes its listeners of those runs, which read the store at once.
+Instead, each worker binds a UNIX datagram socket in a shared folder
+(``<pid>-<random>.sock``) and, after each write of events, sends them to every other
+socket there: a worker that receives them hands them to its listeners of those runs as
+if it had written them. A run whose events do not fit in a datagram (a long answer, a
+big tool result) is sent as its id alone: its listeners read the store at once.
 
 Each worker also keeps a snapshot of its metrics there (``<name>.metrics.json``), so that
 ``/metrics`` answers for all of them (:meth:`PeerBus.write_metrics`,
 :meth:`PeerBus.all_metrics`). The folder must be this user's and writable by no one else.
 
-Datagrams are a hint, never the data: the events are in the store before the hint leaves,
-and a hint that is lost (a peer restarting) costs only latency, since listeners still
-poll. A peer's socket holds few datagrams (Linux: ``net.unix.max_dgram_qlen``, 10 by
-default), so a busy peer soon refuses more: the ids meant for it wait, merged, and go
-in one datagram when it has read its queue (tried again after ``RETRY_S``, then less and
-less often while it stays full). Replicas on
-other hosts are not reached (they poll).
+Only events already stored are sent (the hub writes, then publishes), so a listener
+never sees an event a crash could lose; one that is lost on the way (a peer restarting)
+costs only latency, since listeners still poll, and a listener that finds a gap reads
+the store. A peer's socket holds few datagrams (Linux: ``net.unix.max_dgram_qlen``, 10
+by default), so a busy peer soon refuses more: what is meant for it waits, merged, and
+goes when it has read its queue (tried again after ``RETRY_S``, then less and less often
+while it stays full). Replicas on other hosts are not reached (they poll).
 
 >>> import tempfile; folder = tempfile.mkdtemp()
 >>> a, b = PeerBus(folder), PeerBus(folder)
->>> a.send(["run-1"]); b.receive()
-['run-1']
+>>> a.send({"run-1": [StoredEvent("run-1", 1, "step", "{}", 0.0)]}); b.receive()
+[('run-1', [StoredEvent(run_id='run-1', seq=1, kind='step', data='{}', ts=0.0)])]
 """
 
 from __future__ import annotations
@@ -37,21 +39,27 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from agent.runs import StoredEvent
+
 __all__ = ["PeerBus"]
 
-MAX_DATAGRAM = 2048 if sys.platform == "darwin" else 8192
-"""Run ids per datagram are cut to this many bytes (under the sockets' size limit:
-``net.local.dgram.maxdgram`` is 2048 on macOS)."""
+MAX_DATAGRAM = 2048 if sys.platform == "darwin" else 16384
+"""The largest datagram sent (under the sockets' size limit: ``net.local.dgram.maxdgram``
+is 2048 on macOS)."""
 RETRY_S = 0.002
 """How soon ids a peer's full queue refused are sent again (doubling, while it stays
 full, up to ``_MAX_RETRY_S``)."""
 _MAX_RETRY_S = 0.25
 _MAX_PENDING = 100_000
-"""Ids waiting for a peer that reads none: past this many they are dropped (it polls)."""
+"""Runs waiting for a peer that reads none: past this many they are dropped (it polls)."""
+_MAX_EVENTS = 64
+"""Events of one run waiting for a peer: past this many, only the run's id waits."""
 _PEERS_TTL_S = 1.0
 """How long the list of peers' sockets is reused before the folder is read again."""
 
@@ -75,23 +83,31 @@ class PeerBus:
         self._peers: list[str] = []
         self._peers_at = -_PEERS_TTL_S
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending: dict[str, dict[str, None]] = {}  # peer -> run ids not sent yet
+        # peer -> run -> its events not sent yet ([seq, kind, data, ts]; None: just the id)
+        self._pending: dict[str, dict[str, list[Any] | None]] = {}
         self._retry: asyncio.TimerHandle | None = None
         self._retry_s = RETRY_S
 
-    def send(self, run_ids: Iterable[str]) -> None:
-        """Tell every peer that events of ``run_ids`` are stored (best effort)."""
+    def send(self, batch: Mapping[str, Sequence[StoredEvent]]) -> None:
+        """Hand every peer these stored events, by run (best effort)."""
         for peer in self._peer_paths():
-            self._pending.setdefault(peer, {}).update(dict.fromkeys(run_ids))
-        if self._retry is None:  # else they go with the retry already scheduled
+            pending = self._pending.setdefault(peer, {})
+            for run_id, events in batch.items():
+                if run_id not in pending:
+                    pending[run_id] = [_row(e) for e in events]
+                elif (kept := pending[run_id]) is not None:
+                    kept += map(_row, events)
+                    if len(kept) > _MAX_EVENTS:  # it waits too long: the store will tell
+                        pending[run_id] = None
+        if self._retry is None:  # else it all goes with the retry already scheduled
             self._send_pending()
 
     def _send_pending(self) -> None:
         self._retry = None
         refused = False
-        for peer, run_ids in list(self._pending.items()):
-            while run_ids:
-                payload, count = _datagram(run_ids)
+        for peer, pending in list(self._pending.items()):
+            while pending:
+                payload, count = _datagram(pending)
                 try:
                     self._sock.sendto(payload, peer)
                 except OSError as exc:
@@ -99,11 +115,11 @@ class PeerBus:
                         refused = True
                     else:  # a dead worker's socket (refused, gone), or broken: it polls
                         self._forget(peer, exc)
-                        run_ids.clear()
+                        pending.clear()
                     break
-                for run_id in list(itertools.islice(run_ids, count)):
-                    del run_ids[run_id]
-            if not run_ids or len(run_ids) > _MAX_PENDING:
+                for run_id in list(itertools.islice(pending, count)):
+                    del pending[run_id]
+            if not pending or len(pending) > _MAX_PENDING:
                 del self._pending[peer]
         # a peer that stays full (stopped, in a long pause) is tried less and less often
         self._retry_s = min(self._retry_s * 2, _MAX_RETRY_S) if refused else RETRY_S
@@ -116,24 +132,33 @@ class PeerBus:
                 os.unlink(peer)
         self._peers_at = -_PEERS_TTL_S
 
-    def receive(self) -> list[str]:
-        """The run ids peers sent since the last call (without waiting)."""
-        run_ids: list[str] = []
+    def receive(self) -> list[tuple[str, list[StoredEvent] | None]]:
+        """What peers sent since the last call (without waiting): each run with its new
+        events, or None (read them from the store)."""
+        received: list[tuple[str, list[StoredEvent] | None]] = []
         while True:
             try:
                 payload = self._sock.recv(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
-                return run_ids
-            if payload:
-                run_ids += payload.decode(errors="replace").split("\n")
-            else:  # a peer that just started: read the folder at the next send
+                return received
+            if not payload:  # a peer that just started: read the folder at the next send
                 self._peers_at = -_PEERS_TTL_S
+                continue
+            try:
+                for run_id, rows in orjson.loads(payload):
+                    events = None if rows is None else [StoredEvent(run_id, *r) for r in rows]
+                    received.append((run_id, events))
+            except (ValueError, TypeError):  # not from a peer of this version
+                continue
 
-    def attach(self, on_runs: Callable[[list[str]], None]) -> None:
-        """Call ``on_runs(run_ids)`` on this loop whenever peers send some; and say hello
-        (an empty datagram), so that peers started earlier send to this one at once."""
+    def attach(
+        self, on_events: Callable[[list[tuple[str, list[StoredEvent] | None]]], None]
+    ) -> None:
+        """Call ``on_events(received)`` on this loop whenever peers send some (as
+        :meth:`receive` returns them); and say hello (an empty datagram), so that peers
+        started earlier send to this one at once."""
         self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._sock.fileno(), lambda: on_runs(self.receive()))
+        self._loop.add_reader(self._sock.fileno(), lambda: on_events(self.receive()))
         for peer in self._peer_paths():
             with contextlib.suppress(OSError):
                 self._sock.sendto(b"", peer)
@@ -188,15 +213,21 @@ def _reads(sock: Path) -> bool:
     return True
 
 
-def _datagram(run_ids: dict[str, None]) -> tuple[bytes, int]:
-    """The first of ``run_ids`` joined by newlines, at most ``MAX_DATAGRAM`` bytes (one at
-    least), and how many."""
-    chunk: list[bytes] = []
-    size = 0
-    for run_id in run_ids:
-        encoded = run_id.encode()
-        if chunk and size + len(encoded) + 1 > MAX_DATAGRAM:
+def _row(event: StoredEvent) -> tuple[int, str, str, float]:
+    return (event.seq, event.kind, event.data, event.ts)
+
+
+def _datagram(pending: dict[str, list[Any] | None]) -> tuple[bytes, int]:
+    """The first runs of ``pending`` (one at least), at most ``MAX_DATAGRAM`` bytes; and
+    how many. A run whose events alone do not fit goes as its id: ``[run_id, null]``."""
+    parts: list[bytes] = []
+    size = 2
+    for run_id, rows in pending.items():
+        part = orjson.dumps([run_id, rows])
+        if len(part) + 2 > MAX_DATAGRAM:
+            part = orjson.dumps([run_id, None])
+        if parts and size + len(part) + 1 > MAX_DATAGRAM:
             break
-        chunk.append(encoded)
-        size += len(encoded) + 1
-    return b"\n".join(chunk), len(chunk)
+        parts.append(part)
+        size += len(part) + 1
+    return b"[" + b",".join(parts) + b"]", len(parts)

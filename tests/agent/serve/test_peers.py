@@ -1,10 +1,10 @@
-"""Workers of one host wake each other's listeners (``agent.serve._peers``).
+"""Workers of one host hand each other the events they store (``agent.serve._peers``).
 
-The bus is a hint that events are stored: every id sent reaches every peer (merged and
-sent again when a peer's queue was full), a worker that starts late is sent to at once,
-a dead worker's socket is cleared away; and a listener on one hub of a run another hub
-writes gets its events from the store as soon as they are written, not at its next poll
-(these tests poll once a minute).
+Every run's events reach every other peer, in order (merged and sent again when a
+peer's queue was full; as the run's id alone when they do not fit in a datagram); a
+worker that starts late is sent to at once; a dead worker's socket is cleared away; and
+a listener on one hub of a run another hub writes gets its events as soon as they are
+stored, not at its next poll (these tests poll once a minute).
 """
 
 from __future__ import annotations
@@ -18,43 +18,82 @@ from pathlib import Path
 import pytest
 
 from agent._db import SqliteDatabase
-from agent.runs import RunStore
+from agent.runs import RunStore, StoredEvent
 from agent.serve._hub import EventHub
-from agent.serve._peers import MAX_DATAGRAM, RETRY_S, PeerBus
+from agent.serve._peers import _MAX_EVENTS, MAX_DATAGRAM, RETRY_S, PeerBus
 
 
-def test_ids_reach_every_other_peer_and_not_the_sender(tmp_path: Path) -> None:
+def _ev(run_id: str, seq: int, data: str = "{}") -> StoredEvent:
+    return StoredEvent(run_id, seq, "step", data, 1.5)
+
+
+def _by_run(received: list) -> dict[str, list]:
+    """Received (run, events) pairs as run -> [events..., or None for "read the store"]."""
+    out: dict[str, list] = {}
+    for run_id, events in received:
+        out.setdefault(run_id, []).extend(events if events is not None else [None])
+    return out
+
+
+def test_events_reach_every_other_peer_and_not_the_sender(tmp_path: Path) -> None:
     a, b, c = PeerBus(tmp_path), PeerBus(tmp_path), PeerBus(tmp_path)
-    a.send(["run-1", "run-2", "run-1"])
-    assert b.receive() == ["run-1", "run-2"]
-    assert c.receive() == ["run-1", "run-2"]
+    batch = {
+        "run-1": [_ev("run-1", 1), _ev("run-1", 2, '{"x": "é\\n"}')],
+        "run-2": [_ev("run-2", 7)],
+    }
+    a.send(batch)
+    assert b.receive() == list(batch.items())
+    assert c.receive() == list(batch.items())
     assert a.receive() == []
 
 
-def test_ids_longer_than_a_datagram_all_arrive(tmp_path: Path) -> None:
+def test_runs_beyond_a_datagram_all_arrive_and_a_big_one_as_its_id(tmp_path: Path) -> None:
     a, b = PeerBus(tmp_path), PeerBus(tmp_path)
-    ids = [f"run_{i:05d}_" + "x" * 40 for i in range(600)]  # ~30 KB
-    assert len("\n".join(ids)) > 3 * MAX_DATAGRAM
-    a.send(ids)
-    assert b.receive() == ids
-
-
-async def test_a_peer_whose_queue_is_full_gets_every_id_once_it_reads(tmp_path: Path) -> None:
-    """A busy peer's queue holds few datagrams (10 by default on Linux): what it refused is
-    kept, merged, and sent once it has read its queue — not dropped."""
-    a, b = PeerBus(tmp_path), PeerBus(tmp_path)
-    a.attach(lambda ids: None)  # a's loop: the retries
-    sent = [f"run-{i}" for i in range(200)]
-    for run_id in sent:  # one datagram each, while b reads none
-        a.send([run_id])
+    batch = {f"run_{i:04d}": [_ev(f"run_{i:04d}", 1, "x" * 100)] for i in range(400)}
+    batch["big"] = [_ev("big", 1, "y" * MAX_DATAGRAM)]
+    a.send(batch)
     got = b.receive()
-    assert len(got) < len(sent)  # the queue was full: some are still waiting at a
+    assert [run_id for run_id, _ in got] == list(batch)  # in order, over several datagrams
+    assert got[-1] == ("big", None)
+    assert all(events == batch[run_id] for run_id, events in got[:-1])
+
+
+async def test_a_peer_whose_queue_is_full_gets_every_event_once_it_reads(tmp_path: Path) -> None:
+    """A busy peer's queue holds few datagrams (10 by default on Linux): what it refused is
+    kept, merged in order, and sent once it has read its queue — not dropped."""
+    a, b = PeerBus(tmp_path), PeerBus(tmp_path)
+    a.attach(lambda received: None)  # a's loop: the retries
+    for i in range(200):  # one datagram each, while b reads none
+        a.send({f"run-{i}": [_ev(f"run-{i}", 1)]})
+    for seq in range(1, 31):  # one run's events, merged while they wait
+        a.send({"same": [_ev("same", seq)]})
+    got = b.receive()
+    assert len(got) < 201  # the queue was full: the rest waits at a
     for _ in range(100):
         await asyncio.sleep(RETRY_S * 2)
         got += b.receive()
-        if len(got) >= len(sent):
+        if "same" in _by_run(got):
             break
-    assert sorted(got) == sorted(sent)
+    runs = _by_run(got)
+    assert sorted(runs) == sorted([f"run-{i}" for i in range(200)] + ["same"])
+    assert [e.seq for e in runs["same"]] == list(range(1, 31))
+    a.close()
+
+
+async def test_a_run_with_too_many_waiting_events_waits_as_its_id(tmp_path: Path) -> None:
+    a, b = PeerBus(tmp_path), PeerBus(tmp_path)
+    a.attach(lambda received: None)
+    for i in range(20):  # fill b's queue
+        a.send({f"run-{i}": [_ev(f"run-{i}", 1)]})
+    for seq in range(1, _MAX_EVENTS + 2):
+        a.send({"long": [_ev("long", seq)]})
+    got = b.receive()
+    for _ in range(100):
+        await asyncio.sleep(RETRY_S * 2)
+        got += b.receive()
+        if "long" in _by_run(got):
+            break
+    assert _by_run(got)["long"] == [None]  # its listeners read the store
     a.close()
 
 
@@ -62,9 +101,9 @@ async def test_a_full_peer_is_retried_by_one_timer_however_often_events_are_sent
     tmp_path: Path,
 ) -> None:
     a, b = PeerBus(tmp_path), PeerBus(tmp_path)
-    a.attach(lambda ids: None)
+    a.attach(lambda received: None)
     for i in range(200):  # b reads none: its queue stays full
-        a.send([f"run-{i}"])
+        a.send({f"run-{i}": [_ev(f"run-{i}", 1)]})
     scheduled = asyncio.get_running_loop()._scheduled  # type: ignore[attr-defined]
     retries = [h for h in scheduled if not h.cancelled() and h._callback == a._send_pending]
     assert len(retries) == 1
@@ -76,17 +115,15 @@ async def test_a_peer_that_starts_later_is_sent_to_at_once(tmp_path: Path) -> No
     """A peer keeps its list of peers for a second; one that starts meanwhile says hello,
     so the first events after it started reach it."""
     a = PeerBus(tmp_path)
-    woken: list[list[str]] = []
-    a.attach(woken.append)
-    a.send(["before"])  # a reads the folder now: nobody else yet
+    hello = asyncio.Event()
+    a.attach(lambda received: hello.set())
+    a.send({"before": [_ev("before", 1)]})  # a reads the folder now: nobody else yet
     b = PeerBus(tmp_path)
-    b.attach(lambda ids: None)  # hello to a
-    for _ in range(100):
-        await asyncio.sleep(0.005)
-        if woken:
-            break
-    a.send(["after"])
-    assert b.receive() == ["after"]
+    b.attach(lambda received: None)  # hello to a
+    async with asyncio.timeout(10):
+        await hello.wait()
+    a.send({"after": [_ev("after", 1)]})
+    assert b.receive() == [("after", [_ev("after", 1)])]
     a.close()
     b.close()
 
@@ -96,9 +133,17 @@ def test_the_socket_of_a_dead_worker_is_removed(tmp_path: Path) -> None:
     dead.bind(str(tmp_path / "999999-deadbeef.sock"))
     dead.close()  # the file stays, nobody reads it: as after kill -9
     a, b = PeerBus(tmp_path), PeerBus(tmp_path)
-    a.send(["run-1"])
-    assert b.receive() == ["run-1"]
+    a.send({"run-1": [_ev("run-1", 1)]})
+    assert b.receive() == [("run-1", [_ev("run-1", 1)])]
     assert sorted(p.name for p in tmp_path.glob("*.sock")) == sorted([a.path.name, b.path.name])
+
+
+def test_a_datagram_not_from_a_peer_is_ignored(tmp_path: Path) -> None:
+    b = PeerBus(tmp_path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as other:
+        other.sendto(b"run-1\nrun-2", str(b.path))
+        other.sendto(b'[["run-3", [[1, "step"]]]]', str(b.path))
+    assert b.receive() == []
 
 
 def test_a_folder_whose_path_is_too_long_for_a_socket_is_a_config_error(tmp_path: Path) -> None:
@@ -111,9 +156,12 @@ def test_a_folder_whose_path_is_too_long_for_a_socket_is_a_config_error(tmp_path
         _peer_bus(deep)
 
 
-async def test_a_listener_on_another_hub_gets_events_when_they_are_stored(tmp_path: Path) -> None:
-    """Two hubs on one store, as two workers: a listener on ``b`` of a run ``a`` writes is
-    woken by ``a``'s hint and reads the store at once (it polls once a minute)."""
+async def test_a_listener_on_another_hub_gets_events_as_they_are_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two hubs on one store, as two workers: a listener on ``b`` of a run ``a`` writes gets
+    each event from ``a`` as soon as it is stored (it polls once a minute): small ones in
+    the datagram, a big one by reading the store when told to."""
     folder = tmp_path / "peers"
     folder.mkdir()
     hubs = []
@@ -123,6 +171,9 @@ async def test_a_listener_on_another_hub_gets_events_when_they_are_stored(tmp_pa
         hub.peers.attach(hub.stored_elsewhere)
         hubs.append(hub)
     a, b = hubs
+    reads = []
+    real = b.events.events
+    monkeypatch.setattr(b.events, "events", lambda *args: reads.append(args) or real(*args))
     a.open_run("r1", 1)
     got: list[int] = []
 
@@ -132,8 +183,8 @@ async def test_a_listener_on_another_hub_gets_events_when_they_are_stored(tmp_pa
 
     listener = asyncio.create_task(listen())
     await asyncio.sleep(0.05)  # b has read the store (empty) and waits
-    for seq, kind in ((1, "run_started"), (2, "step")):
-        a.emit("r1", seq, {"kind": kind})
+    for seq, kind, text in ((1, "run_started", ""), (2, "step", "x" * MAX_DATAGRAM)):
+        a.emit("r1", seq, {"kind": kind, "text": text})
         await a.flush()
         async with asyncio.timeout(10):  # a poll would take 60 s
             while got[-1:] != [seq]:
@@ -143,6 +194,7 @@ async def test_a_listener_on_another_hub_gets_events_when_they_are_stored(tmp_pa
     async with asyncio.timeout(10):
         await listener  # the stream ends at the final event
     assert got == [1, 2, 3]
+    assert len(reads) == 2  # at the start, and for the big event
     for hub in hubs:
         hub.peers.close()
 
@@ -196,7 +248,7 @@ async def test_hints_for_a_listener_are_one_until_it_reads_the_store(tmp_path: P
     await asyncio.sleep(0.05)  # it reads the store (empty), then waits for live events
     (queue,) = hub._listeners["r1"]
     for _ in range(50):
-        hub.stored_elsewhere(["r1"])
+        hub.stored_elsewhere([("r1", None)])
     assert queue.qsize() == 1
     waiting.cancel()
     with contextlib.suppress(asyncio.CancelledError):
