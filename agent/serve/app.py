@@ -70,9 +70,10 @@ class ServeConfig:
     """How often a listener polls the store for a run this replica does not run."""
     peers: Path | None = None
     """A folder shared by the workers of one host on one store (``agent serve --workers``
-    makes one): each worker tells the others there which runs it stored events of, so a
-    stream served by another worker than the run's gets them at once, not at its next
-    poll (:mod:`agent.serve._peers`)."""
+    makes one): each worker hands the others there the events it stores, so a stream
+    served by another worker than the run's gets them at once, not at its next poll; and
+    shares its metrics (:mod:`agent.serve._peers`). It must be this user's and writable
+    by no one else."""
     tracer: Any = None
     """An OpenTelemetry tracer for the runs' spans (``agent.tracing.tracer()``)."""
 
