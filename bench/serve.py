@@ -1,19 +1,21 @@
 """Benchmark of ``agent serve`` against the same runs through the Python API.
 
-    python bench/serve.py [--quick] [--json]
+    python bench/serve.py [--quick] [--json] [--workers N]
 
 (a) **Throughput** on the ``h200`` profile: N runs (500; 100 with ``--quick``) submitted
     over HTTP (``POST /v1/runs``), each followed by its own SSE listener
     (``GET /v1/runs/{id}/events``) until its ``final`` event; wall time from the first
     submission to the last ``final`` received, divided by the wall time of the same N runs
-    through ``Agent.run`` in one process. Three baselines, because two things differ
+    through ``Agent.run`` in one process. The server runs with ``--workers N`` (default:
+    this machine's cores: one Python process uses one core for its runs) and, for
+    comparison, with one worker. Three baselines, because two things differ
     besides HTTP: ``agent serve`` runs on uvloop, while the Python API runs on whatever
     loop its caller has (asyncio's own, from ``asyncio.run``, or uvloop); and HTTP runs
     start as the server accepts them (over about a second for 500), not all at once —
     and the same runs started all at once cost the API less CPU each (more work per
     wake-up). So: the API on asyncio's loop, all at once; on uvloop, all at once; and on
-    uvloop with each run started when the server accepted it in the HTTP batch just
-    before (same loop, same arrivals: what HTTP itself costs). Three rounds, medians
+    uvloop with each run started when the one-worker server accepted it in the batch
+    just before (same loop, same arrivals: what HTTP itself costs). Three rounds, medians
     compared (each batch's ratio shown too). Goal: ≤ 1.10.
 (b) **Event latency** on the ``instant`` profile: the simulated model writes the time at
     which it answered into its answer; the client reads it from the ``step`` event it
@@ -21,14 +23,15 @@
     run when its last one ended (a burst of N runs at once on 2 cores measures CPU queueing instead:
     reported too, as ``burst``). Goal: p99 ≤ 50 ms.
 (c) **Memory per idle SSE connection**: K listeners (1,000; 200 with ``--quick``) on a
-    run paused for approval (its stream stays open), in a fresh server process; the
-    server's RSS before and after, divided by K.
+    run paused for approval (its stream stays open), in a fresh server; the RSS of its
+    processes before and after, divided by K.
 
-The server is ``agent serve`` in a child process (SQLite store in a temp folder), the
-simulator another child, the client this process: three processes on a 2-core machine,
-so the HTTP side pays for its client's CPU too. Both sides run with the garbage-collector
-settings of ``agent serve`` (:func:`agent.tune_gc`). ``--json`` prints one JSON object on
-the last line.
+(b) and (c) use ``--workers N``. The server is ``agent serve`` in a child process (SQLite
+store in a temp folder; its workers are its children, and its CPU and memory are theirs
+too), the simulator another child, the client this process: on a 2-core machine the
+HTTP side shares the cores with its client and the simulator. Both sides run with the
+garbage-collector settings of ``agent serve`` (:func:`agent.tune_gc`). ``--json`` prints
+one JSON object on the last line.
 """
 
 from __future__ import annotations
