@@ -8,8 +8,9 @@ has run out, or whose owner process is gone (same host: :class:`agent._owner.Own
 taken over by a live replica. ``state``: ``active`` (a replica runs it, or will),
 ``paused`` (waiting for an approval: no owner), ``ended``, ``cancelled``.
 ``cancel_requested`` is the control bit a replica sets for a run another one owns.
-``takeovers``: how often the run was taken from an owner that died (or went silent); a
-run that keeps killing its process is not resumed for ever (``MAX_TAKEOVERS``).
+``takeovers``: how often in a row the run was taken from an owner that died (or went
+silent) before it made progress; a run that keeps killing its process is not resumed for
+ever (``MAX_TAKEOVERS``).
 
 ``serve_threads``: conversations created with ``POST /v1/threads``, each bound to a task.
 
@@ -90,7 +91,9 @@ class Job:
 
     @classmethod
     def _from_row(cls, row: dict[str, Any]) -> Job:
-        return cls(**{**row, "spec": json.loads(row["spec"])})
+        # columns a newer version added are left out: replicas of both run side by side
+        known = {k: v for k, v in row.items() if k in cls.__dataclass_fields__}
+        return cls(**{**known, "spec": json.loads(row["spec"])})
 
     def owner_dead(self) -> bool:
         """True when the owner ran on this host and its process is gone."""
@@ -231,10 +234,15 @@ class JobStore:
             tx.execute(
                 "UPDATE serve_jobs SET state = 'ended', error = ?, owner = NULL, "
                 "owner_pid = NULL, lease_until = 0 WHERE run_id = ? AND state = 'active' "
-                "AND COALESCE(owner, '') = ? AND lease_until = ?",
+                "AND COALESCE(owner, '') = ? AND lease_until = ? AND cancel_requested = 0",
                 (error, job.run_id, job.owner or "", job.lease_until),
             )
             return tx.rowcount == 1
+
+    def clear_takeovers(self, run_id: str) -> None:
+        """The run made progress since it was taken over: its count starts again."""
+        with self.db.tx() as tx:
+            tx.execute("UPDATE serve_jobs SET takeovers = 0 WHERE run_id = ?", (run_id,))
 
     def request_cancel(self, run_id: str) -> None:
         with self.db.tx() as tx:

@@ -56,6 +56,8 @@ RETRY_S = 0.002
 """How soon ids a peer's full queue refused are sent again (doubling, while it stays
 full, up to ``_MAX_RETRY_S``)."""
 _MAX_RETRY_S = 0.25
+_GIVE_UP_S = 1.0
+"""A peer that refuses for this long loses what waits for it (its listeners poll)."""
 _MAX_PENDING = 100_000
 """Runs waiting for a peer that reads none: past this many they are dropped (it polls)."""
 _MAX_EVENTS = 64
@@ -83,53 +85,81 @@ class PeerBus:
         self._peers: list[str] = []
         self._peers_at = -_PEERS_TTL_S
         self._loop: asyncio.AbstractEventLoop | None = None
-        # peer -> run -> its events not sent yet ([seq, kind, data, ts]; None: just the id)
-        self._pending: dict[str, dict[str, list[Any] | None]] = {}
+        self._out: dict[str, _Peer] = {}  # by socket path
         self._retry: asyncio.TimerHandle | None = None
         self._retry_s = RETRY_S
 
     def send(self, batch: Mapping[str, Sequence[StoredEvent]]) -> None:
         """Hand every peer these stored events, by run (best effort)."""
-        for peer in self._peer_paths():
-            pending = self._pending.setdefault(peer, {})
+        for path in self._peer_paths():
+            peer = self._out.get(path) or self._connect(path)
+            if peer is None:
+                continue
             for run_id, events in batch.items():
-                if run_id not in pending:
-                    pending[run_id] = [_row(e) for e in events]
-                elif (kept := pending[run_id]) is not None:
-                    kept += map(_row, events)
-                    if len(kept) > _MAX_EVENTS:  # it waits too long: the store will tell
-                        pending[run_id] = None
-        if self._retry is None:  # else it all goes with the retry already scheduled
-            self._send_pending()
+                peer.add(run_id, events)
+            if peer.refused_since is None:  # else it waits for the retry, in order
+                self._flush(peer)
+        self._schedule_retry()
 
-    def _send_pending(self) -> None:
+    def _connect(self, path: str) -> _Peer | None:
+        """A socket of its own per peer: each has its own send buffer, so a peer that
+        reads nothing (stopped, in a debugger) does not hold up the others."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        try:
+            sock.connect(path)
+        except OSError as exc:
+            sock.close()
+            self._forget(path, exc)
+            return None
+        self._out[path] = peer = _Peer(sock)
+        return peer
+
+    def _flush(self, peer: _Peer) -> None:
+        """Send what ``peer`` has pending, until its queue is full."""
+        while peer.pending:
+            payload, count = _datagram(peer.pending)
+            try:
+                peer.sock.send(payload)
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.ENOBUFS):  # dead, or broken
+                    self._forget(next(p for p, q in self._out.items() if q is peer), exc)
+                    return
+                now = time.monotonic()
+                if peer.refused_since is None:
+                    peer.refused_since = now
+                elif now - peer.refused_since > _GIVE_UP_S:  # its listeners poll instead
+                    peer.pending.clear()
+                    peer.sizes.clear()
+                return
+            for run_id in list(itertools.islice(peer.pending, count)):
+                del peer.pending[run_id]
+                peer.sizes.pop(run_id, None)
+        peer.refused_since = None
+
+    def _retry_refused(self) -> None:
         self._retry = None
-        refused = False
-        for peer, pending in list(self._pending.items()):
-            while pending:
-                payload, count = _datagram(pending)
-                try:
-                    self._sock.sendto(payload, peer)
-                except OSError as exc:
-                    if exc.errno in (errno.EAGAIN, errno.ENOBUFS):  # its queue is full
-                        refused = True
-                    else:  # a dead worker's socket (refused, gone), or broken: it polls
-                        self._forget(peer, exc)
-                        pending.clear()
-                    break
-                for run_id in list(itertools.islice(pending, count)):
-                    del pending[run_id]
-            if not pending or len(pending) > _MAX_PENDING:
-                del self._pending[peer]
-        # a peer that stays full (stopped, in a long pause) is tried less and less often
-        self._retry_s = min(self._retry_s * 2, _MAX_RETRY_S) if refused else RETRY_S
-        if self._pending and self._loop is not None and not self._loop.is_closed():
-            self._retry = self._loop.call_later(self._retry_s, self._send_pending)
+        for peer in list(self._out.values()):
+            if peer.refused_since is not None:
+                self._flush(peer)
+        self._schedule_retry()
 
-    def _forget(self, peer: str, exc: OSError) -> None:
+    def _schedule_retry(self) -> None:
+        """While a peer refuses, try it again: after ``RETRY_S``, then less and less often."""
+        if self._retry is not None or self._loop is None or self._loop.is_closed():
+            return
+        if not any(p.refused_since is not None and p.pending for p in self._out.values()):
+            self._retry_s = RETRY_S
+            return
+        self._retry = self._loop.call_later(self._retry_s, self._retry_refused)
+        self._retry_s = min(self._retry_s * 2, _MAX_RETRY_S)
+
+    def _forget(self, path: str, exc: OSError) -> None:
+        if (peer := self._out.pop(path, None)) is not None:
+            peer.sock.close()
         if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):  # nobody reads it any more
             with contextlib.suppress(OSError):
-                os.unlink(peer)
+                os.unlink(path)
         self._peers_at = -_PEERS_TTL_S
 
     def receive(self) -> list[tuple[str, list[StoredEvent] | None]]:
@@ -145,11 +175,12 @@ class PeerBus:
                 self._peers_at = -_PEERS_TTL_S
                 continue
             try:
-                for run_id, rows in orjson.loads(payload):
-                    events = None if rows is None else [StoredEvent(run_id, *r) for r in rows]
-                    received.append((run_id, events))
-            except (ValueError, TypeError):  # not from a peer of this version
+                items = orjson.loads(payload)
+            except ValueError:  # not from a peer of this version
                 continue
+            for item in items if isinstance(items, list) else ():
+                if (checked := _checked(item)) is not None:
+                    received.append(checked)
 
     def attach(
         self, on_events: Callable[[list[tuple[str, list[StoredEvent] | None]]], None]
@@ -170,6 +201,9 @@ class PeerBus:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(self._sock.fileno())
         self._sock.close()
+        for peer in self._out.values():
+            peer.sock.close()
+        self._out.clear()
         with contextlib.suppress(OSError):
             self.path.unlink()
 
@@ -211,6 +245,56 @@ def _reads(sock: Path) -> bool:
         except OSError:
             return False
     return True
+
+
+class _Peer:
+    """Another worker: a socket to it, and what waits for room in its queue (by run: its
+    events as ``[seq, kind, data, ts]`` rows, or None when only its id waits)."""
+
+    __slots__ = ("pending", "refused_since", "sizes", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.pending: dict[str, list[Any] | None] = {}
+        self.sizes: dict[str, int] = {}  # about how many bytes each run's rows take
+        self.refused_since: float | None = None
+
+    def add(self, run_id: str, events: Sequence[StoredEvent]) -> None:
+        kept = self.pending.get(run_id, [])
+        size = self.sizes.get(run_id, 0) + sum(len(e.data) + 64 for e in events)
+        if kept is None or size > MAX_DATAGRAM or len(kept) + len(events) > _MAX_EVENTS:
+            self.pending[run_id] = None  # too much to carry: its listeners read the store
+            self.sizes.pop(run_id, None)
+        else:
+            self.pending[run_id] = [*kept, *map(_row, events)]
+            self.sizes[run_id] = size
+        if len(self.pending) > _MAX_PENDING:
+            self.pending.clear()
+            self.sizes.clear()
+
+
+def _checked(item: Any) -> tuple[str, list[StoredEvent] | None] | None:
+    """A received ``[run_id, rows]`` as the hub takes it; None if it is malformed. Rows
+    that are not well formed, or a ``final`` that does not say how the run ended, make it
+    ``(run_id, None)``: its listeners read the store."""
+    if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
+        return None
+    run_id, rows = item
+    if rows is None:
+        return (run_id, None)
+    try:
+        events = [StoredEvent(run_id, *row) for row in rows]
+        for e in events:
+            if not (
+                isinstance(e.seq, int) and isinstance(e.kind, str) and isinstance(e.data, str)
+                and isinstance(e.ts, int | float)
+            ):  # fmt: skip
+                return (run_id, None)
+            if e.kind == "final" and not isinstance(json.loads(e.data)["result"]["status"], str):
+                return (run_id, None)
+    except (TypeError, ValueError, KeyError):
+        return (run_id, None)
+    return (run_id, events)
 
 
 def _row(event: StoredEvent) -> tuple[int, str, str, float]:

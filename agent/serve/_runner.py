@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from agent._io import io
+from agent._io import io, io_soon
 from agent.errors import AgentError, ConfigError, error_kind
 from agent.events import Final, RunError, TextDelta, to_dict
 from agent.serve._catalog import TaskCatalog, narrow
@@ -43,9 +43,11 @@ __all__ = ["MAX_TAKEOVERS", "RunManager", "merge_text", "public"]
 
 _log = logging.getLogger(__name__)
 MAX_TAKEOVERS = 3
-"""A run whose process died is resumed at most this many times; the next death ends it
-(status ``error``), so a run that kills its process cannot take every replica down in
-turn."""
+"""A run whose process died (or stopped renewing its lease) is resumed at most this many
+times in a row without progress (a step or a tool result after a resume clears the
+count, so the runs beside one that kills its process are not blamed); the next death
+ends it (status ``error``), so a run that kills its process cannot take every replica
+down in turn."""
 
 
 class RunManager:
@@ -166,6 +168,8 @@ class RunManager:
         self, job: Job, agent: Any, text: str | None, approve: Any, fresh: bool
     ) -> None:
         run_id, final, here = job.run_id, None, self._running[job.run_id]
+        # taken from a process that died: progress clears that (it was not this run's fault)
+        suspect = not fresh and (job.owner is not None or job.takeovers > 0)
         seq = 0 if fresh else await self.hub.last_seq(run_id)
         self.hub.open_run(run_id, seq + 1)
         started = time.monotonic()
@@ -180,6 +184,9 @@ class RunManager:
                         seq += 1
                         self.hub.emit(run_id, seq, public(event))
                         self.metrics.observe(event)
+                        if suspect and event.kind in ("step", "tool_result"):
+                            suspect = False
+                            io_soon(self.jobs.clear_takeovers, run_id)
                         if isinstance(event, Final):
                             final = event.result
                         elif self.draining and event.kind in ("step", "tool_result"):
@@ -225,9 +232,8 @@ class RunManager:
         """End a run no agent runs: its record, and a ``final`` event after number ``seq``."""
         record = await io(self.records.get, run_id)
         if record is not None:
-            await io(
-                self.records.update, run_id, status=status, finished_at=time.time(), error=error
-            )
+            fields = {"error": error} if error else {}
+            await io(self.records.update, run_id, status=status, finished_at=time.time(), **fields)
         result = RunResult(
             run_id,
             status,
@@ -326,8 +332,9 @@ class RunManager:
                 await self._cancel_unowned(job.run_id, ("active",))
             elif job.owner is not None and job.takeovers >= MAX_TAKEOVERS:
                 error = (
-                    f"the process running this run died {job.takeovers + 1} times (it was "
-                    f"resumed {job.takeovers}); it is not resumed again"
+                    f"the process running this run died (or stopped renewing its lease) "
+                    f"{job.takeovers + 1} times in a row, each time before the run made "
+                    f"progress; it is not resumed again"
                 )
                 if await io(self.jobs.fail_if, job, error):
                     _log.error("run %s: %s", job.run_id, error)

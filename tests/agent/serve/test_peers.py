@@ -80,6 +80,19 @@ async def test_a_peer_whose_queue_is_full_gets_every_event_once_it_reads(tmp_pat
     a.close()
 
 
+def test_a_peer_that_reads_nothing_does_not_hold_up_the_others(tmp_path: Path) -> None:
+    """A datagram counts against its sender's buffer until it is read: two peers that read
+    nothing fill it (10 queued datagrams of ~15 KB each) unless each peer has its own."""
+    a, c = PeerBus(tmp_path), PeerBus(tmp_path)
+    stuck = [PeerBus(tmp_path), PeerBus(tmp_path)]
+    got = []
+    for i in range(100):
+        a.send({f"run-{i}": [_ev(f"run-{i}", 1, "x" * 15000)]})
+        got += c.receive()
+    assert [run_id for run_id, _ in got] == [f"run-{i}" for i in range(100)]
+    assert all(len(peer.receive()) < 100 for peer in stuck)
+
+
 async def test_a_run_with_too_many_waiting_events_waits_as_its_id(tmp_path: Path) -> None:
     a, b = PeerBus(tmp_path), PeerBus(tmp_path)
     a.attach(lambda received: None)
@@ -105,7 +118,7 @@ async def test_a_full_peer_is_retried_by_one_timer_however_often_events_are_sent
     for i in range(200):  # b reads none: its queue stays full
         a.send({f"run-{i}": [_ev(f"run-{i}", 1)]})
     scheduled = asyncio.get_running_loop()._scheduled  # type: ignore[attr-defined]
-    retries = [h for h in scheduled if not h.cancelled() and h._callback == a._send_pending]
+    retries = [h for h in scheduled if not h.cancelled() and h._callback == a._retry_refused]
     assert len(retries) == 1
     a.close()
     b.close()
@@ -138,12 +151,28 @@ def test_the_socket_of_a_dead_worker_is_removed(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.glob("*.sock")) == sorted([a.path.name, b.path.name])
 
 
-def test_a_datagram_not_from_a_peer_is_ignored(tmp_path: Path) -> None:
+def test_what_is_malformed_in_a_datagram_is_skipped_or_read_from_the_store(
+    tmp_path: Path,
+) -> None:
+    """Only this user's processes can write to the folder; still, a bad item must neither
+    crash the reader nor the streams: it is skipped, or its listeners read the store."""
     b = PeerBus(tmp_path)
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as other:
-        other.sendto(b"run-1\nrun-2", str(b.path))
-        other.sendto(b'[["run-3", [[1, "step"]]]]', str(b.path))
-    assert b.receive() == []
+        for payload in (
+            b"run-1\nrun-2",  # not JSON
+            b'{"run-0": []}',  # not a list
+            b'[[["x"], null], ["r1", [[1, "step", "{}", 1.5]]]]',  # a bad item, a good one
+            b'[["r2", [["1", "step", "{}", 1.5]]]]',  # a seq that is not a number
+            b'[["r3", [[1, "step"]]]]',  # a short row
+            b'[["r4", [[2, "final", "not json", 1.5]]]]',  # a final that says nothing
+        ):
+            other.sendto(payload, str(b.path))
+    assert b.receive() == [
+        ("r1", [_ev("r1", 1)]),
+        ("r2", None),
+        ("r3", None),
+        ("r4", None),
+    ]
 
 
 def test_a_folder_whose_path_is_too_long_for_a_socket_is_a_config_error(tmp_path: Path) -> None:

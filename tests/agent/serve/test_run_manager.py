@@ -19,14 +19,14 @@ import pytest
 
 from agent._db import SqliteDatabase
 from agent._io import io
-from agent.events import Final
+from agent.events import Final, ToolResultEvent
 from agent.runs import RunStore
 from agent.serve._errors import HTTPError
 from agent.serve._hub import EventHub
 from agent.serve._jobs import Job, JobStore
 from agent.serve._metrics import Metrics
 from agent.serve._runner import MAX_TAKEOVERS, RunManager
-from agent.types import RunResult
+from agent.types import RunResult, ToolResult
 from tests.agent._io_thread import hold_io_thread
 
 ME = "tok"
@@ -235,7 +235,7 @@ async def test_a_run_whose_process_keeps_dying_is_ended_not_resumed_again(
     await manager.adopt_orphans()
     assert manager.running == 0
     ended = await io(manager.jobs.get, job.run_id)
-    assert ended.state == "ended" and "died 4 times" in ended.error
+    assert ended.state == "ended" and "4 times in a row" in ended.error
     (final,) = [json.loads(f)["result"] for f in await _finals(manager, job.run_id)]
     assert (final["status"], final["error_kind"]) == ("error", "internal")
 
@@ -271,3 +271,28 @@ async def test_orphans_checks_each_owner_once_however_many_runs_it_has(
     assert len(checks) == 1
     _orphan(manager, jobs[7], 0)  # one of them: its owner died (another pid)
     assert [j.run_id for j in await io(manager.jobs.orphans)] == [jobs[7].run_id]
+
+
+async def test_progress_after_a_takeover_clears_the_count(
+    manager: RunManager, monkeypatch: Any
+) -> None:
+    """The runs beside one that kills its process are taken over with it each time; the
+    first step or tool result they make after a resume shows they are not the cause."""
+
+    class _Progressing(_Agent):
+        async def stream(self, text: Any, *, run_id: str, **kw: Any) -> AsyncIterator[Any]:
+            yield ToolResultEvent(1, ToolResult("c1", "add", "ok", "3"))
+            await self.go.wait()
+            yield Final(RunResult(run_id, self.status))
+
+    agent = _Progressing()
+    monkeypatch.setattr(manager, "_agent_for", lambda job: asyncio.sleep(0, agent))
+    job = await _job(manager)
+    _orphan(manager, job, MAX_TAKEOVERS - 1)
+    await manager.adopt_orphans()
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if (await io(manager.jobs.get, job.run_id)).takeovers == 0:
+            break
+    assert (await io(manager.jobs.get, job.run_id)).takeovers == 0
+    agent.go.set()
