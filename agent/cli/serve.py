@@ -224,7 +224,7 @@ def _worker(plan: _Plan, sock: socket.socket, parent: int) -> None:
     from agent.serve._workers import STARTUP_FAILURE, die_with_parent
 
     die_with_parent(parent)
-    plan.uvicorn_config(None).configure_logging()
+    plan.uvicorn_config(None)  # configures uvicorn's logging, for a failure before it starts
     try:
         plan.serve([sock])
     except Exception:

@@ -55,15 +55,10 @@ def is_last(event: StoredEvent) -> bool:
 class EventHub:
     """Stores and fans out events of every run of this process."""
 
-    def __init__(
-        self,
-        events: RunStore,
-        *,
-        poll_s: float = 0.3,
-        batch_s: float = 0.002,
-        peers: PeerBus | None = None,
-    ) -> None:
-        self.events, self.poll_s, self.batch_s, self.peers = events, poll_s, batch_s, peers
+    def __init__(self, events: RunStore, *, poll_s: float = 0.3, batch_s: float = 0.002) -> None:
+        self.events, self.poll_s, self.batch_s = events, poll_s, batch_s
+        self.peers: PeerBus | None = None
+        """The other workers of this host, once the service starts (``ServeConfig.peers``)."""
         self._queued: list[StoredEvent] = []
         self._wake = asyncio.Event()
         self._listeners: dict[str, set[asyncio.Queue[StoredEvent]]] = {}

@@ -127,14 +127,15 @@ class Metrics:
         parts = total._parts()
         active_runs = listeners = 0
         for snap in snapshots:
+            adding = Metrics()  # all of it or nothing: a bad part must not count half
+            adding_parts = adding._parts()
             try:
-                adding = Metrics()
                 for name, state in snap["parts"].items():
-                    adding._parts()[name].add(state)
+                    adding_parts[name].add(state)
                 gauges = (int(snap["active_runs"]), int(snap["listeners"]))
             except (KeyError, TypeError, ValueError):
                 continue
-            for name, part in adding._parts().items():
+            for name, part in adding_parts.items():
                 parts[name].add(part.state())
             if snap.get("live", True):
                 active_runs, listeners = active_runs + gauges[0], listeners + gauges[1]

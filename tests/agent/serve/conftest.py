@@ -185,6 +185,23 @@ def http_task(folder: Path, name: str, api: LocalAPI, **fields: Any) -> Path:
     return write_task(folder, name, tools=tools, **fields)
 
 
+def held_two_fetch_task(folder: Path, api: LocalAPI) -> tuple[Path, Path]:
+    """Task ``two`` and its simulator script: fetch ``/once``, then ``/hold/h`` (held until
+    released: provably in flight), then answer "Both fetched."."""
+    task = http_task(folder, "two", api)
+    script = folder / "script.json"
+    script.write_text(
+        json.dumps(
+            [
+                call("http_request", url=f"{api.url}/once"),
+                call("http_request", url=f"{api.url}/hold/h"),
+                "Both fetched.",
+            ]
+        )
+    )
+    return task, script
+
+
 def config(tmp_path: Path, sim_url: str, *tasks: Path, **kw: Any) -> ServeConfig:
     security = kw.pop("security", SecurityConfig())
     return ServeConfig(

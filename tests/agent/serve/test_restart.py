@@ -4,7 +4,6 @@ reconnects with ``Last-Event-ID`` misses nothing and sees nothing twice."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -18,7 +17,7 @@ import pytest
 
 from agent.runs import RunStore
 from tests.agent.serve._procs import ServeProc
-from tests.agent.serve.conftest import call, http_task, sse, wait_status
+from tests.agent.serve.conftest import held_two_fetch_task, sse, wait_status
 
 pytestmark = pytest.mark.slow
 
@@ -39,21 +38,6 @@ def agent_serve(tmp_path: Path, task: Path, script: Path, port: int) -> Iterator
         yield serve.proc
     finally:
         serve.close()
-
-
-def _setup(tmp_path: Path, local_api) -> tuple[Path, Path]:
-    task = http_task(tmp_path, "two", local_api)
-    script = tmp_path / "script.json"
-    script.write_text(
-        json.dumps(
-            [
-                call("http_request", url=f"{local_api.url}/once"),
-                call("http_request", url=f"{local_api.url}/hold/h"),
-                "Both fetched.",
-            ]
-        )
-    )
-    return task, script
 
 
 def _start_and_hold(port: int, local_api) -> tuple[str, list]:
@@ -78,7 +62,7 @@ def _finish_after_restart(port: int, run_id: str, seen: list) -> list:
 def test_kill_9_mid_run_then_restart_completes_without_repeating_calls(
     tmp_path: Path, local_api
 ) -> None:
-    task, script = _setup(tmp_path, local_api)
+    task, script = held_two_fetch_task(tmp_path, local_api)
     port = _free_port()
     with agent_serve(tmp_path, task, script, port) as proc:
         run_id, seen = _start_and_hold(port, local_api)
@@ -93,7 +77,7 @@ def test_kill_9_mid_run_then_restart_completes_without_repeating_calls(
 
 
 def test_sigterm_drains_marks_resumable_and_a_restart_resumes(tmp_path: Path, local_api) -> None:
-    task, script = _setup(tmp_path, local_api)
+    task, script = held_two_fetch_task(tmp_path, local_api)
     port = _free_port()
     with agent_serve(tmp_path, task, script, port) as proc:
         run_id, seen = _start_and_hold(port, local_api)

@@ -23,7 +23,7 @@ import pytest
 
 from agent.serve._workers import STARTUP_FAILURE, supervise
 from tests.agent.serve._procs import ServeProc
-from tests.agent.serve.conftest import call, http_task, sse
+from tests.agent.serve.conftest import held_two_fetch_task, http_task, sse
 
 pytestmark = pytest.mark.slow
 
@@ -79,17 +79,7 @@ def _metrics_count_every_worker(url: str) -> None:
 def test_two_workers_stream_take_over_a_killed_one_and_stop_on_sigterm(
     tmp_path: Path, local_api
 ) -> None:
-    task = http_task(tmp_path, "two", local_api)
-    script = tmp_path / "script.json"
-    script.write_text(
-        json.dumps(
-            [
-                call("http_request", url=f"{local_api.url}/once"),
-                call("http_request", url=f"{local_api.url}/hold/h"),
-                "Both fetched.",
-            ]
-        )
-    )
+    task, script = held_two_fetch_task(tmp_path, local_api)
     store = tmp_path / "store"
     args = [str(task), "--sim", str(script), "--store", str(store), "--workers", "2"]
     serve = ServeProc(args, tmp_path)
