@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -18,3 +19,16 @@ def bfcl_dir() -> Path:
     if not BFCL.is_dir():
         pytest.skip("../shared/data/bfcl is not present")
     return BFCL
+
+
+def postgres_url() -> str:
+    """The test database's URL (``AGENT_TEST_POSTGRES_URL``, which ``.ci/run`` sets after
+    starting a local PostgreSQL). Skips without one; fails instead when
+    ``AGENT_REQUIRE_POSTGRES=1``, as CI sets it: there a skip would hide a broken setup."""
+    url = os.environ.get("AGENT_TEST_POSTGRES_URL")
+    if not url:
+        message = "AGENT_TEST_POSTGRES_URL is not set (.ci/run starts a local PostgreSQL)"
+        if os.environ.get("AGENT_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return url

@@ -120,12 +120,17 @@ def narrow(agent: Any, task: Task, options: RunOptions, inline: InlineTask | Non
         _lower(
             task.model.sampling, {k: v for k, v in given.items() if k == "max_tokens"}, "sampling"
         )
+        if "stop" in given:  # added to the task's: a client cannot lift one of them
+            given["stop"] = [*(task.model.sampling.stop or ()), *given["stop"]]
         changes["sampling"] = task.model.sampling.model_copy(update=given)
     if options.tools is not None:
         extra = [t for t in options.tools if t not in task.tools.enabled]
         if extra:
             raise _widen(f"options.tools: {extra} not enabled by task {task.name!r}")
         changes["tools"] = agent.tools.select(options.tools)
+    if options.tool_choice is not None:
+        tools = options.tools if options.tools is not None else task.tools.enabled
+        changes["tool_choice"] = _tool_choice(task, options.tool_choice, tools)
     if options.policies is not None:
         changes["policies"] = _policies(
             agent.policies, options.policies.model_dump(exclude_none=True)
@@ -141,6 +146,27 @@ def _lower(current: Any, given: dict[str, Any], where: str) -> Any:
         if limit is not None and value > limit:
             raise _widen(f"options.{where}.{key}: {value} is above the task's {limit}")
     return current.model_copy(update=given)
+
+
+def _tool_choice(task: Task, choice: str, tools: list[str]) -> str:
+    """``choice`` for a run of ``task`` with ``tools``: turning tools off always narrows;
+    requiring a call (any, or a named one) only where the model would choose anyway."""
+    if choice == task.model.tool_choice or choice == "none":
+        return choice
+    if task.model.tool_choice != "auto":
+        raise _widen(
+            f"options.tool_choice: {choice!r} where task {task.name!r} sets "
+            f"{task.model.tool_choice!r} (a run may only choose none)"
+        )
+    if choice == "required":
+        if not tools:
+            raise HTTPError(422, "invalid_request", "options.tool_choice: required, with no tools")
+        return choice
+    if choice not in tools:
+        raise _widen(
+            f"options.tool_choice: {choice!r} is not one of this run's tools {sorted(tools)}"
+        )
+    return choice
 
 
 def _policies(policies: Any, given: dict[str, Any]) -> Any:

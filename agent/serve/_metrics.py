@@ -1,9 +1,11 @@
 """``/metrics`` in the Prometheus text format, fed by the typed events of this process.
 
 No client library: a few counters and histograms, rendered by hand (text format 0.0.4).
-Metrics are per replica (Prometheus sums them): runs ended by status, model steps, tool
-calls by tool and status, and latency histograms of runs, model calls, time to first
-token and tool calls; plus the runs in progress here and SSE listeners connected.
+Metrics are per replica (Prometheus sums them): runs ended by status and runs paused for
+approval, model steps, tool calls by tool and status, and latency histograms of runs,
+model calls, time to first token and tool calls; plus the runs in progress here and SSE
+listeners connected. A tool's label is its name when a served task enables it, else
+``other``: names come from the model, and a label per invented name would grow forever.
 
 Workers of one ``agent serve --workers N`` answer for all of them: each writes its
 :meth:`Metrics.snapshot` to the peers' folder every tick, and on each scrape the worker
@@ -18,6 +20,7 @@ True
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable
 from typing import Any
 
 __all__ = ["Histogram", "Metrics"]
@@ -82,14 +85,19 @@ class Histogram:
 class Metrics:
     """What ``/metrics`` shows; :meth:`observe` takes every event of every run here."""
 
-    def __init__(self) -> None:
+    def __init__(self, tools: Iterable[str] = ()) -> None:
+        self.tools = frozenset(tools)
+        """The tool labels used as they are (the tools the served tasks enable)."""
         self.runs = Counter("agent_runs_total", "Runs ended, by status.", ("status",))
+        self.pauses = Counter("agent_run_pauses_total", "Runs paused for approval.")
         self.steps = Counter("agent_steps_total", "Model calls (steps) made.")
         self.tool_calls = Counter(
             "agent_tool_calls_total", "Tool calls, by tool and status.", ("tool", "status")
         )
         self.tokens = Counter("agent_tokens_total", "Tokens, by kind.", ("kind",))
-        self.run_seconds = Histogram("agent_run_seconds", "Run wall time on this replica.")
+        self.run_seconds = Histogram(
+            "agent_run_seconds", "Run time on this replica: from start or resume to end or pause."
+        )
         self.step_seconds = Histogram("agent_step_seconds", "Model call latency.")
         self.ttft_seconds = Histogram("agent_ttft_seconds", "Time to first token.")
         self.tool_seconds = Histogram("agent_tool_seconds", "Tool call latency.")
@@ -106,8 +114,10 @@ class Metrics:
             self.tokens.inc(("completion",), g.usage.completion_tokens)
         elif kind == "tool_result":
             r = event.result
-            self.tool_calls.inc((r.name, r.status))
+            self.tool_calls.inc((r.name if r.name in self.tools else "other", r.status))
             self.tool_seconds.observe(r.duration_s)
+        elif kind == "final" and event.result.status == "awaiting_approval":
+            self.pauses.inc()
         elif kind == "final":
             self.runs.inc((event.result.status,))
 
@@ -150,17 +160,7 @@ class Metrics:
             "# TYPE agent_sse_listeners gauge",
             f"agent_sse_listeners {listeners}",
         ]
-        for metric in (
-            self.runs,
-            self.steps,
-            self.tool_calls,
-            self.tokens,
-            self.http,
-            self.run_seconds,
-            self.step_seconds,
-            self.ttft_seconds,
-            self.tool_seconds,
-        ):
+        for metric in self._parts().values():
             lines += metric.render()
         return "\n".join(lines) + "\n"
 

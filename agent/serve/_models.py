@@ -7,7 +7,7 @@ Responses are documented with the same models. The OpenAI-compatible bodies live
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -50,6 +50,11 @@ class SamplingOptions(_Body):
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     max_tokens: int | None = Field(None, gt=0, le=1_000_000)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    stop: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        None, max_length=16, description="More strings that end a generation (the task's stay)."
+    )
 
 
 class PolicyOptions(_Body):
@@ -71,6 +76,12 @@ class RunOptions(_Body):
         None, max_length=100, description="A subset of the task's tools."
     )
     policies: PolicyOptions | None = None
+    tool_choice: str | None = Field(
+        None,
+        max_length=64,
+        description='"none" (no tools this run) on any task; "required" or one of the run\'s '
+        "tools' names (a call before the answer) where the task's own choice is \"auto\".",
+    )
     approve: Literal["pause", "all", "none"] = Field(
         "pause",
         description="Calls that need approval: pause (answer with POST .../approval), "

@@ -9,11 +9,18 @@ Choices made here, and documented in README:
   turns go into the input as a transcript (the run is stateless, as the API is; use
   threads in the runs API to continue a server-side conversation). ``system`` (and
   ``developer``) messages are appended to the task's system prompt.
-- Client-supplied ``tools`` (and a ``tool_choice`` that needs them) are refused with a
-  400: the agent calls the task's tools itself; a client cannot add tools to a task.
-- ``temperature``, ``top_p``, ``seed`` and ``max_tokens`` (at most the task's) apply to
-  each model call of the run. Calls that need approval are denied (no one can approve
-  over this API): use the runs API for tasks that ask.
+- Client-supplied ``tools`` (and the legacy ``functions``) are refused with a 400: the
+  agent calls the task's tools itself; a client cannot add tools to a task.
+  ``tool_choice`` is about the task's tools: ``none`` runs without them; ``required``,
+  or one of them by name, makes the model call before it answers (where the task leaves
+  the choice to the model: ``options.tool_choice`` of the runs API).
+- ``temperature``, ``top_p``, ``seed``, ``presence_penalty``, ``frequency_penalty``,
+  ``stop`` (added to the task's) and ``max_tokens`` (at most the task's) apply to each
+  model call of the run. ``response_format`` ``json_object`` or ``json_schema`` becomes
+  the run's output schema (the answer is that JSON, as text). ``logprobs`` are not
+  returned (an answer is the end of a run, not one generation): asking is a 400. Calls
+  that need approval are denied (no one can approve over this API): use the runs API
+  for tasks that ask.
 - Streamed, the answer arrives when it is final (intermediate steps are tool work, not
   answer text). Tool progress travels as extra SSE events named ``agent.progress``
   whose data is a chunk with an empty ``delta`` and an ``agent_event`` field (the typed
@@ -36,6 +43,7 @@ from agent.serve._errors import HTTPError, scrub
 from agent.serve._models import InlineTask, RunBody, RunOptions, SamplingOptions
 from agent.serve._openapi import Route
 from agent.serve._routes import final_result, parse
+from agent.task import Task
 
 __all__ = ["OPENAI_ROUTES", "ChatBody"]
 
@@ -64,8 +72,29 @@ class StreamOptions(_Body):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(_Body):
+    name: str = Field(max_length=64)
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    description: str | None = None
+    strict: bool | None = None
+
+
+class ResponseFormat(_Body):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class NamedFunction(_Body):
+    name: str = Field(max_length=64)
+
+
+class NamedToolChoice(_Body):
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class ChatBody(_Body):
-    """The chat-completions request; fields OpenAI clients commonly send are accepted."""
+    """The chat-completions request: the fields OpenAI clients commonly send."""
 
     model: str = Field(description="A served task's name (GET /v1/models).")
     messages: list[ChatMessage] = Field(min_length=1, max_length=1000)
@@ -76,13 +105,25 @@ class ChatBody(_Body):
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     max_tokens: int | None = Field(None, gt=0, le=1_000_000)
     max_completion_tokens: int | None = Field(None, gt=0, le=1_000_000)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    stop: str | list[str] | None = Field(None, description="Added to the task's stop strings.")
+    response_format: ResponseFormat | None = Field(
+        None, description="json_object or json_schema: the run's output schema."
+    )
+    logprobs: bool | None = Field(None, description="Not returned: true is a 400.")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="Not returned.")
     n: Literal[1] | None = None
     tools: list[dict[str, Any]] | None = Field(None, description="Refused unless empty.")
-    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = Field(None, description="Refused unless empty.")
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None, description="About the task's tools (options.tool_choice of the runs API)."
+    )
     parallel_tool_calls: bool | None = None
     user: str | None = Field(None, max_length=256)
     metadata: dict[str, str] | None = None
     store: bool | None = None
+    service_tier: str | None = Field(None, max_length=64, description="Ignored.")
 
 
 class ModelList(BaseModel):
@@ -100,24 +141,24 @@ class ChatCompletion(BaseModel):
     run_id: str
 
 
-def run_body(chat: ChatBody) -> RunBody:
-    """The run a chat request asks for (400/422 for what the facade refuses)."""
-    if chat.tools:
+def run_body(chat: ChatBody, task: Task) -> RunBody:
+    """The run of ``task`` a chat request asks for (400/422 for what the facade refuses)."""
+    if chat.tools or chat.functions:
         raise HTTPError(
             400, "tools_not_supported",
             "this endpoint runs the task's own tools on the server; client-side tools are "
             "not accepted (omit tools, or call the tools yourself with another model)",
         )  # fmt: skip
-    if isinstance(chat.tool_choice, dict) or chat.tool_choice == "required":
+    if chat.logprobs or chat.top_logprobs:
         raise HTTPError(
-            400, "tools_not_supported",
-            "tool_choice that requires a client-side tool is not accepted (omit it, or use "
-            '"auto" or "none")',
+            400, "logprobs_not_supported",
+            "logprobs are not returned: the answer ends a run of several generations (omit "
+            "logprobs and top_logprobs)",
         )  # fmt: skip
     texts = [(m.role, _text(m)) for m in chat.messages]
     if texts[-1][0] != "user":
         raise HTTPError(422, "invalid_request", "messages: the last message must be the user's")
-    system = "\n\n".join(t for role, t in texts if role in ("system", "developer") and t)
+    system = [t for role, t in texts if role in ("system", "developer") and t]
     turns = [(role, t) for role, t in texts[:-1] if role in ("user", "assistant") and t]
     text = texts[-1][1]
     if turns:
@@ -128,11 +169,37 @@ def run_body(chat: ChatBody) -> RunBody:
         top_p=chat.top_p,
         seed=chat.seed,
         max_tokens=chat.max_completion_tokens or chat.max_tokens,
+        presence_penalty=chat.presence_penalty,
+        frequency_penalty=chat.frequency_penalty,
+        stop=[chat.stop] if isinstance(chat.stop, str) else chat.stop,
     )
-    task: str | InlineTask = chat.model
-    if system:
-        task = InlineTask(extends=chat.model, system=system)
-    return RunBody(task=task, input=text, options=RunOptions(sampling=sampling, approve="none"))
+    choice = chat.tool_choice
+    options = RunOptions(
+        sampling=sampling,
+        approve="none",
+        tool_choice=choice.function.name if isinstance(choice, NamedToolChoice) else choice,
+    )
+    schema = _output_schema(chat.response_format)
+    if not system and schema is None:
+        return RunBody(task=chat.model, input=text, options=options)
+    inline = InlineTask(
+        extends=chat.model,
+        system="\n\n".join([task.system, *system] if task.system else system) or None,
+        output_schema=schema,
+    )
+    return RunBody(task=inline, input=text, options=options)
+
+
+def _output_schema(form: ResponseFormat | None) -> dict[str, Any] | None:
+    if form is None or form.type == "text":
+        return None
+    if form.type == "json_object":
+        return {"type": "object"}
+    if form.json_schema is None or form.json_schema.schema_ is None:
+        raise HTTPError(
+            422, "invalid_request", "response_format: json_schema needs json_schema.schema"
+        )
+    return form.json_schema.schema_
 
 
 def _text(message: ChatMessage) -> str:
@@ -146,7 +213,7 @@ async def chat_completions(request: Request) -> Response:
     svc = request.app.state.service
     if chat.model not in svc.catalog.tasks:
         raise HTTPError(404, "model_not_found", f"no model {chat.model!r} (see GET /v1/models)")
-    body = run_body(chat)
+    body = run_body(chat, svc.catalog.get(chat.model))
     identity = request.scope["state"]["identity"]
     run_id, _ = await svc.manager.submit(body, identity, request.headers.get("idempotency-key"))
     headers = {"X-Run-Id": run_id}

@@ -127,7 +127,7 @@ async def run_events(request: Request) -> Response:
     svc, run_id = _svc(request), _path_id(request, "run_id")
     await svc.manager.check_access(run_id, _identity(request))
     raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-    if not raw.isdigit() or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         raise HTTPError(400, "invalid_request", "Last-Event-ID: a non-negative event number")
     return StreamingResponse(
         _sse(svc, run_id, int(raw)),

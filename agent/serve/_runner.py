@@ -96,9 +96,10 @@ class RunManager:
             text = text if text is not None else task.render_input(body.vars)
         except ConfigError as exc:
             raise HTTPError(422, "invalid_request", str(exc)) from None
+        spec = {"input": text, "body": body.model_dump(mode="json")}
         idem = idempotency_hash(identity, key) if key else None
         if idem and (earlier := await io(self.jobs.by_idempotency, idem)):
-            return earlier.run_id, False
+            return _same_request(earlier, spec), False
         await self._check_thread(body.thread_id, identity, name)
         if self._active.get(identity, 0) >= self.max_active:
             raise HTTPError(
@@ -109,15 +110,19 @@ class RunManager:
             run_id=_new_run_id(),
             identity=identity,
             task=name,
-            spec={"input": text, "body": body.model_dump(mode="json")},
+            spec=spec,
             state="active",
             created_at=time.time(),
             thread_id=body.thread_id,
             idem_key=idem,
         )
-        run_id = await io(self.jobs.insert, job)
-        if run_id != job.run_id:
-            return run_id, False
+        self._count(identity, +1)  # held while the row is written: a burst sees it
+        try:
+            run_id = await io(self.jobs.insert, job)
+        finally:
+            self._count(identity, -1)
+        if run_id != job.run_id:  # a request with the same key was first
+            return _same_request(await io(self.jobs.get, run_id), spec), False
         self._launch(job, agent, text, body.options.approve, fresh=True)
         return run_id, True
 
@@ -143,17 +148,23 @@ class RunManager:
         """Run ``job`` here (``fresh``: a new run, with no events yet)."""
         task = asyncio.create_task(self._execute(job, agent, text, approve, fresh))
         self._running[job.run_id] = _Running(job, task)
-        self._active[job.identity] = self._active.get(job.identity, 0) + 1
+        self._count(job.identity, +1)
         task.add_done_callback(lambda done: self._done(job, done))
+
+    def _count(self, identity: str, change: int) -> None:
+        """Runs in progress here for ``identity`` (the per-token limit) go up or down."""
+        count = self._active.get(identity, 0) + change
+        if count:
+            self._active[identity] = count
+        else:
+            del self._active[identity]
 
     def _done(self, job: Job, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             _log.error("run %s: bookkeeping failed", job.run_id, exc_info=task.exception())
         self._running.pop(job.run_id, None)
         self.hub.close_run(job.run_id)
-        self._active[job.identity] -= 1
-        if not self._active[job.identity]:
-            del self._active[job.identity]
+        self._count(job.identity, -1)
 
     async def _agent_for(self, job: Job) -> Any:
         """The job's agent, rebuilt from its request (on any replica)."""
@@ -419,7 +430,21 @@ def public(event: Any) -> dict[str, Any]:
     generation = data.get("generation")
     if isinstance(generation, dict):
         generation.pop("prompt", None)  # the whole prompt each step: in the trace, not here
+        if isinstance(generation.get("url"), str):
+            generation["url"] = scrub(generation["url"])
     return data
+
+
+def _same_request(earlier: Job | None, spec: dict[str, Any]) -> str:
+    """The run an idempotency key started, when this request is the one that started it;
+    else the 422 of a key reused for another request."""
+    if earlier is not None and earlier.spec == spec:
+        return earlier.run_id
+    raise HTTPError(
+        422, "idempotency_key_reused",
+        "Idempotency-Key: already used for a different request (use a new key per request; "
+        "the same request again gets its run)",
+    )  # fmt: skip
 
 
 def _owned(job: Job | None, run_id: str, identity: str) -> Job:

@@ -136,7 +136,7 @@ class Guard:
             )  # fmt: skip
         length = headers.get("content-length")
         if length is not None and (
-            not length.isdigit() or int(length) > self.config.max_body_bytes
+            not (length.isascii() and length.isdigit()) or int(length) > self.config.max_body_bytes
         ):
             return error_response(
                 413, "body_too_large", f"request body over {self.config.max_body_bytes} bytes"

@@ -96,7 +96,9 @@ class Service:
         self.replica = uuid.uuid4().hex[:12]
         self.jobs = JobStore(self.events.db, self.replica, config.lease_s)
         self.hub = EventHub(self.events, poll_s=config.poll_s)
-        self.metrics = Metrics()
+        self.metrics = Metrics(
+            t for task in self.catalog.tasks.values() for t in task.tools.enabled
+        )
         self.manager = RunManager(
             self.catalog,
             self.runs,

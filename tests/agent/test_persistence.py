@@ -24,6 +24,7 @@ from agent.errors import ConfigError
 from agent.events import ToolResultEvent
 from agent.persistence import StoreLocation, open_persistence, redact_url, store_location
 from agent.sim import ScriptPolicy
+from tests.conftest import postgres_url
 from tests.fakes import CALLS, add, call, launch
 from tools.base import tool
 
@@ -155,14 +156,13 @@ async def test_unreachable_postgres_names_the_address_not_the_password() -> None
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
     """The test database's URL; skips when it is not configured or not reachable."""
-    url = os.environ.get("AGENT_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("AGENT_TEST_POSTGRES_URL is not set (.ci/run starts a local PostgreSQL)")
-    psycopg = pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+    url = postgres_url()
+    import psycopg
+
     try:
         conn = await psycopg.AsyncConnection.connect(url, connect_timeout=5)
     except psycopg.Error as exc:
-        pytest.skip(f"PostgreSQL at {redact_url(url)} is not reachable: {exc}")
+        pytest.fail(f"PostgreSQL at {redact_url(url)} is not reachable: {exc}")
     await conn.close()
     yield url
 

@@ -22,6 +22,7 @@ from agent.runs import (
     resolve_store_path,
 )
 from agent.types import ToolCall, Usage
+from tests.conftest import postgres_url
 
 
 @pytest.fixture
@@ -262,7 +263,6 @@ def test_cli_show_missing_trace_still_shows_record(tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 def test_postgres_run_store_matches_sqlite(tmp_path: Path) -> None:
-    import os
     import uuid
 
     import psycopg
@@ -270,9 +270,7 @@ def test_postgres_run_store_matches_sqlite(tmp_path: Path) -> None:
     from agent._db import PostgresDatabase
     from agent.runs import StoredEvent
 
-    url = os.environ.get("AGENT_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("AGENT_TEST_POSTGRES_URL is not set (.ci/run starts a local PostgreSQL)")
+    url = postgres_url()
     schema = "runs_" + uuid.uuid4().hex[:10]
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")

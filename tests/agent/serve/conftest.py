@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 import time
 import uuid
@@ -29,6 +28,7 @@ import uvicorn
 import yaml
 
 from agent.serve import SecurityConfig, ServeConfig, create_app
+from tests.conftest import postgres_url
 
 
 def call(name: str, **arguments: Any) -> str:
@@ -217,9 +217,7 @@ def config(tmp_path: Path, sim_url: str, *tasks: Path, **kw: Any) -> ServeConfig
 @pytest.fixture
 def pg_store() -> Iterator[str]:
     """A Postgres store URL in a schema of its own (dropped after the test)."""
-    url = os.environ.get("AGENT_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("AGENT_TEST_POSTGRES_URL is not set (.ci/run starts a local PostgreSQL)")
+    url = postgres_url()
     import psycopg
 
     schema = "serve_" + uuid.uuid4().hex[:10]

@@ -39,6 +39,9 @@ def test_run_streams_numbered_events_and_replays_after_last_event_id(
         assert "trace_path" not in final  # no host paths over HTTP
         # A client that saw event 3 gets exactly 4..N on reconnecting.
         assert sse(c, run_id, after=3) == events[3:]
+        for bad in ({"headers": {"Last-Event-ID": b"\xb2"}}, {"params": {"after": "\u00b2"}}):
+            refused = c.get(f"/v1/runs/{run_id}/events", **bad)  # a digit, not an ASCII one
+            assert refused.status_code == 400, refused.text
         view = c.get(f"/v1/runs/{run_id}").json()
         assert view["status"] == "done" and view["answer"] == "It said a."
         assert view["steps"] == 2 and view["tool_calls"] == 1
@@ -62,6 +65,9 @@ def test_wait_idempotency_and_unknown_runs(sim, tmp_path: Path) -> None:
         assert first.status_code == 202 and again.status_code == 200
         assert again.json()["run_id"] == first.json()["run_id"]
         assert other.json()["run_id"] != first.json()["run_id"]  # keys are per token
+        reused = a.post("/v1/runs", json={"task": "greet", "input": "other"}, headers=key)
+        assert reused.status_code == 422  # the same key for another request: not its run
+        assert reused.json()["error"]["type"] == "idempotency_key_reused"
         long_key = {"Idempotency-Key": "k" * 256}
         chat = {"model": "greet", "messages": [{"role": "user", "content": "hi"}]}
         for route, body in (("/v1/runs", {"task": "greet"}), ("/v1/runs/wait", {"task": "greet"}),
@@ -101,6 +107,11 @@ def test_approval_pauses_then_continues(sim, tmp_path: Path) -> None:
         assert (tmp_path / "ws" / "out.txt").read_text() == "hi"
         again = c.post(f"/v1/runs/{run_id}/approval", json={"approve": True})
         assert again.status_code == 409
+        # One run: ended once (done), paused once; a pause is not an end.
+        metrics = c.get("/metrics").text
+        assert 'agent_runs_total{status="done"} 1' in metrics
+        assert "awaiting_approval" not in metrics and "agent_run_pauses_total 1" in metrics
+        assert 'agent_tool_calls_total{tool="write_file",status="ok"} 1' in metrics
 
 
 def test_cancel_stops_a_run_in_flight(sim, tmp_path: Path, local_api) -> None:

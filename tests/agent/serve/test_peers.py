@@ -283,3 +283,17 @@ async def test_hints_for_a_listener_are_one_until_it_reads_the_store(tmp_path: P
     with contextlib.suppress(asyncio.CancelledError):
         await waiting
     assert "r1" not in hub._listeners  # the listener is gone
+
+
+def test_tool_labels_are_the_served_tools_or_other() -> None:
+    from agent.events import ToolResultEvent
+    from agent.serve._metrics import Metrics
+    from agent.types import ToolResult
+
+    metrics = Metrics(tools=["read_file"])
+    for name in ("read_file", "made_up_1", "made_up_2"):  # names come from the model
+        metrics.observe(ToolResultEvent(1, ToolResult("c", name, "error", "no such tool")))
+    text = metrics.render(0, 0)
+    assert 'agent_tool_calls_total{tool="read_file",status="error"} 1' in text
+    assert 'agent_tool_calls_total{tool="other",status="error"} 2' in text
+    assert "made_up" not in text

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import itertools
+import json
+import socket
 from pathlib import Path
 
 import httpx
@@ -11,9 +15,11 @@ from click.testing import CliRunner
 
 from agent.cli import main
 from agent.serve import SecurityConfig, create_app
-from agent.serve._errors import scrub
+from agent.serve._catalog import _tool_choice
+from agent.serve._errors import HTTPError, scrub
 from agent.sim import FunctionPolicy, ScriptPolicy
-from tests.agent.serve.conftest import call, config, http_task, served, write_task
+from agent.task import Task
+from tests.agent.serve.conftest import call, config, http_task, served, sse, write_task
 
 
 @pytest.fixture
@@ -88,6 +94,29 @@ def test_body_cap_rate_limit_and_concurrency(sim, tmp_path: Path, greet: Path, l
         local_api.release("/hold/x")
 
 
+def test_a_burst_of_runs_keeps_to_the_per_token_limit(sim, tmp_path: Path, local_api) -> None:
+    paths = itertools.count()
+
+    def policy(request) -> str:  # each run fetches a path of its own, held until released
+        if "<tool_response>" in request.prompt:
+            return "done"
+        return call("http_request", url=f"{local_api.url}/hold/{next(paths)}")
+
+    sim.policy = FunctionPolicy(policy)
+    task = http_task(tmp_path, "slow", local_api)
+
+    async def burst(url: str) -> list[int]:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+            sent = [c.post("/v1/runs", json={"task": "slow"}) for _ in range(8)]
+            return sorted(r.status_code for r in await asyncio.gather(*sent))
+
+    with served(config(tmp_path, sim.url, task, max_active_per_token=2)) as s:
+        # All 8 are in flight at once: each must see the runs the others are starting.
+        assert asyncio.run(burst(s.url)) == [202, 202, *[429] * 6]
+        for n in range(2):
+            local_api.release(f"/hold/{n}")
+
+
 @pytest.mark.parametrize(
     "name",
     ["../greet", "..", "/etc/passwd", "greet/../../x", "%2e%2e%2fgreet", "greet\x00", ""],
@@ -119,6 +148,9 @@ def test_task_names_resolve_only_among_served_tasks(
         ({"policies": {"workspace": "/"}}, 422),
         ({"sampling": {"max_tokens": 10**6}}, 403),
         ({"limits": {"max_steps": 2}, "tools": []}, 202),
+        ({"tool_choice": "none", "sampling": {"stop": ["END"]}}, 202),
+        ({"tool_choice": "required"}, 422),  # greet has no tools to call
+        ({"tool_choice": "write_file"}, 403),
     ],
 )
 def test_a_client_can_narrow_but_never_widen(
@@ -129,6 +161,35 @@ def test_a_client_can_narrow_but_never_widen(
         assert response.status_code == status, response.text
         if status == 403:
             assert response.json()["error"]["type"] == "policy_widening"
+
+
+def test_tool_choice_only_narrows_the_tasks() -> None:
+    tools = ["http_request", "read_file"]
+    auto = Task(name="t", input="x", tools={"enabled": tools})
+    forced = Task(name="t", input="x", tools={"enabled": tools}, model={"tool_choice": "none"})
+    assert _tool_choice(auto, "read_file", tools) == "read_file"
+    assert _tool_choice(auto, "required", tools) == "required"
+    assert _tool_choice(forced, "none", tools) == "none"
+    with pytest.raises(HTTPError, match="a run may only choose none") as widened:
+        _tool_choice(forced, "auto", tools)
+    assert widened.value.status == 403
+    with pytest.raises(HTTPError, match="not one of this run's tools"):
+        _tool_choice(auto, "read_file", ["http_request"])  # narrowed away by options.tools
+
+
+def test_a_model_urls_password_never_leaves_the_server(sim, tmp_path: Path, greet: Path) -> None:
+    with_password = sim.url.replace("http://", "http://agent:hunter2@")
+    dead = socket.socket()  # a port nobody listens on: the run fails, naming the URL
+    dead.bind(("127.0.0.1", 0))
+    down = f"http://agent:hunter2@127.0.0.1:{dead.getsockname()[1]}"
+    for url, status in ((with_password, "done"), (down, "error")):
+        with served(config(tmp_path, url, greet)) as s, s.client() as c:
+            run_id = c.post("/v1/runs", json={"task": "greet"}).json()["run_id"]
+            events = sse(c, run_id)
+            assert events[-1][2]["result"]["status"] == status
+            shown = json.dumps(events) + c.get(f"/v1/runs/{run_id}").text
+            assert "hunter2" not in shown and "agent:***@" in shown
+    dead.close()
 
 
 def test_errors_show_no_host_paths_and_cors_is_off_unless_configured(
