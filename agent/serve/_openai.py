@@ -42,7 +42,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from agent.serve._errors import HTTPError, scrub
 from agent.serve._models import InlineTask, RunBody, RunOptions, SamplingOptions
 from agent.serve._openapi import Route
-from agent.serve._routes import final_result, parse
+from agent.serve._routes import IDEMPOTENCY_KEY, final_result, parse
 from agent.task import Task
 
 __all__ = ["OPENAI_ROUTES", "ChatBody"]
@@ -313,7 +313,7 @@ OPENAI_ROUTES = [
         "OpenAI-compatible: model names a task; its tools run on the server.",
         ChatBody,
         {200: (ChatCompletion, "text/event-stream")},
-        [],
+        [IDEMPOTENCY_KEY],
         _ERRORS,
     ),
     Route(

@@ -34,7 +34,7 @@ from agent.serve._models import (
 from agent.serve._openapi import Route
 from agent.serve._security import read_body
 
-__all__ = ["ROUTES", "final_result", "parse", "run_view"]
+__all__ = ["IDEMPOTENCY_KEY", "ROUTES", "final_result", "parse", "run_view"]
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
@@ -274,13 +274,21 @@ async def metrics(request: Request) -> Response:
 
 _RUN = {"in": "path", "name": "run_id", "required": True, "schema": {"type": "string"}}
 _THREAD = {"in": "path", "name": "thread_id", "required": True, "schema": {"type": "string"}}
-_IDEM = {
+IDEMPOTENCY_KEY = {
     "in": "header",
     "name": "Idempotency-Key",
     "required": False,
     "schema": {"type": "string", "maxLength": 255},
 }
-_LAST = {"in": "header", "name": "Last-Event-ID", "required": False, "schema": {"type": "string"}}
+_EVENT_NO = {"type": "string", "pattern": "^[0-9]{1,12}$"}
+_LAST = {"in": "header", "name": "Last-Event-ID", "required": False, "schema": _EVENT_NO}
+_AFTER = {
+    "in": "query",
+    "name": "after",
+    "required": False,
+    "description": "As Last-Event-ID, for clients that cannot set headers (the header wins).",
+    "schema": _EVENT_NO,
+}
 _ERRORS = (400, 401, 403, 404, 409, 413, 422, 429, 503)
 
 ROUTES = [
@@ -291,7 +299,7 @@ ROUTES = [
         "Start a run (202); the same Idempotency-Key returns the same run (200).",
         RunBody,
         {202: RunView, 200: RunView},
-        [_IDEM],
+        [IDEMPOTENCY_KEY],
         _ERRORS,
     ),
     Route(
@@ -301,7 +309,7 @@ ROUTES = [
         "Start a run and answer when it ends or pauses.",
         RunBody,
         {200: RunView},
-        [_IDEM],
+        [IDEMPOTENCY_KEY],
         _ERRORS,
     ),
     Route(
@@ -321,7 +329,7 @@ ROUTES = [
         "The run's events as server-sent events, replayed after Last-Event-ID.",
         None,
         {200: "text/event-stream"},
-        [_RUN, _LAST],
+        [_RUN, _LAST, _AFTER],
         _ERRORS,
     ),
     Route(

@@ -162,3 +162,11 @@ def test_tasks_probes_metrics_and_openapi(sim, tmp_path: Path) -> None:
         doc = c.get("/openapi.json").json()
         assert doc["openapi"].startswith("3.1")
         assert {"/v1/runs", "/v1/runs/{run_id}/events", "/v1/chat/completions"} <= set(doc["paths"])
+        # What README documents is in the document too: ?after= and Idempotency-Key on chat.
+        events = doc["paths"]["/v1/runs/{run_id}/events"]["get"]["parameters"]
+        assert {(p["in"], p["name"]) for p in events} >= {
+            ("query", "after"),
+            ("header", "Last-Event-ID"),
+        }
+        chat = doc["paths"]["/v1/chat/completions"]["post"]["parameters"]
+        assert [p["name"] for p in chat] == ["Idempotency-Key"]
