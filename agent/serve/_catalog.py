@@ -8,10 +8,11 @@ of what was loaded at start: a name is never turned into a path, so ``../x`` can
 route and replica.
 
 A client may narrow a task for one run (:func:`narrow`): lower limits, fewer tools,
-fewer hosts or methods, no writes, its own system prompt, input or output schema. It can
-never widen one: a higher limit, a tool the task does not enable, a host or method it
-does not allow, or writes it does not permit are a 403 that names the field. The
-workspace is not a client's to choose.
+fewer hosts or methods, no writes, more stop strings, no tools (``tool_choice: none``) or
+a call required where the model would choose, its own system prompt, input or output
+schema. It can never widen one: a higher limit, a tool the task does not enable, a host
+or method it does not allow, writes it does not permit, or a tool choice where the task
+fixed one are a 403 that names the field. The workspace is not a client's to choose.
 """
 
 from __future__ import annotations

@@ -86,3 +86,30 @@ def _printed_spans(text: str) -> list[Any]:
         if isinstance(obj, dict) and "context" in obj:
             found.append(obj)
     return found
+
+
+def test_security_flags_and_tokens_from_the_environment(sim, tmp_path: Path, local_api) -> None:
+    sim.policy = FunctionPolicy(lambda r: call("http_request", url=f"{local_api.url}/hold/r"))
+    task = http_task(tmp_path, "slow", local_api)
+    flags = ["--cors-origin", "https://app.example", "--max-body-bytes", "500"]
+    flags += ["--rate", "1", "--burst", "4", "--max-runs", "1", "--model-url", sim.url]
+    env = {"AGENT_SERVE_TOKENS": "env-one, env-two"}  # comma-separated, spaces trimmed
+    with agent_serve_procs(tmp_path, [str(task), *flags], env=env) as (p,), p.client() as c:
+        one, two = {"Authorization": "Bearer env-one"}, {"Authorization": "Bearer env-two"}
+        assert c.get("/v1/tasks").status_code == 401
+        assert c.get("/v1/tasks", headers=one).status_code == 200  # 1 of env-one's 4
+        big = c.post("/v1/runs", headers=one, json={"task": "slow", "input": "x" * 600})
+        assert big.status_code == 413  # --max-body-bytes
+        assert c.post("/v1/runs", headers=one, json={"task": "slow"}).status_code == 202
+        second = c.post("/v1/runs", headers=one, json={"task": "slow"})
+        assert second.status_code == 429 and second.json()["error"]["type"] == "too_many_runs"
+        codes = [c.get("/v1/tasks", headers=two).status_code for _ in range(6)]
+        assert codes[:4] == [200] * 4 and 429 in codes[4:]  # --burst 4 at --rate 1
+        preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+        allowed = c.options("/v1/runs", headers=preflight)
+        assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+        local_api.release("/hold/r")
+    args = [str(task), "--token", "flag-token", "--model-url", sim.url]
+    with agent_serve_procs(tmp_path, args, env=env) as (p,), p.client() as c:
+        assert c.get("/v1/tasks", headers={"Authorization": "Bearer flag-token"}).status_code == 200
+        assert c.get("/v1/tasks", headers=one).status_code == 401  # --token wins over the env
