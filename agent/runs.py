@@ -394,16 +394,24 @@ class RunStore:
 
     # ---- events ------------------------------------------------------------------------
 
-    def append_events(self, events: Sequence[StoredEvent]) -> None:
-        """Store events (any runs) in one transaction; a (run, seq) pair is written once."""
-        if not events:
-            return
+    def append_events(self, events: Sequence[StoredEvent]) -> list[StoredEvent]:
+        """Store events (any runs) in one transaction; a (run, seq) pair is written once.
+        The events this call wrote: not one whose number another writer had stored first
+        (a run taken over while its owner still ran), whose stored event stands."""
+        written: set[tuple[str, int]] = set()
         with self._tx() as conn:
-            conn.executemany(
-                "INSERT INTO run_events (run_id, seq, kind, data, ts) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (run_id, seq) DO NOTHING",
-                [(e.run_id, e.seq, e.kind, e.data, e.ts) for e in events],
-            )
+            for start in range(0, len(events), _ROWS_PER_INSERT):
+                part = events[start : start + _ROWS_PER_INSERT]
+                rows = conn.execute(
+                    "INSERT INTO run_events (run_id, seq, kind, data, ts) VALUES "
+                    + ", ".join(["(?, ?, ?, ?, ?)"] * len(part))
+                    + " ON CONFLICT (run_id, seq) DO NOTHING RETURNING run_id, seq",
+                    [v for e in part for v in (e.run_id, e.seq, e.kind, e.data, e.ts)],
+                )
+                written.update((row["run_id"], row["seq"]) for row in rows)
+        if len(written) == len(events):
+            return list(events)
+        return [e for e in events if (e.run_id, e.seq) in written]
 
     def events(
         self, run_id: str, after: int = 0, limit: int = 1000, kind: str | None = None
@@ -427,6 +435,10 @@ class RunStore:
                 "SELECT MAX(seq) AS seq FROM run_events WHERE run_id = ?", (run_id,)
             )
         return rows[0]["seq"] or 0
+
+
+_ROWS_PER_INSERT = 500
+"""Events per INSERT statement: 5 parameters each, well under SQLite's 32,766."""
 
 
 @dataclass(frozen=True)

@@ -104,18 +104,21 @@ class EventHub:
         if not batch:
             return
         try:
-            await io(self.events.append_events, batch)
+            stored = await io(self.events.append_events, batch)
         except Exception:  # keep the events: the next flush tries again
             _log.exception("storing %d events failed", len(batch))
             self._queued[:0] = batch
             await asyncio.sleep(0.5)
             self._wake.set()
             return
-        by_run: dict[str, list[StoredEvent]] = {}
         for event in batch:
-            by_run.setdefault(event.run_id, []).append(event)
             if self._unstored.get(event.run_id) == event.seq:
                 del self._unstored[event.run_id]
+        if len(stored) < len(batch):
+            self._lost(batch, stored)
+        by_run: dict[str, list[StoredEvent]] = {}
+        for event in stored:
+            by_run.setdefault(event.run_id, []).append(event)
         for run_id, events in by_run.items():
             if (recent := self._recent.get(run_id)) is not None:
                 recent.events.extend(events)
@@ -126,6 +129,15 @@ class EventHub:
                 self.on_publish(event)
         if self.peers is not None:
             self.peers.send(by_run)
+
+    def _lost(self, batch: list[StoredEvent], stored: list[StoredEvent]) -> None:
+        """Another writer stored some of these event numbers first (its run was taken over
+        while this process still ran it): the store's events stand, so the runs' listeners
+        here read the store from now on, and only the events stored here are published."""
+        kept = {(e.run_id, e.seq) for e in stored}
+        for run_id in {e.run_id for e in batch if (e.run_id, e.seq) not in kept}:
+            _log.warning("run %s: another replica stored its events first", run_id)
+            self._recent.pop(run_id, None)
 
     def stored_elsewhere(self, received: list[tuple[str, list[StoredEvent] | None]]) -> None:
         """Another worker stored these events (by run; None: some, read the store): they

@@ -139,3 +139,28 @@ def test_a_pause_does_not_end_a_stream_however_its_json_is_spaced() -> None:
         assert not is_last(StoredEvent("r", 1, "final", data, 0.0))
     done = json.dumps({"kind": "final", "result": {"status": "done"}}, separators=(",", ":"))
     assert is_last(StoredEvent("r", 2, "final", done, 0.0))
+
+
+async def test_events_another_writer_stored_first_stand(tmp_path: Path) -> None:
+    """Two replicas writing one run (taken over while its owner still ran): each event
+    number is stored once, and listeners here get the stored event, never the one that
+    lost — so a stream and its replay agree."""
+    from agent._db import SqliteDatabase
+    from agent.runs import RunStore
+    from agent.serve._hub import EventHub
+
+    store = RunStore(SqliteDatabase(tmp_path / "serve.db"))
+    theirs = StoredEvent("run-a", 2, "text", json.dumps({"kind": "text", "text": "theirs"}), 0.0)
+    assert store.append_events([theirs]) == [theirs]
+    hub = EventHub(store, poll_s=0.05)
+    hub.open_run("run-a", 1)
+    for seq, text in ((1, "one"), (2, "ours"), (3, "three")):
+        hub.emit("run-a", seq, {"kind": "text", "text": text})
+    await hub.flush()
+    seen: list[str] = []
+    async for events in hub.follow("run-a", 0):
+        seen += [json.loads(e.data)["text"] for e in events]
+        if len(seen) >= 3:
+            break
+    assert seen == ["one", "theirs", "three"]
+    assert [json.loads(e.data)["text"] for e in store.events("run-a")] == seen
