@@ -71,3 +71,20 @@ def test_a_stopped_replicas_runs_are_taken_over(
         assert any(k == "run_started" and d["resumed"] for _, k, d in events)
     assert local_api.hits["/once"] == 1  # the completed call did not run twice
     assert local_api.hits["/hold/t"] == 2  # the interrupted one ran again
+
+
+def test_readyz_says_when_the_store_does_not_answer(sim, tmp_path: Path, pg_store: str) -> None:
+    import psycopg
+
+    task = write_task(tmp_path, "greet")
+    with served(config(tmp_path, sim.url, task, store=pg_store)) as s, s.client() as c:
+        assert c.get("/readyz").json() == {"status": "ready"}
+        with psycopg.connect(pg_store, autocommit=True) as conn:  # the events table goes away
+            conn.execute("ALTER TABLE run_events RENAME TO run_events_away")
+            try:
+                down = c.get("/readyz")
+            finally:
+                conn.execute("ALTER TABLE run_events_away RENAME TO run_events")
+        assert down.status_code == 503 and down.json() == {"status": "store unreachable"}
+        assert c.get("/healthz").status_code == 200  # alive all along: not a restart
+        assert c.get("/readyz").status_code == 200
