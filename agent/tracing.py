@@ -12,9 +12,11 @@ Attributes: ``gen_ai.operation.name`` (``invoke_agent``, ``chat``, ``execute_too
 ``gen_ai.provider.name`` (``vllm``), ``gen_ai.agent.name``, ``gen_ai.conversation.id``
 (the thread), ``gen_ai.request.model``, ``gen_ai.usage.input_tokens`` /
 ``output_tokens``, ``gen_ai.response.finish_reasons``, ``gen_ai.tool.name``,
-``gen_ai.tool.call.id``, ``error.type`` on failures. Message content (prompts, answers,
-tool arguments and results) only when ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``
-is ``true``: it may hold personal data.
+``gen_ai.tool.call.id``, ``server.address`` and ``server.port`` (the model server's),
+``error.type`` on failures. Message content only when
+``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` is ``true`` (it may hold personal
+data): ``gen_ai.input.messages`` and ``gen_ai.output.messages`` as the conventions'
+JSON (``[{"role", "parts": [{"type": "text", "content"}]}]``), tool arguments and results.
 
 >>> agent.tracer = tracer()          # doctest: +SKIP  (the global provider's tracer)
 """
@@ -23,8 +25,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 __all__ = ["CAPTURE_CONTENT_ENV", "RunSpans", "capture_content", "cli_tracer", "tracer"]
 
@@ -127,10 +131,13 @@ class RunSpans:
             "gen_ai.response.finish_reasons": [g.finish_reason],
         }
         if g.url:
-            attrs["server.address"] = g.url
+            url = urlsplit(g.url)
+            attrs["server.address"] = url.hostname or ""
+            if url.port is not None:
+                attrs["server.port"] = url.port
         if self._content:
-            attrs["gen_ai.input.messages"] = g.prompt or ""
-            attrs["gen_ai.output.messages"] = g.text
+            attrs["gen_ai.input.messages"] = _messages(g.prompt or "")
+            attrs["gen_ai.output.messages"] = _answer(g.text, g.finish_reason)
         self._usage[0] += g.usage.prompt_tokens
         self._usage[1] += g.usage.completion_tokens
         self._span_ending_now(f"chat {model}", g.timings.total_s, attrs, client=True)
@@ -171,7 +178,7 @@ class RunSpans:
             self._root.set_attribute("error.type", r.error_type or r.error_kind or "error")
         if self._content and r.answer is not None:
             answer = r.answer if isinstance(r.answer, str) else json.dumps(r.answer)
-            self._root.set_attribute("gen_ai.output.messages", answer)
+            self._root.set_attribute("gen_ai.output.messages", _answer(answer, "stop"))
         self.close()
 
     def interrupted(self) -> None:
@@ -226,3 +233,24 @@ def _continuing(trace_id: str | None) -> Any:
         trace_flags=TraceFlags(TraceFlags.SAMPLED),
     )
     return trace.set_span_in_context(NonRecordingSpan(parent))
+
+
+_TURN = re.compile(r"<\|im_start\|>(\w+)\n(.*?)<\|im_end\|>", re.DOTALL)
+
+
+def _messages(prompt: str) -> str:
+    """A ChatML prompt as the conventions' input messages (JSON: role and text parts)."""
+    from agent.chatml import unescape
+
+    turns = _TURN.findall(prompt) or [("user", prompt)]
+    return json.dumps(
+        [{"role": role, "parts": [{"type": "text", "content": unescape(text)}]}
+         for role, text in turns],
+        ensure_ascii=False,
+    )  # fmt: skip
+
+
+def _answer(text: str, finish_reason: str | None) -> str:
+    """An answer as the conventions' output messages (JSON)."""
+    message = {"role": "assistant", "parts": [{"type": "text", "content": text}]}
+    return json.dumps([{**message, "finish_reason": finish_reason or "stop"}], ensure_ascii=False)

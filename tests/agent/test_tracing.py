@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,20 @@ async def test_content_only_when_opted_in(sim, tmp_path: Path, spans, monkeypatc
     assert tool.attributes["gen_ai.tool.call.arguments"] == '{"a": 1, "b": 2}'
     assert tool.attributes["gen_ai.tool.call.result"] == "3"
     root = exporter.get_finished_spans()[-1]
-    assert root.attributes["gen_ai.output.messages"] == "3."
+    answer = [{"role": "assistant", "parts": [{"type": "text", "content": "3."}],
+               "finish_reason": "stop"}]  # fmt: skip
+    assert json.loads(root.attributes["gen_ai.output.messages"]) == answer
+    chat = next(s for s in exporter.get_finished_spans() if s.name.startswith("chat "))
+    sent = json.loads(chat.attributes["gen_ai.input.messages"])  # structured, not ChatML
+    assert [m["role"] for m in sent] == ["system", "user"]
+    assert sent[1]["parts"] == [{"type": "text", "content": "1 + 2?"}]
+    assert "<|im_start|>" not in chat.attributes["gen_ai.input.messages"]
+    said = json.loads(chat.attributes["gen_ai.output.messages"])[0]
+    assert said["role"] == "assistant" and '"add"' in said["parts"][0]["content"]
+    port = int(sim.url.rsplit(":", 1)[1])
+    assert (chat.attributes["server.address"], chat.attributes["server.port"]) == (
+        "127.0.0.1", port
+    )  # fmt: skip
 
 
 async def test_a_resumed_run_stays_in_its_trace(sim, tmp_path: Path, spans) -> None:
