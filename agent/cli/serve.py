@@ -87,6 +87,13 @@ __all__ = ["serve_cmd"]
     help="Runs in progress at once per token.",
 )
 @click.option(
+    "--max-streams",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Event streams open at once per token (429 beyond).",
+)
+@click.option(
     "--drain-s",
     default=10.0,
     show_default=True,
@@ -187,7 +194,9 @@ class _Plan:
             tasks_dir=self.tasks_dir,
             store=o["store"],
             model_url=self.model_url,
-            security=SecurityConfig(o["tokens"], o["rate"], o["burst"], o["max_body_bytes"]),
+            security=SecurityConfig(
+                o["tokens"], o["rate"], o["burst"], o["max_body_bytes"], o["max_streams"]
+            ),
             max_active_per_token=o["max_runs"],
             cors_origins=list(o["cors"]),
             drain_s=o["drain_s"],

@@ -215,11 +215,13 @@ async def chat_completions(request: Request) -> Response:
         raise HTTPError(404, "model_not_found", f"no model {chat.model!r} (see GET /v1/models)")
     body = run_body(chat, svc.catalog.get(chat.model))
     identity = request.scope["state"]["identity"]
+    if chat.stream:  # before the run starts: a stream refused must not leave a run going
+        svc.refuse_streams_past_cap(identity)
     run_id, _ = await svc.manager.submit(body, identity, request.headers.get("idempotency-key"))
     headers = {"X-Run-Id": run_id}
     if chat.stream:
         include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
-        stream = _stream(svc.hub.follow(run_id, 0), run_id, chat.model, include_usage)
+        stream = _stream(svc.follow(identity, run_id, 0), run_id, chat.model, include_usage)
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
     result = await final_result(svc.hub, run_id)
     if result.get("status") == "error":

@@ -130,23 +130,19 @@ async def run_events(request: Request) -> Response:
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         raise HTTPError(400, "invalid_request", "Last-Event-ID: a non-negative event number")
     return StreamingResponse(
-        _sse(svc, run_id, int(raw)),
+        _sse(svc.follow(_identity(request), run_id, int(raw))),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _sse(svc: Any, run_id: str, after: int) -> AsyncIterator[str]:
-    svc.listeners += 1
-    try:
-        yield "retry: 1000\n\n"
-        async for events in svc.hub.follow(run_id, after):
-            if not events:
-                yield ": keep-alive\n\n"
-            else:
-                yield "".join(f"id: {e.seq}\nevent: {e.kind}\ndata: {e.data}\n\n" for e in events)
-    finally:
-        svc.listeners -= 1
+async def _sse(batches: AsyncIterator[list[Any]]) -> AsyncIterator[str]:
+    yield "retry: 1000\n\n"
+    async for events in batches:
+        if not events:
+            yield ": keep-alive\n\n"
+        else:
+            yield "".join(f"id: {e.seq}\nevent: {e.kind}\ndata: {e.data}\n\n" for e in events)
 
 
 async def approve_run(request: Request) -> Response:

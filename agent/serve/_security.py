@@ -45,12 +45,14 @@ def is_loopback(host: str | None) -> bool:
 
 @dataclass
 class SecurityConfig:
-    """Tokens (none: loopback only), per-token request rate, and the body size cap."""
+    """Tokens (none: loopback only), per-token request rate and open event streams, and
+    the body size cap."""
 
     tokens: list[str] = field(default_factory=list)
     rate: float = 50.0
     burst: int = 100
     max_body_bytes: int = 1_000_000
+    max_streams: int = 1000
 
     def identity(self, authorization: str | None) -> str | None:
         """The identity of a bearer header's token; None when it matches no token."""

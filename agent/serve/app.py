@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +111,8 @@ class Service:
             tick_s=config.tick_s,
         )
         self.listeners = 0
+        """Event streams open here (the runs API's and the chat facade's)."""
+        self._streams: dict[str, int] = {}  # identity -> its streams open here
         self._background: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -128,6 +131,46 @@ class Service:
         except BaseException:
             await self.stop()  # a lifespan whose start failed does not stop
             raise
+
+    def follow(self, identity: str, run_id: str, after: int) -> AsyncIterator[Any]:
+        """A client's stream of ``run_id``'s events after number ``after`` (batches, as
+        :meth:`EventHub.follow`), counted against the token's ``max_streams`` (a 429
+        beyond) until it ends or is dropped."""
+        self.refuse_streams_past_cap(identity)
+        self._streams[identity] = self._streams.get(identity, 0) + 1
+        self.listeners += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.listeners -= 1
+                self._streams[identity] -= 1
+                if not self._streams[identity]:
+                    del self._streams[identity]
+
+        async def stream() -> AsyncIterator[Any]:
+            try:
+                async for events in self.hub.follow(run_id, after):
+                    yield events
+            finally:
+                release()
+
+        events = stream()
+        # One never started (its client left between the headers and the first event) is
+        # released when it is collected. Untested: that window cannot be staged from a client.
+        weakref.finalize(events, release)
+        return events
+
+    def refuse_streams_past_cap(self, identity: str) -> None:
+        """A 429 when ``identity`` has as many event streams open here as it may."""
+        cap = self.config.security.max_streams
+        if self._streams.get(identity, 0) >= cap:
+            raise HTTPError(
+                429, "too_many_streams", f"{cap} event streams are open for this token",
+                {"Retry-After": "1"},
+            )  # fmt: skip
 
     async def metrics_text(self) -> str:
         """``/metrics``: this process's, or with peers every worker's."""

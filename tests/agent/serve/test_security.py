@@ -7,6 +7,7 @@ import hmac
 import itertools
 import json
 import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -209,3 +210,36 @@ def test_errors_show_no_host_paths_and_cors_is_off_unless_configured(
     with served(cors) as s, s.client() as c:
         answer = c.options("/v1/runs", headers=preflight)
         assert answer.headers["access-control-allow-origin"] == "https://app.example"
+
+
+def test_event_streams_per_token_are_capped(sim, tmp_path: Path, local_api) -> None:
+    sim.policy = ScriptPolicy([call("http_request", url=f"{local_api.url}/hold/s"), "ok"])
+    task = http_task(tmp_path, "slow", local_api)
+    security = SecurityConfig(tokens=["a", "b"], max_streams=2)
+    with served(config(tmp_path, sim.url, task, security=security)) as s:
+        a, b = s.client("a"), s.client("b")
+        run_id = a.post("/v1/runs", json={"task": "slow"}).json()["run_id"]
+        events = f"/v1/runs/{run_id}/events"
+        with a.stream("GET", events) as first, a.stream("GET", events) as second:
+            assert (first.status_code, second.status_code) == (200, 200)
+            third = a.get(events)
+            assert third.status_code == 429 and third.headers["retry-after"] == "1"
+            assert third.json()["error"]["type"] == "too_many_streams"
+            chat = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "?"}]}
+            refused = a.post("/v1/chat/completions", json=chat)
+            assert refused.status_code == 429  # before a run starts: none was started
+            assert "agent_sse_listeners 2" in a.get("/metrics").text
+            other = b.post("/v1/runs", json={"task": "slow"}).json()["run_id"]
+            with b.stream("GET", f"/v1/runs/{other}/events") as theirs:
+                assert theirs.status_code == 200  # another token's streams are its own
+        # A stream closed by its client frees its place (once the server sees it go).
+        deadline = time.monotonic() + 10
+        while True:
+            with a.stream("GET", events) as again:
+                if again.status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "the closed streams were never released"
+            time.sleep(0.05)
+        local_api.release("/hold/s")
+        a.close()
+        b.close()
