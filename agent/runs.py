@@ -411,7 +411,12 @@ class RunStore:
                 written.update((row["run_id"], row["seq"]) for row in rows)
         if len(written) == len(events):
             return list(events)
-        return [e for e in events if (e.run_id, e.seq) in written]
+        out = []  # a number given twice in this batch: its first event is the one stored
+        for event in events:
+            if (key := (event.run_id, event.seq)) in written:
+                written.discard(key)
+                out.append(event)
+        return out
 
     def events(
         self, run_id: str, after: int = 0, limit: int = 1000, kind: str | None = None

@@ -136,7 +136,8 @@ class RunSpans:
             if url.port is not None:
                 attrs["server.port"] = url.port
         if self._content:
-            attrs["gen_ai.input.messages"] = _messages(g.prompt or "")
+            if g.prompt:  # completions mode: the rendered prompt (chat mode keeps none)
+                attrs["gen_ai.input.messages"] = _messages(g.prompt)
             attrs["gen_ai.output.messages"] = _answer(g.text, g.finish_reason)
         self._usage[0] += g.usage.prompt_tokens
         self._usage[1] += g.usage.completion_tokens
@@ -178,7 +179,8 @@ class RunSpans:
             self._root.set_attribute("error.type", r.error_type or r.error_kind or "error")
         if self._content and r.answer is not None:
             answer = r.answer if isinstance(r.answer, str) else json.dumps(r.answer)
-            self._root.set_attribute("gen_ai.output.messages", _answer(answer, "stop"))
+            finish = "length" if r.status == "limit" else "stop"
+            self._root.set_attribute("gen_ai.output.messages", _answer(answer, finish))
         self.close()
 
     def interrupted(self) -> None:

@@ -129,9 +129,10 @@ def narrow(agent: Any, task: Task, options: RunOptions, inline: InlineTask | Non
         if extra:
             raise _widen(f"options.tools: {extra} not enabled by task {task.name!r}")
         changes["tools"] = agent.tools.select(options.tools)
-    if options.tool_choice is not None:
-        tools = options.tools if options.tools is not None else task.tools.enabled
-        changes["tool_choice"] = _tool_choice(task, options.tool_choice, tools)
+    tools = options.tools if options.tools is not None else task.tools.enabled
+    choice = _tool_choice(task, options.tool_choice or "auto", tools)
+    if choice != task.model.tool_choice:
+        changes["tool_choice"] = choice
     if options.policies is not None:
         changes["policies"] = _policies(
             agent.policies, options.policies.model_dump(exclude_none=True)
@@ -150,20 +151,26 @@ def _lower(current: Any, given: dict[str, Any], where: str) -> Any:
 
 
 def _tool_choice(task: Task, choice: str, tools: list[str]) -> str:
-    """``choice`` for a run of ``task`` with ``tools``: turning tools off always narrows;
-    requiring a call (any, or a named one) only where the model would choose anyway."""
-    if choice == task.model.tool_choice or choice == "none":
-        return choice
-    if task.model.tool_choice != "auto":
+    """``choice`` for a run of ``task`` with ``tools``: ``auto`` keeps the task's own;
+    ``none`` always narrows; requiring a call (any, or a named one) only where the task
+    leaves it to the model. A named tool the run does not have is refused."""
+    own = task.model.tool_choice
+    if choice == "auto":
+        choice = own
+    elif choice != "none" and choice != own and own != "auto":
         raise _widen(
-            f"options.tool_choice: {choice!r} where task {task.name!r} sets "
-            f"{task.model.tool_choice!r} (a run may only choose none)"
+            f"options.tool_choice: {choice!r} where task {task.name!r} sets {own!r} (a run "
+            "may only choose none)"
         )
-    if choice == "required":
-        if not tools:
-            raise HTTPError(422, "invalid_request", "options.tool_choice: required, with no tools")
-        return choice
-    if choice not in tools:
+    if choice == "required" and not tools:
+        raise HTTPError(422, "invalid_request", "options.tool_choice: required, with no tools")
+    if choice not in ("auto", "required", "none") and choice not in tools:
+        if choice == own:
+            raise HTTPError(
+                422, "invalid_request",
+                f"options.tools: leaves out {choice!r}, which task {task.name!r} requires a "
+                "call of (its model.tool_choice)",
+            )  # fmt: skip
         raise _widen(
             f"options.tool_choice: {choice!r} is not one of this run's tools {sorted(tools)}"
         )

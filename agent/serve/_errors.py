@@ -16,7 +16,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-__all__ = ["HTTPError", "error_response", "scrub"]
+__all__ = ["HTTPError", "error_response", "invalid", "scrub"]
 
 _PATH = re.compile(r"(?<![\w:/.])(?:~|\.{1,2})?/(?:[\w.@+-]+/)*[\w.@+-]*")
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
@@ -40,6 +40,14 @@ def scrub(text: Any) -> str:
     """``text`` without absolute file paths or URL passwords."""
     text = _URL_PASSWORD.sub(r"\1***@", str(text))
     return _PATH.sub(lambda m: m[0] if m[0] == "/" or m[0].startswith("/v1/") else "<path>", text)
+
+
+def invalid(exc: Any) -> HTTPError:
+    """The 422 of a pydantic ``ValidationError``: each field's path and what is wrong."""
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+    )
+    return HTTPError(422, "invalid_request", problems[:2000])
 
 
 def error_response(

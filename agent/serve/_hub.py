@@ -28,7 +28,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from agent._io import io
@@ -67,7 +67,6 @@ class EventHub:
         self._told: set[asyncio.Queue[list[StoredEvent]]] = set()  # holding a _READ_STORE
         self._flushed = asyncio.Event()
         self.closing = False
-        self.on_publish: Callable[[StoredEvent], None] | None = None
 
     def open_run(self, run_id: str, first_seq: int) -> None:
         """``run_id`` runs here from now on; its next event is number ``first_seq``."""
@@ -124,9 +123,6 @@ class EventHub:
                 recent.events.extend(events)
             for queue in self._listeners.get(run_id, ()):
                 queue.put_nowait(events)
-        if self.on_publish is not None:
-            for event in batch:
-                self.on_publish(event)
         if self.peers is not None:
             self.peers.send(by_run)
 

@@ -35,14 +35,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from agent.serve._errors import HTTPError, scrub
+from agent.serve._errors import HTTPError, invalid, scrub
 from agent.serve._models import InlineTask, RunBody, RunOptions, SamplingOptions
 from agent.serve._openapi import Route
-from agent.serve._routes import IDEMPOTENCY_KEY, final_result, parse
+from agent.serve._routes import IDEMPOTENCY_KEY, parse
 from agent.task import Task
 
 __all__ = ["OPENAI_ROUTES", "ChatBody"]
@@ -143,6 +143,13 @@ class ChatCompletion(BaseModel):
 
 def run_body(chat: ChatBody, task: Task) -> RunBody:
     """The run of ``task`` a chat request asks for (400/422 for what the facade refuses)."""
+    try:
+        return _run_body(chat, task)
+    except ValidationError as exc:  # e.g. a stop string or a system prompt over the runs' caps
+        raise invalid(exc) from None
+
+
+def _run_body(chat: ChatBody, task: Task) -> RunBody:
     if chat.tools or chat.functions:
         raise HTTPError(
             400, "tools_not_supported",
@@ -190,6 +197,14 @@ def run_body(chat: ChatBody, task: Task) -> RunBody:
     return RunBody(task=inline, input=text, options=options)
 
 
+def fingerprint(chat: ChatBody) -> dict[str, Any]:
+    """What a chat request asks for, for its Idempotency-Key: the fields it set, less how
+    the answer is delivered (a streamed request retried unstreamed is the same request)."""
+    return chat.model_dump(
+        mode="json", by_alias=True, exclude_defaults=True, exclude={"stream", "stream_options"}
+    )
+
+
 def _output_schema(form: ResponseFormat | None) -> dict[str, Any] | None:
     if form is None or form.type == "text":
         return None
@@ -215,15 +230,14 @@ async def chat_completions(request: Request) -> Response:
         raise HTTPError(404, "model_not_found", f"no model {chat.model!r} (see GET /v1/models)")
     body = run_body(chat, svc.catalog.get(chat.model))
     identity = request.scope["state"]["identity"]
-    if chat.stream:  # before the run starts: a stream refused must not leave a run going
-        svc.refuse_streams_past_cap(identity)
-    run_id, _ = await svc.manager.submit(body, identity, request.headers.get("idempotency-key"))
+    key = request.headers.get("idempotency-key")
+    run_id, _, slot = await svc.submit_holding(body, identity, key, fingerprint(chat))
     headers = {"X-Run-Id": run_id}
     if chat.stream:
         include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
-        stream = _stream(svc.follow(identity, run_id, 0), run_id, chat.model, include_usage)
+        stream = _stream(svc.follow(run_id, 0, slot), run_id, chat.model, include_usage)
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
-    result = await final_result(svc.hub, run_id)
+    result = await svc.final_result(run_id, slot)
     if result.get("status") == "error":
         raise HTTPError(502, "run_error", result.get("error") or "the run failed")
     completion = ChatCompletion(

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from agent._io import io
-from agent.serve._errors import HTTPError, scrub
+from agent.serve._errors import HTTPError, invalid, scrub
 from agent.serve._models import (
     ApprovalBody,
     RunBody,
@@ -34,7 +34,7 @@ from agent.serve._models import (
 from agent.serve._openapi import Route
 from agent.serve._security import read_body
 
-__all__ = ["IDEMPOTENCY_KEY", "ROUTES", "final_result", "parse", "run_view"]
+__all__ = ["IDEMPOTENCY_KEY", "ROUTES", "parse", "run_view"]
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
@@ -49,10 +49,7 @@ async def parse(request: Request, model: type[BaseModel]) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-        )
-        raise HTTPError(422, "invalid_request", problems[:2000]) from None
+        raise invalid(exc) from None
 
 
 def _svc(request: Request) -> Any:
@@ -98,23 +95,10 @@ def _task_name(body: RunBody) -> str:
 async def wait_run(request: Request) -> Response:
     body = await parse(request, RunBody)
     svc = _svc(request)
-    run_id, _ = await svc.manager.submit(
-        body, _identity(request), request.headers.get("idempotency-key")
-    )
-    await final_result(svc.hub, run_id)
+    key = request.headers.get("idempotency-key")
+    run_id, _, slot = await svc.submit_holding(body, _identity(request), key)
+    await svc.final_result(run_id, slot)
     return JSONResponse((await run_view(svc, run_id)).model_dump(mode="json"))
-
-
-async def final_result(hub: Any, run_id: str) -> dict[str, Any]:
-    """The result of the run's first ``final`` event (it ended or paused); 503 when this
-    server stops before it (the run goes on: its id in ``X-Run-Id``)."""
-    async for events in hub.follow(run_id, 0):
-        if events and events[-1].kind == "final":
-            return json.loads(events[-1].data)["result"]
-    raise HTTPError(
-        503, "draining", "the server stopped before the run ended",
-        {"Retry-After": "5", "X-Run-Id": run_id},
-    )  # fmt: skip
 
 
 async def get_run(request: Request) -> Response:
@@ -130,7 +114,7 @@ async def run_events(request: Request) -> Response:
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         raise HTTPError(400, "invalid_request", "Last-Event-ID: a non-negative event number")
     return StreamingResponse(
-        _sse(svc.follow(_identity(request), run_id, int(raw))),
+        _sse(svc.follow(run_id, int(raw), svc.stream_slot(_identity(request)))),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -24,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -81,9 +83,12 @@ class RunManager:
 
     # ---- starting --------------------------------------------------------------------
 
-    async def submit(self, body: RunBody, identity: str, key: str | None) -> tuple[str, bool]:
+    async def submit(
+        self, body: RunBody, identity: str, key: str | None, request: Any = None
+    ) -> tuple[str, bool]:
         """Start a run (or find the one an earlier request with ``key`` started):
-        ``(run_id, created)``."""
+        ``(run_id, created)``. ``request``: what the client sent, as JSON (default: the
+        body's fields it set); a key reused with another request is a 422."""
         self._refuse_if_draining()
         if key is not None and not 0 < len(key) <= 255:
             raise HTTPError(400, "invalid_request", "Idempotency-Key: 1 to 255 characters")
@@ -96,7 +101,13 @@ class RunManager:
             text = text if text is not None else task.render_input(body.vars)
         except ConfigError as exc:
             raise HTTPError(422, "invalid_request", str(exc)) from None
-        spec = {"input": text, "body": body.model_dump(mode="json")}
+        # The fields set, not the defaults: a replica of another version reads it too.
+        sent = body.model_dump(mode="json", exclude_defaults=True)
+        spec = {
+            "input": text,
+            "body": sent,
+            "request": _digest(sent if request is None else request),
+        }
         idem = idempotency_hash(identity, key) if key else None
         if idem and (earlier := await io(self.jobs.by_idempotency, idem)):
             return _same_request(earlier, spec), False
@@ -359,8 +370,8 @@ class RunManager:
                 except HTTPError as exc:  # its task is no longer served here
                     await io(self.jobs.set_state, job.run_id, "ended", exc.message)
                     continue
-                body = job.spec["body"]
-                self._launch(job, agent, job.spec["input"], body["options"]["approve"])
+                approve = RunBody.model_validate(job.spec["body"]).options.approve
+                self._launch(job, agent, job.spec["input"], approve)
 
     async def drain(self) -> None:
         """Stop taking runs; let running ones reach a step boundary, then release them."""
@@ -435,10 +446,17 @@ def public(event: Any) -> dict[str, Any]:
     return data
 
 
+def _digest(request: Any) -> str:
+    """What identifies a client's request: the same JSON, however its keys are ordered."""
+    text = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _same_request(earlier: Job | None, spec: dict[str, Any]) -> str:
-    """The run an idempotency key started, when this request is the one that started it;
-    else the 422 of a key reused for another request."""
-    if earlier is not None and earlier.spec == spec:
+    """The run an idempotency key started, when this request is the one that started it
+    (a job of an earlier version, which kept no digest, is taken to be); else the 422 of a
+    key reused for another request."""
+    if earlier is not None and earlier.spec.get("request", spec["request"]) == spec["request"]:
         return earlier.run_id
     raise HTTPError(
         422, "idempotency_key_reused",

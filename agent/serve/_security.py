@@ -137,9 +137,11 @@ class Guard:
                 {"Retry-After": str(max(1, math.ceil(wait)))},
             )  # fmt: skip
         length = headers.get("content-length")
-        if length is not None and (
-            not (length.isascii() and length.isdigit()) or int(length) > self.config.max_body_bytes
-        ):
+        if length is not None and not (length.isascii() and length.isdigit()):
+            return error_response(
+                400, "invalid_request", "Content-Length: a number of bytes, in ASCII digits"
+            )
+        if length is not None and int(length) > self.config.max_body_bytes:
             return error_response(
                 413, "body_too_large", f"request body over {self.config.max_body_bytes} bytes"
             )

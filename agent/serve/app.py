@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,11 +133,16 @@ class Service:
             await self.stop()  # a lifespan whose start failed does not stop
             raise
 
-    def follow(self, identity: str, run_id: str, after: int) -> AsyncIterator[Any]:
-        """A client's stream of ``run_id``'s events after number ``after`` (batches, as
-        :meth:`EventHub.follow`), counted against the token's ``max_streams`` (a 429
-        beyond) until it ends or is dropped."""
-        self.refuse_streams_past_cap(identity)
+    def stream_slot(self, identity: str) -> Callable[[], None]:
+        """Take one of ``identity``'s places for an open stream or wait (a 429 when it has
+        ``max_streams`` open here); the function that gives it back (once). Taken before a
+        run starts, so a refused stream starts none."""
+        cap = self.config.security.max_streams
+        if self._streams.get(identity, 0) >= cap:
+            raise HTTPError(
+                429, "too_many_streams", f"{cap} event streams are open for this token",
+                {"Retry-After": "1"},
+            )  # fmt: skip
         self._streams[identity] = self._streams.get(identity, 0) + 1
         self.listeners += 1
         released = False
@@ -150,27 +156,51 @@ class Service:
                 if not self._streams[identity]:
                     del self._streams[identity]
 
+        return release
+
+    def follow(self, run_id: str, after: int, slot: Callable[[], None]) -> AsyncIterator[Any]:
+        """``run_id``'s events after number ``after`` for a client (batches, as
+        :meth:`EventHub.follow`), holding ``slot`` (:meth:`stream_slot`) until they end or
+        the client goes."""
+
         async def stream() -> AsyncIterator[Any]:
             try:
                 async for events in self.hub.follow(run_id, after):
                     yield events
             finally:
-                release()
+                slot()
 
         events = stream()
         # One never started (its client left between the headers and the first event) is
         # released when it is collected. Untested: that window cannot be staged from a client.
-        weakref.finalize(events, release)
+        weakref.finalize(events, slot)
         return events
 
-    def refuse_streams_past_cap(self, identity: str) -> None:
-        """A 429 when ``identity`` has as many event streams open here as it may."""
-        cap = self.config.security.max_streams
-        if self._streams.get(identity, 0) >= cap:
-            raise HTTPError(
-                429, "too_many_streams", f"{cap} event streams are open for this token",
-                {"Retry-After": "1"},
-            )  # fmt: skip
+    async def final_result(self, run_id: str, slot: Callable[[], None]) -> dict[str, Any]:
+        """The result of the run's first ``final`` event (it ended or paused), holding
+        ``slot`` while it waits; 503 when this server stops first (the run goes on: its id
+        in ``X-Run-Id``)."""
+        async with contextlib.aclosing(self.follow(run_id, 0, slot)) as batches:
+            async for events in batches:
+                if events and events[-1].kind == "final":
+                    return json.loads(events[-1].data)["result"]
+        raise HTTPError(
+            503, "draining", "the server stopped before the run ended",
+            {"Retry-After": "5", "X-Run-Id": run_id},
+        )  # fmt: skip
+
+    async def submit_holding(
+        self, body: Any, identity: str, key: str | None, request: Any = None
+    ) -> tuple[str, bool, Callable[[], None]]:
+        """:meth:`RunManager.submit` for a client that will stream or wait: its stream place
+        is taken first (and given back if the run is refused)."""
+        slot = self.stream_slot(identity)
+        try:
+            run_id, created = await self.manager.submit(body, identity, key, request)
+        except BaseException:
+            slot()
+            raise
+        return run_id, created, slot
 
     async def metrics_text(self) -> str:
         """``/metrics``: this process's, or with peers every worker's."""

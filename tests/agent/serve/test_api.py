@@ -68,6 +68,18 @@ def test_wait_idempotency_and_unknown_runs(sim, tmp_path: Path) -> None:
         reused = a.post("/v1/runs", json={"task": "greet", "input": "other"}, headers=key)
         assert reused.status_code == 422  # the same key for another request: not its run
         assert reused.json()["error"]["type"] == "idempotency_key_reused"
+        # The same request again, spelt with a default written out, or waited for: its run.
+        same = {"task": "greet", "options": {"approve": "pause"}, "vars": {}}
+        assert a.post("/v1/runs", json=same, headers=key).json()["run_id"] == first.json()["run_id"]
+        waited = a.post("/v1/runs/wait", json={"task": "greet"}, headers=key)
+        assert waited.json()["run_id"] == first.json()["run_id"]
+        chat = {"model": "greet", "messages": [{"role": "user", "content": "hi"}]}
+        chat_key = {"Idempotency-Key": "chat-1"}
+        streamed = a.post("/v1/chat/completions", json={**chat, "stream": True}, headers=chat_key)
+        plain = a.post("/v1/chat/completions", json=chat, headers=chat_key)  # a retry, unstreamed
+        assert plain.headers["x-run-id"] == streamed.headers["x-run-id"]
+        other_chat = {"model": "greet", "messages": [{"role": "user", "content": "bye"}]}
+        assert a.post("/v1/chat/completions", json=other_chat, headers=chat_key).status_code == 422
         long_key = {"Idempotency-Key": "k" * 256}
         chat = {"model": "greet", "messages": [{"role": "user", "content": "hi"}]}
         for route, body in (("/v1/runs", {"task": "greet"}), ("/v1/runs/wait", {"task": "greet"}),

@@ -152,6 +152,8 @@ async def test_events_another_writer_stored_first_stand(tmp_path: Path) -> None:
     store = RunStore(SqliteDatabase(tmp_path / "serve.db"))
     theirs = StoredEvent("run-a", 2, "text", json.dumps({"kind": "text", "text": "theirs"}), 0.0)
     assert store.append_events([theirs]) == [theirs]
+    twice = [StoredEvent("run-b", 1, "text", "{}", 0.0), StoredEvent("run-b", 1, "step", "{}", 0.0)]
+    assert store.append_events(twice) == twice[:1]  # one number twice: the first is stored
     hub = EventHub(store, poll_s=0.05)
     hub.open_run("run-a", 1)
     for seq, text in ((1, "one"), (2, "ours"), (3, "three")):

@@ -147,6 +147,16 @@ def test_client_tools_are_refused_and_models_must_exist(sim, tmp_path: Path, loc
                 model="weather", messages=[{"role": "user", "content": "x"}],
                 tool_choice={"type": "function", "function": {"name": "read_file"}},
             )  # fmt: skip
+        with pytest.raises(openai.UnprocessableEntityError, match="stop"):  # not a 500
+            client.chat.completions.create(
+                model="weather", messages=[{"role": "user", "content": "x"}], stop=[""]
+            )
+        with pytest.raises(openai.UnprocessableEntityError, match="system"):
+            client.chat.completions.create(
+                model="weather",
+                messages=[{"role": "system", "content": "s" * 100_001},
+                          {"role": "user", "content": "x"}],
+            )  # fmt: skip
         with pytest.raises(openai.BadRequestError, match="logprobs"):
             client.chat.completions.create(
                 model="weather", messages=[{"role": "user", "content": "x"}], logprobs=True

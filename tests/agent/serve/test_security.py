@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import itertools
 import json
 import socket
+import sqlite3
 import time
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from agent.cli import main
 from agent.serve import SecurityConfig, create_app
 from agent.serve._catalog import _tool_choice
 from agent.serve._errors import HTTPError, scrub
+from agent.serve._security import Guard
 from agent.sim import FunctionPolicy, ScriptPolicy
 from agent.task import Task
 from tests.agent.serve.conftest import call, config, http_task, served, sse, write_task
@@ -171,11 +174,66 @@ def test_tool_choice_only_narrows_the_tasks() -> None:
     assert _tool_choice(auto, "read_file", tools) == "read_file"
     assert _tool_choice(auto, "required", tools) == "required"
     assert _tool_choice(forced, "none", tools) == "none"
+    assert _tool_choice(forced, "auto", tools) == "none"  # auto: the task's own choice
     with pytest.raises(HTTPError, match="a run may only choose none") as widened:
-        _tool_choice(forced, "auto", tools)
+        _tool_choice(forced, "required", tools)
     assert widened.value.status == 403
     with pytest.raises(HTTPError, match="not one of this run's tools"):
         _tool_choice(auto, "read_file", ["http_request"])  # narrowed away by options.tools
+    named = Task(name="t", input="x", tools={"enabled": tools}, model={"tool_choice": "read_file"})
+    with pytest.raises(HTTPError, match="leaves out 'read_file'") as unrunnable:
+        _tool_choice(named, "auto", ["http_request"])  # the task's own call, narrowed away
+    assert unrunnable.value.status == 422
+
+
+def test_a_malformed_content_length_is_a_400() -> None:
+    async def app(scope, receive, send) -> None:  # the service behind the guard
+        raise AssertionError("the guard let it through")
+
+    async def status(length: bytes) -> int:
+        sent: list[dict] = []
+        scope = {"type": "http", "path": "/v1/runs", "client": ("127.0.0.1", 1),
+                 "headers": [(b"content-length", length)]}  # fmt: skip
+        await Guard(app, SecurityConfig())(scope, None, _collect(sent))
+        return sent[0]["status"]
+
+    assert asyncio.run(status(b"\xb2")) == 400  # a digit to str.isdigit(), not to int()
+    assert asyncio.run(status(b"12a")) == 400
+    assert asyncio.run(status(b"99999999")) == 413
+
+
+def _collect(sent: list[dict]):
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    return send
+
+
+def test_streamed_chats_at_once_keep_to_the_stream_cap(sim, tmp_path: Path, local_api) -> None:
+    sim.policy = ScriptPolicy([call("http_request", url=f"{local_api.url}/hold/c"), "ok"])
+    task = http_task(tmp_path, "slow", local_api)
+    chat = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "?"}]}
+
+    async def burst(url: str) -> list[int]:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+
+            async def one() -> int:
+                async with c.stream("POST", "/v1/chat/completions", json=chat) as response:
+                    return response.status_code
+
+            return sorted(await asyncio.gather(*(one() for _ in range(6))))
+
+    security = SecurityConfig(max_streams=1)
+    with served(config(tmp_path, sim.url, task, security=security)) as s:
+        assert asyncio.run(burst(s.url)) == [200, *[429] * 5]
+        assert _jobs(tmp_path) == 1  # the refused ones started no run
+        local_api.release("/hold/c")
+
+
+def _jobs(folder: Path) -> int:
+    """How many runs the server in ``folder`` has accepted (its job rows)."""
+    with contextlib.closing(sqlite3.connect(folder / "store" / "serve.db")) as db:
+        return db.execute("SELECT COUNT(*) FROM serve_jobs").fetchone()[0]
 
 
 def test_a_model_urls_password_never_leaves_the_server(sim, tmp_path: Path, greet: Path) -> None:
@@ -225,9 +283,11 @@ def test_event_streams_per_token_are_capped(sim, tmp_path: Path, local_api) -> N
             third = a.get(events)
             assert third.status_code == 429 and third.headers["retry-after"] == "1"
             assert third.json()["error"]["type"] == "too_many_streams"
+            jobs = _jobs(tmp_path)
             chat = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "?"}]}
-            refused = a.post("/v1/chat/completions", json=chat)
-            assert refused.status_code == 429  # before a run starts: none was started
+            assert a.post("/v1/chat/completions", json=chat).status_code == 429
+            assert a.post("/v1/runs/wait", json={"task": "slow"}).status_code == 429  # waits too
+            assert _jobs(tmp_path) == jobs  # refused before a run starts: none was started
             assert "agent_sse_listeners 2" in a.get("/metrics").text
             other = b.post("/v1/runs", json={"task": "slow"}).json()["run_id"]
             with b.stream("GET", f"/v1/runs/{other}/events") as theirs:
