@@ -73,7 +73,7 @@ async def _job(manager: RunManager) -> Job:
         run_id=f"run_{time.time_ns()}",
         identity=ME,
         task="t",
-        spec={"input": "hi", "body": {"options": {"approve": None}}},
+        spec={"input": "hi", "body": {"task": "t"}},  # as submit stores it: the fields set
         state="active",
         created_at=time.time(),
     )
