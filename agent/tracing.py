@@ -73,6 +73,17 @@ def cli_tracer() -> Any:
     return tracer()
 
 
+def flush(timeout_s: float = 5.0) -> None:
+    """Export the spans the global provider still holds. A process that exits by its
+    signal (``agent serve`` after SIGTERM, as uvicorn does) runs no ``atexit`` hook, so
+    the spans a drain ended would be lost."""
+    from opentelemetry import trace
+
+    force_flush = getattr(trace.get_tracer_provider(), "force_flush", None)
+    if force_flush is not None:
+        force_flush(int(timeout_s * 1000))
+
+
 def capture_content() -> bool:
     """Whether spans may carry message content (opt-in through the standard variable)."""
     return os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() in ("1", "true", "yes")

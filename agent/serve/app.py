@@ -241,6 +241,10 @@ class Service:
             self.hub.peers.close()
             self.hub.peers = None
         await self.catalog.aclose()
+        if self.config.tracer is not None:  # the spans the drain ended, before the exit
+            from agent.tracing import flush
+
+            await io(flush)
 
 
 def create_app(config: ServeConfig | None = None) -> Starlette:

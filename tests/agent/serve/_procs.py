@@ -9,6 +9,7 @@ so there is no race for a free port.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -48,6 +49,18 @@ class ServeProc:
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def spans(self, trace_id: str, expected: int, timeout: float = 15) -> list[Any]:
+        """The spans of one trace that ``--otel`` printed (JSON objects in the log), once
+        ``expected`` of them are there (or ``timeout`` passed)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            spans = [
+                s for s in _printed_spans(self.text()) if s["context"]["trace_id"][2:] == trace_id
+            ]
+            if len(spans) >= expected or time.monotonic() > deadline:
+                return spans
+            time.sleep(0.1)
 
     def wait_ready(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
@@ -95,3 +108,15 @@ def agent_serve_procs(
         for proc in procs:
             proc.wait_ready()
         yield procs
+
+
+def _printed_spans(text: str) -> list[Any]:
+    decoder, found = json.JSONDecoder(), []
+    for start in (m.start() for m in re.finditer(r"^\{$", text, re.M)):
+        try:
+            obj, _ = decoder.raw_decode(text, start)
+        except ValueError:  # still being written
+            continue
+        if isinstance(obj, dict) and "context" in obj:
+            found.append(obj)
+    return found

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,13 +28,16 @@ def _free_port() -> int:
 
 
 @contextmanager
-def agent_serve(tmp_path: Path, task: Path, script: Path, port: int) -> Iterator[subprocess.Popen]:
+def agent_serve(
+    tmp_path: Path, task: Path, script: Path, port: int, *extra: str
+) -> Iterator[ServeProc]:
     """``agent serve`` on ``port`` (the same one across a restart), killed on the way out."""
-    args = [str(task), "--sim", str(script), "--store", str(tmp_path / "store")]
-    serve = ServeProc([*args, "--drain-s", "0.5"], tmp_path, port=port)
+    args = [str(task), "--sim", str(script), "--store", str(tmp_path / "store"), *extra]
+    env = {"OTEL_BSP_SCHEDULE_DELAY": "50"}  # --otel: spans printed at once
+    serve = ServeProc([*args, "--drain-s", "0.5"], tmp_path, env, port=port)
     try:
         serve.wait_ready(timeout=60)
-        yield serve.proc
+        yield serve
     finally:
         serve.close()
 
@@ -64,10 +66,10 @@ def test_kill_9_mid_run_then_restart_completes_without_repeating_calls(
 ) -> None:
     task, script = held_two_fetch_task(tmp_path, local_api)
     port = _free_port()
-    with agent_serve(tmp_path, task, script, port) as proc:
+    with agent_serve(tmp_path, task, script, port) as serve:
         run_id, seen = _start_and_hold(port, local_api)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
+        os.kill(serve.proc.pid, signal.SIGKILL)
+        serve.proc.wait(30)
     local_api.release("/hold/h")
     with agent_serve(tmp_path, task, script, port):
         whole = _finish_after_restart(port, run_id, seen)
@@ -77,15 +79,21 @@ def test_kill_9_mid_run_then_restart_completes_without_repeating_calls(
 
 
 def test_sigterm_drains_marks_resumable_and_a_restart_resumes(tmp_path: Path, local_api) -> None:
+    pytest.importorskip("opentelemetry.sdk")
     task, script = held_two_fetch_task(tmp_path, local_api)
     port = _free_port()
-    with agent_serve(tmp_path, task, script, port) as proc:
+    with agent_serve(tmp_path, task, script, port, "--otel") as first:
         run_id, seen = _start_and_hold(port, local_api)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
+        first.proc.send_signal(signal.SIGTERM)
+        assert first.proc.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
     record = RunStore(tmp_path / "store" / "runs.db").get(run_id)
-    assert record is not None and record.status == "interrupted"
+    assert record is not None and record.status == "interrupted" and record.trace_id
     local_api.release("/hold/h")
-    with agent_serve(tmp_path, task, script, port):
+    with agent_serve(tmp_path, task, script, port, "--otel") as second:
         _finish_after_restart(port, run_id, seen)
+        # The resumed run stays in its trace: the restarted server's spans carry its id.
+        after = second.spans(record.trace_id, expected=2)
+    before = first.spans(record.trace_id, expected=1, timeout=0)
+    assert any(s["name"] == "invoke_agent two" for s in before)
+    assert {"invoke_agent two", "execute_tool http_request"} <= {s["name"] for s in after}
     assert local_api.hits["/once"] == 1

@@ -4,17 +4,14 @@ printing one trace of GenAI spans per run whose id ``GET /v1/runs/{id}`` shows."
 
 from __future__ import annotations
 
-import json
 import re
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from agent.sim import FunctionPolicy, SimRequest
-from tests.agent.serve._procs import ServeProc, agent_serve_procs
+from tests.agent.serve._procs import agent_serve_procs
 from tests.agent.serve.conftest import call, http_task
 
 pytestmark = pytest.mark.slow
@@ -50,7 +47,7 @@ def test_tasks_dir_agent_model_url_and_otel_spans(sim, tmp_path: Path, local_api
         view = c.post("/v1/runs/wait", json={"task": "greet", "vars": {"who": "Ada"}}).json()
         assert view["status"] == "done" and view["answer"] == "Hi Ada.", view
         assert re.fullmatch(r"[0-9a-f]{32}", view["trace_id"] or "")
-        spans = _spans_of(p, view["trace_id"], expected=4)
+        spans = p.spans(view["trace_id"], expected=4)
     assert "Greet Ada." in prompts[0] and local_api.hits["/g"] == 1
     model = "NousResearch/Hermes-3-Llama-3.1-8B"
     assert sorted(s["name"] for s in spans) == sorted(
@@ -64,28 +61,6 @@ def test_tasks_dir_agent_model_url_and_otel_spans(sim, tmp_path: Path, local_api
     assert tool["attributes"]["gen_ai.tool.name"] == "http_request"
     assert not any("gen_ai.input.messages" in s["attributes"] for s in spans)  # not opted in
     assert "skipping" in p.text() and "broken.yaml" in p.text()
-
-
-def _spans_of(p: ServeProc, trace_id: str, expected: int, timeout: float = 15) -> list[Any]:
-    """The spans of one trace that ``--otel`` printed (JSON objects on stderr)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        spans = [s for s in _printed_spans(p.text()) if s["context"]["trace_id"][2:] == trace_id]
-        if len(spans) >= expected or time.monotonic() > deadline:
-            return spans
-        time.sleep(0.1)
-
-
-def _printed_spans(text: str) -> list[Any]:
-    decoder, found = json.JSONDecoder(), []
-    for start in (m.start() for m in re.finditer(r"^\{$", text, re.M)):
-        try:
-            obj, _ = decoder.raw_decode(text, start)
-        except ValueError:  # still being written
-            continue
-        if isinstance(obj, dict) and "context" in obj:
-            found.append(obj)
-    return found
 
 
 def test_security_flags_and_tokens_from_the_environment(sim, tmp_path: Path, local_api) -> None:
