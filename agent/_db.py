@@ -52,8 +52,11 @@ class Tx:
             return []
         return [dict(row) for row in cur.fetchall()]
 
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        self._cursor.executemany(self._translate(sql), [tuple(r) for r in rows])
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Run ``sql`` once per row; the rows it changed, over all of them."""
+        done = self._cursor.executemany(self._translate(sql), [tuple(r) for r in rows])
+        self.rowcount = (self._cursor if done is None else done).rowcount  # psycopg: None
+        return self.rowcount
 
 
 class Database(ABC):

@@ -398,23 +398,32 @@ class RunStore:
         """Store events (any runs) in one transaction; a (run, seq) pair is written once.
         The events this call wrote: not one whose number another writer had stored first
         (a run taken over while its owner still ran), whose stored event stands."""
-        written: set[tuple[str, int]] = set()
         with self._tx() as conn:
-            for start in range(0, len(events), _ROWS_PER_INSERT):
-                part = events[start : start + _ROWS_PER_INSERT]
-                rows = conn.execute(
-                    "INSERT INTO run_events (run_id, seq, kind, data, ts) VALUES "
-                    + ", ".join(["(?, ?, ?, ?, ?)"] * len(part))
-                    + " ON CONFLICT (run_id, seq) DO NOTHING RETURNING run_id, seq",
-                    [v for e in part for v in (e.run_id, e.seq, e.kind, e.data, e.ts)],
-                )
-                written.update((row["run_id"], row["seq"]) for row in rows)
-        if len(written) == len(events):
-            return list(events)
-        out = []  # a number given twice in this batch: its first event is the one stored
+            written = conn.executemany(
+                "INSERT INTO run_events (run_id, seq, kind, data, ts) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (run_id, seq) DO NOTHING",
+                [(e.run_id, e.seq, e.kind, e.data, e.ts) for e in events],
+            )
+            if written == len(events):  # the usual case: no read-back
+                return list(events)
+            return self._stored_as_given(conn, events)
+
+    @staticmethod
+    def _stored_as_given(conn: Any, events: Sequence[StoredEvent]) -> list[StoredEvent]:
+        """Of ``events``, those stored as given (in this transaction, so nobody else wrote
+        them in between); of a number given twice, the first."""
+        stored: dict[tuple[str, int], str] = {}
+        for run_id in {e.run_id for e in events}:
+            seqs = [e.seq for e in events if e.run_id == run_id]
+            rows = conn.execute(
+                "SELECT seq, data FROM run_events WHERE run_id = ? AND seq BETWEEN ? AND ?",
+                (run_id, min(seqs), max(seqs)),
+            )
+            stored |= {(run_id, row["seq"]): row["data"] for row in rows}
+        out = []
         for event in events:
-            if (key := (event.run_id, event.seq)) in written:
-                written.discard(key)
+            if stored.get(key := (event.run_id, event.seq)) == event.data:
+                del stored[key]
                 out.append(event)
         return out
 
@@ -440,10 +449,6 @@ class RunStore:
                 "SELECT MAX(seq) AS seq FROM run_events WHERE run_id = ?", (run_id,)
             )
         return rows[0]["seq"] or 0
-
-
-_ROWS_PER_INSERT = 500
-"""Events per INSERT statement: 5 parameters each, well under SQLite's 32,766."""
 
 
 @dataclass(frozen=True)
