@@ -108,11 +108,6 @@ class SqliteDatabase(Database):
     kind = "sqlite"
 
     def __init__(self, path: str | Path, *, timeout_s: float = 30.0) -> None:
-        if sqlite3.sqlite_version_info < (3, 35):  # INSERT ... RETURNING
-            raise ConfigError(
-                f"SQLite {sqlite3.sqlite_version} is too old for the store (3.35 or later): use "
-                "a Python built against a newer SQLite, or a postgresql:// store"
-            )
         self.path = Path(path)
         self.name = str(path)
         self._timeout_s = timeout_s
