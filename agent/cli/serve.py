@@ -91,7 +91,7 @@ __all__ = ["serve_cmd"]
     default=1000,
     show_default=True,
     type=click.IntRange(1),
-    help="Event streams open at once per token (429 beyond).",
+    help="Event streams and waits open at once per token (429 beyond).",
 )
 @click.option(
     "--drain-s",
