@@ -111,9 +111,7 @@ class Service:
             drain_s=config.drain_s,
             tick_s=config.tick_s,
         )
-        self.listeners = 0
-        """Event streams open here (the runs API's and the chat facade's)."""
-        self._streams: dict[str, int] = {}  # identity -> its streams open here
+        self._streams: dict[str, int] = {}  # identity -> its streams and waits open here
         self._background: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -144,14 +142,12 @@ class Service:
                 {"Retry-After": "1"},
             )  # fmt: skip
         self._streams[identity] = self._streams.get(identity, 0) + 1
-        self.listeners += 1
         released = False
 
         def release() -> None:
             nonlocal released
             if not released:
                 released = True
-                self.listeners -= 1
                 self._streams[identity] -= 1
                 if not self._streams[identity]:
                     del self._streams[identity]
@@ -201,6 +197,11 @@ class Service:
             slot()
             raise
         return run_id, created, slot
+
+    @property
+    def listeners(self) -> int:
+        """Event streams and waits open here (the runs API's and the chat facade's)."""
+        return sum(self._streams.values())
 
     async def metrics_text(self) -> str:
         """``/metrics``: this process's, or with peers every worker's."""
