@@ -110,9 +110,9 @@ class JobStore:
         self._me = Owner.current()
         db.migrate("serve_schema_version", _MIGRATIONS)
 
-    def insert(self, job: Job) -> str:
-        """Record a new job owned by this replica; the run id of an earlier job with the
-        same idempotency key when there is one (then nothing is inserted)."""
+    def insert(self, job: Job) -> Job:
+        """Record a new job owned by this replica: ``job``, or the earlier job with the same
+        idempotency key when there is one (then nothing is inserted)."""
         try:
             with self.db.tx() as tx:
                 tx.execute(
@@ -134,8 +134,8 @@ class JobStore:
             earlier = self.by_idempotency(job.idem_key) if job.idem_key else None
             if earlier is None:
                 raise
-            return earlier.run_id
-        return job.run_id
+            return earlier
+        return job
 
     def _owner_values(self) -> tuple[Any, ...]:
         me = self._me

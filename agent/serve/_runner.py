@@ -129,13 +129,13 @@ class RunManager:
         )
         self._count(identity, +1)  # held while the row is written: a burst sees it
         try:
-            run_id = await io(self.jobs.insert, job)
+            stored = await io(self.jobs.insert, job)
         finally:
             self._count(identity, -1)
-        if run_id != job.run_id:  # a request with the same key was first
-            return _same_request(await io(self.jobs.get, run_id), spec), False
+        if stored is not job:  # a request with the same key was first
+            return _same_request(stored, spec), False
         self._launch(job, agent, text, body.options.approve, fresh=True)
-        return run_id, True
+        return job.run_id, True
 
     def _refuse_if_draining(self) -> None:
         """503 for what would start a run here while this replica shuts down."""
@@ -452,11 +452,11 @@ def _digest(request: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _same_request(earlier: Job | None, spec: dict[str, Any]) -> str:
+def _same_request(earlier: Job, spec: dict[str, Any]) -> str:
     """The run an idempotency key started, when this request is the one that started it
     (a job of an earlier version, which kept no digest, is taken to be); else the 422 of a
     key reused for another request."""
-    if earlier is not None and earlier.spec.get("request", spec["request"]) == spec["request"]:
+    if earlier.spec.get("request", spec["request"]) == spec["request"]:
         return earlier.run_id
     raise HTTPError(
         422, "idempotency_key_reused",
